@@ -221,7 +221,7 @@ def verify(assets: list[str] | None = None, progress: bool = False):
 # --------------------------------------------------------------------------- helpers
 
 
-def _read_csv(path: Path, required: list[str], **kwargs) -> pd.DataFrame:
+def read_csv_checked(path: Path, required: list[str], **kwargs) -> pd.DataFrame:
     """Read a CSV (any line endings, UTF-8 or Latin-1) and check its columns."""
     raw = path.read_bytes()
     try:
@@ -239,7 +239,7 @@ def _read_csv(path: Path, required: list[str], **kwargs) -> pd.DataFrame:
     return frame
 
 
-def _check_range(path: Path, frame: pd.DataFrame, column: str, low: float, high: float) -> None:
+def check_range(path: Path, frame: pd.DataFrame, column: str, low: float, high: float) -> None:
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = frame[values.isna() | (values < low) | (values > high)]
     if len(bad):
@@ -278,9 +278,9 @@ def load_images(scale: str = "fixed") -> pd.DataFrame:
     """The 900 OASIS images: ``image_id, theme, category, source, valence, arousal,
     valence_raw, arousal_raw, path`` (valence/arousal on [0, 1], raw on 1-7)."""
     path = asset_path("oasis", "OASIS.csv")
-    frame = _read_csv(path, ["Theme", "Category", "Source", "Valence_mean", "Arousal_mean"])
+    frame = read_csv_checked(path, ["Theme", "Category", "Source", "Valence_mean", "Arousal_mean"])
     for col in ("Valence_mean", "Arousal_mean"):
-        _check_range(path, frame, col, *OASIS_RANGE)
+        check_range(path, frame, col, *OASIS_RANGE)
     theme = frame["Theme"].astype(str).str.strip()  # some copies have 'War 2 '
     out = pd.DataFrame({
         "image_id": theme,
@@ -302,9 +302,9 @@ def load_images(scale: str = "fixed") -> pd.DataFrame:
 def load_lexicon() -> pd.DataFrame:
     """Warriner norms: ``word, valence, arousal`` on their 1-9 scale (lower-case words)."""
     path = asset_path("lexicon", "Ratings_Warriner_et_al.csv")
-    frame = _read_csv(path, ["Word", "V.Mean.Sum", "A.Mean.Sum"])
+    frame = read_csv_checked(path, ["Word", "V.Mean.Sum", "A.Mean.Sum"])
     for col in ("V.Mean.Sum", "A.Mean.Sum"):
-        _check_range(path, frame, col, *WARRINER_RANGE)
+        check_range(path, frame, col, *WARRINER_RANGE)
     return pd.DataFrame({
         "word": frame["Word"].astype(str).str.strip().str.lower(),
         "valence": frame["V.Mean.Sum"].astype(float),
@@ -338,9 +338,9 @@ def load_catalog(scale: str = "fixed") -> pd.DataFrame:
     of the clip's AllMusic mood tags found in the lexicon (``MoodsFoundStr``), 1-9 -> [0, 1].
     """
     catalog_path = asset_path("4q", "catalog_500.csv")
-    catalog = _read_csv(catalog_path, ["Song", "Quadrant"], dtype=str)
+    catalog = read_csv_checked(catalog_path, ["Song", "Quadrant"], dtype=str)
     meta_path = asset_path("4q", "panda_dataset_taffc_metadata.csv")
-    meta = _read_csv(meta_path, ["Song", "Artist", "Title", "Quadrant", "MoodsFoundStr", "GenresStr"],
+    meta = read_csv_checked(meta_path, ["Song", "Artist", "Title", "Quadrant", "MoodsFoundStr", "GenresStr"],
                      dtype=str, keep_default_na=False)
     meta = meta.set_index("Song")
     unknown = sorted(set(catalog.Song) - set(meta.index))
@@ -378,9 +378,9 @@ def load_spotify() -> pd.DataFrame:
     """The frozen Spotify snapshot, one row per distinct (artist, song): ``artist, title,
     year, genre, popularity, valence, energy`` plus ``arousal`` (= energy, as the paper)."""
     path = asset_path("spotify", "top_hits_2000_2019.csv")
-    frame = _read_csv(path, ["artist", "song", "year", "valence", "energy", "popularity", "genre"])
+    frame = read_csv_checked(path, ["artist", "song", "year", "valence", "energy", "popularity", "genre"])
     for col in ("valence", "energy"):
-        _check_range(path, frame, col, 0.0, 1.0)
+        check_range(path, frame, col, 0.0, 1.0)
     frame = frame.rename(columns={"song": "title"})
     frame["key"] = [normalise_name(a) + " - " + normalise_name(t) for a, t in zip(frame.artist, frame.title)]
     frame = frame.drop_duplicates("key").reset_index(drop=True)
@@ -423,6 +423,6 @@ def load_pmemo() -> pd.DataFrame:
     if missing:
         raise DataError(f"{path}: records lack field(s) {', '.join(missing)}")
     for col in ("v", "a"):
-        _check_range(path, frame, col, 0.0, 1.0)
+        check_range(path, frame, col, 0.0, 1.0)
     return frame.rename(columns={"id": "pmemo_id", "v": "valence", "a": "arousal"})[
         ["pmemo_id", "artist", "title", "valence", "arousal"]]

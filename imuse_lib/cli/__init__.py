@@ -37,7 +37,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imuse: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # python -m imuse_lib.cli
-    sys.exit(main())

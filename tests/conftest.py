@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests read the real mirror (../shared/imuse-data) and never write into
+it; a test that writes points IMUSE_CACHE / IMUSE_RESULTS at its tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from imuse_lib import config
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    root = config.data_root()
+    if root is None or not (root / "SHA256SUMS").exists():
+        pytest.fail("the data mirror ../shared/imuse-data (or $IMUSE_DATA) is needed by the tests")
+    return root
+
+
+@pytest.fixture
+def fake_root(tmp_path, mirror, monkeypatch):
+    """A data root laid out like the mirror, each file a symlink to the real one; tests
+    replace single files in it to simulate missing or altered data. IMUSE_DATA points at it."""
+    root = tmp_path / "imuse-data"
+    for src in mirror.rglob("*"):
+        if src.is_file():
+            dst = root / src.relative_to(mirror)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(src, dst)
+    monkeypatch.setenv("IMUSE_DATA", str(root))
+    monkeypatch.setenv("IMUSE_CACHE", str(tmp_path / "cache"))
+    return root
