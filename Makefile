@@ -1,0 +1,33 @@
+# One-command entry points. `make book` builds the whole book from a clean clone;
+# `make test` runs the test suite. Both set up the virtual environment first if needed.
+PYTHON ?= python3
+VENV := .venv
+PROFILE ?= quick
+STAMP := $(VENV)/.imuse-setup-stamp
+
+.PHONY: setup book test test-fast clean-results
+
+setup: $(STAMP)
+
+# Re-run set-up whenever the pins or the package metadata change.
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
+	$(VENV)/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Verify the data, compute features, execute every notebook with papermill, build the HTML.
+book: setup
+	$(VENV)/bin/python scripts/build_book.py --profile $(PROFILE)
+
+# Everything, including the slow end-to-end checks (book build in the quick profile).
+test: setup
+	$(VENV)/bin/python -m pytest
+
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "not slow"
+
+clean-results:
+	rm -rf results book/_executed _build
