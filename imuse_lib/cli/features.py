@@ -1,5 +1,75 @@
-"""Placeholder: this command group is being written (see the issue that owns it)."""
+"""`imuse features`: compute (or load from the store) the frozen backbone features."""
+
+from __future__ import annotations
+
+import sys
+
+from .. import config
+
+IMAGE_CHOICES = ("mobilenet_v2", "mobilenet_v3_large", "resnet18", "efficientnet_b4", "efficientnet_lite0")
+AUDIO_CHOICES = ("samplecnn", "musicnn", "fcn")
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "features",
+        help="compute the frozen image/audio features once into the feature store",
+        description="Compute the frozen backbone features of all 900 images and/or 500 clips into the "
+                    "feature store (cache_dir()/features), or load them when already there.",
+    )
+    p.add_argument("--image-backbone", choices=IMAGE_CHOICES, help="image arm (torchvision name)")
+    p.add_argument("--audio-backbone", choices=AUDIO_CHOICES, help="audio arm")
+    p.add_argument("--views", type=int, default=None, help="random training views per image (default 4)")
+    p.add_argument("--crops", type=int, default=None,
+                   help="random training crops per clip (default: samplecnn 4, musicnn 4, fcn 1)")
+    p.add_argument("--seed", type=int, default=config.SEED, help=f"seed of the random views/crops (default {config.SEED})")
+    p.add_argument("--random-weights", action="store_true",
+                   help="use seeded RANDOM weights instead of pretrained ones (recorded as random)")
+    p.add_argument("--download-weights", action="store_true",
+                   help="let torchvision download missing ImageNet weights (needs internet)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--list", action="store_true", help="list available pretrained backbones and stored feature sets")
+    p.set_defaults(func=cmd_features)
+
+
+def _report(fs, arm: str) -> None:
+    n_train = fs.train.shape[1]
+    what = "views" if arm == "image" else "crops"
+    how = "loaded from the store (cache hit)" if fs.from_cache else f"computed {fs.computed_items} item(s)"
+    print(f"  {fs.meta['description']}")
+    print(f"  {len(fs.ids)} items x ({n_train} random {what} + eval) -> train {tuple(fs.train.shape)}, "
+          f"eval {tuple(fs.eval.shape)}; {how} in {fs.seconds:.1f} s")
+    print(f"  store: {fs.path}")
+
+
+def cmd_features(args) -> int:
+    from .. import features, models
+    from ..errors import ImuseError
+
+    if args.list:
+        print("pretrained image backbones here:", ", ".join(models.available_image_backbones()) or "(none)")
+        print("pretrained audio backbones here:", ", ".join(models.available_audio_backbones()) or "(none)")
+        rows = features.list_store()
+        print(f"feature store {features.store_root()}: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
+        for r in rows:
+            print(f"  {r['key']:<36} {r['weights']:<10} n_train={r['n_train']} items={r['items']} dim={r['dim']} "
+                  f"{r['MB']} MB ({r['seconds']} s to compute)")
+        if not (args.image_backbone or args.audio_backbone):
+            return 0
+    if not (args.image_backbone or args.audio_backbone):
+        raise ImuseError("features: give --image-backbone and/or --audio-backbone (or --list)")
+    weights = "random" if args.random_weights else "pretrained"
+    progress = sys.stderr.isatty()
+    if args.image_backbone:
+        bb = models.build_image_backbone(args.image_backbone, weights=weights, seed=args.seed,
+                                         download=args.download_weights)
+        views = features.DEFAULT_VIEWS if args.views is None else args.views
+        print(f"image features: {args.image_backbone}")
+        fs = features.image_features(bb, views=views, seed=args.seed, progress=progress, device=args.device)
+        _report(fs, "image")
+    if args.audio_backbone:
+        ab = models.build_audio_backbone(args.audio_backbone, weights=weights, seed=args.seed)
+        print(f"audio features: {args.audio_backbone}")
+        fs = features.audio_features(ab, crops=args.crops, seed=args.seed, progress=progress, device=args.device)
+        _report(fs, "audio")
+    return 0

@@ -1,5 +1,226 @@
-"""Placeholder: this command group is being written (see the issue that owns it)."""
+"""`imuse recommend`, `imuse recommend-images` and `imuse index ...`: the deployed recommender.
+
+    imuse recommend IMAGE [--top N] [--json] [--model PATH] [--index PATH]
+    imuse recommend-images AUDIO [--top N] [--json] [--model PATH] [--index PATH]
+    imuse index build [--model PATH] [--index PATH]
+    imuse index add AUDIO... [--title T]... [--artist A]... [--id ID]... [--model PATH] [--index PATH]
+    imuse index remove SONG_ID... [--model PATH] [--index PATH]
+    imuse index list [--json] [--model PATH] [--index PATH]
+
+``--json`` prints a JSON list, one object per result (best first). Songs carry
+``rank, song_id, artist, title, similarity, valence, arousal`` (the song's predicted VA),
+``image_valence, image_arousal`` (the image's predicted VA in that pair) and the song's
+``true_valence, true_arousal`` when known; images carry ``rank, image_id, category,
+similarity, valence, arousal, song_valence, song_arousal, true_valence, true_arousal, path``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+from ..errors import DataError, ImuseError
+
+
+def _guard(func):
+    """Expected failures outside our own errors (file system, SQLite) -> one-line ImuseError."""
+
+    @functools.wraps(func)
+    def wrapper(args):
+        try:
+            return func(args)
+        except ImuseError:
+            raise
+        except OSError as exc:
+            where = exc.filename or "file"
+            raise DataError(f"{where}: {exc.strerror or exc}") from None
+        except sqlite3.Error as exc:
+            raise DataError(f"song index: {exc}") from None
+
+    return wrapper
+
+
+def _model_index_args(p, index_help: str = "song index file (default: the model's index in the cache)") -> None:
+    p.add_argument("--model", metavar="PATH", help="trained model (default: the one `imuse train` wrote)")
+    p.add_argument("--index", metavar="PATH", help=index_help)
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("recommend", help="songs for an image (top N by predicted similarity)",
+                       description="Rank the indexed songs for IMAGE with the trained IMUSE model.")
+    p.add_argument("image", metavar="IMAGE", help="image file (any common format)")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="how many songs (default 10)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    _model_index_args(p)
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("recommend-images", help="OASIS images for a song (the reverse direction)",
+                       description="Rank the 900 OASIS images of the index for the audio clip AUDIO.")
+    p.add_argument("audio", metavar="AUDIO", help="audio file (MP3, WAV, FLAC, ...)")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="how many images (default 10)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    _model_index_args(p)
+    p.set_defaults(func=cmd_recommend_images)
+
+    p = sub.add_parser("index", help="build and edit the song index",
+                       description="The song index: music vectors and predicted VA of every song, "
+                                   "stored once (SQLite) for the model that made them.")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION")
+    isub.required = True
+
+    q = isub.add_parser("build", help="(re)build the index over the 500-clip catalog")
+    _model_index_args(q, "where to write the index (default: the model's index in the cache)")
+    q.set_defaults(func=cmd_index_build)
+
+    q = isub.add_parser("add", help="add songs from audio files (nothing else is recomputed)")
+    q.add_argument("audio", nargs="+", metavar="AUDIO", help="audio file(s)")
+    q.add_argument("--title", action="append", metavar="T", help="title (once per file; default: file name)")
+    q.add_argument("--artist", action="append", metavar="A", help="artist (once per file)")
+    q.add_argument("--id", action="append", dest="song_id", metavar="ID",
+                   help="song id (once per file; default: file name without extension)")
+    _model_index_args(q)
+    q.set_defaults(func=cmd_index_add)
+
+    q = isub.add_parser("remove", help="remove songs by id")
+    q.add_argument("song_ids", nargs="+", metavar="SONG_ID")
+    _model_index_args(q)
+    q.set_defaults(func=cmd_index_remove)
+
+    q = isub.add_parser("list", help="list the songs of the index")
+    q.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    _model_index_args(q)
+    q.set_defaults(func=cmd_index_list)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _clip(text, width: int) -> str:
+    text = str(text)
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _num(x) -> str:
+    return "   -  " if x is None or x != x else f"{x:6.3f}"
+
+
+def print_songs(rec, out=None) -> None:
+    out = out or sys.stdout
+    print(f"Songs for {rec.query}", file=out)
+    print(f"model: {rec.model_label}", file=out)
+    how = "" if rec.model_label.startswith("factorised") else " (mean over the indexed songs; joint model)"
+    print(f"image predicted VA: valence {rec.query_va[0]:.3f}, arousal {rec.query_va[1]:.3f}{how}", file=out)
+    print(f"{'rank':>4}  {'artist':<24} {'title':<32} {'similarity':>10} {'valence':>7} {'arousal':>7}", file=out)
+    for r in rec.items.itertuples():
+        print(f"{r.rank:>4}  {_clip(r.artist, 24):<24} {_clip(r.title, 32):<32} {r.similarity:>10.4f} "
+              f"{r.valence:>7.3f} {r.arousal:>7.3f}", file=out)
+
+
+def print_images(rec, out=None) -> None:
+    out = out or sys.stdout
+    print(f"OASIS images for {rec.query}", file=out)
+    print(f"model: {rec.model_label}", file=out)
+    how = "" if rec.model_label.startswith("factorised") else " (mean over the indexed images; joint model)"
+    print(f"song predicted VA: valence {rec.query_va[0]:.3f}, arousal {rec.query_va[1]:.3f}{how}", file=out)
+    print(f"{'rank':>4}  {'image':<24} {'category':<10} {'similarity':>10} {'valence':>7} {'arousal':>7}", file=out)
+    for r in rec.items.itertuples():
+        print(f"{r.rank:>4}  {_clip(r.image_id, 24):<24} {_clip(r.category, 10):<10} {r.similarity:>10.4f} "
+              f"{r.valence:>7.3f} {r.arousal:>7.3f}", file=out)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _index_path(args, model=None) -> Path:
+    from .. import recommend
+
+    if args.index:
+        return Path(args.index)
+    return recommend.default_index_path(model or recommend.load_model(args.model))
+
+
+@_guard
+def cmd_recommend(args) -> int:
+    from .. import recommend
+
+    rec = recommend.Recommender.load(args.model, args.index).recommend(args.image, args.top)
+    _print_json(rec.to_records()) if args.json else print_songs(rec)
+    return 0
+
+
+@_guard
+def cmd_recommend_images(args) -> int:
+    from .. import recommend
+
+    rec = recommend.Recommender.load(args.model, args.index).recommend_images(args.audio, args.top)
+    _print_json(rec.to_records()) if args.json else print_images(rec)
+    return 0
+
+
+@_guard
+def cmd_index_build(args) -> int:
+    import time
+
+    from .. import recommend
+
+    model = recommend.load_model(args.model)
+    start = time.perf_counter()
+    path = recommend.build_index(model, args.index)
+    meta = recommend.read_meta(path)
+    n = recommend.open_index(path)
+    print(f"song index: {path}\n  {len(n)} songs, {len(n.images)} images, built in "
+          f"{time.perf_counter() - start:.1f} s\n  model: {meta['model_label']}\n"
+          f"  fingerprint: {meta['fingerprint'][:16]}")
+    return 0
+
+
+@_guard
+def cmd_index_add(args) -> int:
+    from .. import recommend
+
+    model = recommend.load_model(args.model)
+    path = _index_path(args, model)
+    ids = recommend.add_songs(path, model, args.audio, titles=args.title, artists=args.artist,
+                              song_ids=args.song_id)
+    print(f"added {len(ids)} song(s) to {path}: {', '.join(ids)}")
+    return 0
+
+
+@_guard
+def cmd_index_remove(args) -> int:
+    from .. import recommend
+
+    path = _index_path(args)
+    ids = recommend.remove_songs(path, args.song_ids)
+    print(f"removed {len(ids)} song(s) from {path}: {', '.join(ids)}")
+    return 0
+
+
+@_guard
+def cmd_index_list(args) -> int:
+    from .. import recommend
+
+    index = recommend.open_index(_index_path(args))
+    cols = ["song_id", "artist", "title", "valence", "arousal", "true_valence", "true_arousal", "added"]
+    if args.json:
+        from ..recommend import Recommendation
+
+        _print_json(Recommendation("", (0, 0), index.songs[cols], "", "songs").to_records())
+        return 0
+    meta = index.meta
+    print(f"song index: {index.path}\n  model: {meta.get('model_label')}\n  fingerprint: "
+          f"{meta.get('fingerprint', '')[:16]}, created {meta.get('created')}"
+          f"{', modified ' + meta['modified'] if meta.get('modified') else ''}\n"
+          f"  {len(index)} songs, {len(index.images)} images")
+    print(f"{'song_id':<16} {'artist':<24} {'title':<32} {'valence':>7} {'arousal':>7}")
+    for r in index.songs.itertuples():
+        print(f"{_clip(r.song_id, 16):<16} {_clip(r.artist, 24):<24} {_clip(r.title, 32):<32} "
+              f"{r.valence:>7.3f} {r.arousal:>7.3f}")
+    return 0

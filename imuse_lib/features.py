@@ -1,0 +1,422 @@
+"""The feature store: frozen-backbone features computed once, then served from disk.
+
+The paper freezes its pretrained backbones, so every (backbone, weights, preprocessing,
+item, view) has one feature vector; training then never runs a CNN again.
+
+    fs = features.image_features("mobilenet_v2", views=4)   # 900 OASIS images
+    fs = features.audio_features("musicnn", crops=4)        # 500 4Q clips
+    fs.ids, fs.train [N, K, D], fs.eval [N, D], fs.meta
+
+Views. Images: ``K`` random training views (Resize 256 + random 224 crop + horizontal flip
+p = 0.5), each seeded by (seed, image_id, view), plus the evaluation view (Resize 256 +
+centre crop 224). Clips: ``M`` random crops of the backbone's input length (start drawn
+uniformly, seeded by (seed, song_id)) plus the backbone's fixed evaluation crops (evenly
+spaced over the clip; the centre one when there is one), whose features are averaged
+into ``eval``. Clips shorter than a crop follow :func:`imuse_lib.media.fit_length`.
+
+On-disk format (``cache_dir()/features/<backbone>-<key>/``):
+
+* ``features.npz``: ``ids`` (str [N]), ``train`` (float32 [N, K, D]), ``eval`` (float32 [N, D]);
+* ``meta.json``: the key's full specification (backbone, weights provenance incl. sha256 or
+  "random" + init seed, preprocessing parameters, views/crops, seed, items digest) plus
+  run facts (time, device, library versions). It is written last: its presence marks a
+  complete entry;
+* ``chunks/NNNNN.npz`` while a run is in progress: finished chunks of items, reused when an
+  interrupted run is started again, removed once ``features.npz`` is written.
+
+The key is the sha256 of the specification, so changing the backbone, its weights (sha256),
+any preprocessing parameter, the number of views, the seed or the item list (ids and file
+checksums) gives a new entry: stale features are never served. All writes are atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import config, media
+from .errors import DataError, ImuseError
+from .io import atomic_path, read_json, write_json
+from .models.base import Backbone
+
+FORMAT_VERSION = 1
+DEFAULT_VIEWS = 4  # K random training views per image
+# M random training crops per clip. FCN's crop is 29 s of a 30 s clip: extra random crops
+# differ by under a second, so one is enough (and each costs ~0.7 s on this CPU).
+DEFAULT_CROPS = {"samplecnn": 4, "musicnn": 4, "fcn": 1}
+CHUNK_ITEMS = 50  # items per resumable chunk
+
+
+@dataclass
+class FeatureSet:
+    """Frozen features of every item: ``train`` [N, K, D] random views/crops, ``eval`` [N, D]."""
+
+    ids: list
+    train: np.ndarray
+    eval: np.ndarray
+    meta: dict
+    path: Path | None = None
+    from_cache: bool = False
+    seconds: float = 0.0
+    computed_items: int = 0  # items computed in this call (0 when fully served from the store)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.eval.shape[1])
+
+    def index(self) -> dict:
+        return {i: n for n, i in enumerate(self.ids)}
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def store_root() -> Path:
+    return config.cache_dir() / "features"
+
+
+def _stable_int(*parts) -> int:
+    """A 63-bit seed from any parts: stable across processes and platforms."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _item_token(path: Path) -> str:
+    """What identifies an item's content: its registry sha256 when it is a mirrored file,
+    else its size and modification time."""
+    path = Path(path)
+    root = config.data_root()
+    if root is not None:
+        try:
+            rel = path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            rel = None
+        if rel is not None:
+            from . import data
+
+            sha = data.registry().get(rel)
+            if sha:
+                return sha
+    try:
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return "missing"
+
+
+def _weights_key(weights: dict) -> dict:
+    if weights.get("kind") == "random":
+        return {"kind": "random", "init_seed": weights.get("init_seed")}
+    return {"kind": weights.get("kind"), "sha256": weights.get("sha256")}
+
+
+def feature_spec(backbone: Backbone, ids: list, paths: list, n_train: int, seed: int, extra: dict | None = None) -> dict:
+    """Everything the features depend on (the store key is its hash)."""
+    items = hashlib.sha256(json.dumps([[str(i), _item_token(p)] for i, p in zip(ids, paths)]).encode()).hexdigest()
+    spec = {
+        "format": FORMAT_VERSION,
+        "arm": backbone.kind,
+        "backbone": backbone.name,
+        "weights": _weights_key(backbone.weights),
+        "preprocessing": backbone.preprocessing,
+        "dim": backbone.dim,
+        "n_train": int(n_train),
+        "seed": int(seed),
+        "n_items": len(ids),
+        "items_sha256": items,
+    }
+    if extra:
+        spec.update(extra)
+    return spec
+
+
+def feature_key(spec: dict) -> str:
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{spec['backbone']}-{digest[:16]}"
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def _device(device=None):
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _forward(backbone: Backbone, batch: list, batch_size: int, device) -> np.ndarray:
+    """Run the frozen module over a list of input tensors, in batches."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(batch), batch_size):
+            x = torch.stack(batch[start:start + batch_size]).to(device)
+            y = backbone.module(x)
+            if y.ndim != 2 or y.shape[1] != backbone.dim:
+                raise ImuseError(f"{backbone.name}: module returned shape {tuple(y.shape)}, expected [B, {backbone.dim}]")
+            out.append(y.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, backbone.dim), np.float32)
+
+
+def _train_view(backbone: Backbone, img, seed: int, item_id: str, view: int):
+    """The view-th random training view of an image, seeded by (seed, item, view)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_stable_int(seed, item_id, "view", view))
+        return backbone.train_transform(img)
+
+
+def _image_inputs(backbone: Backbone, item_id: str, source, n_views: int, seed: int) -> list:
+    img = source if not isinstance(source, (str, Path)) else media.load_image(source)
+    return [backbone.eval_transform(img)] + [_train_view(backbone, img, seed, item_id, v) for v in range(n_views)]
+
+
+def eval_starts(n: int, length: int, count: int) -> np.ndarray:
+    """Fixed evaluation crop starts: ``count`` evenly spaced (the centre one when count == 1)."""
+    if count == 1:
+        return np.array([(n - length) // 2])
+    return np.linspace(0, n - length, count).round().astype(int)
+
+
+def train_starts(n: int, length: int, count: int, seed: int, item_id: str) -> np.ndarray:
+    rng = np.random.default_rng(_stable_int(seed, item_id, "crops"))
+    return rng.integers(0, n - length + 1, size=count)
+
+
+def _audio_inputs(backbone: Backbone, item_id: str, path, n_crops: int, seed: int, n_eval: int) -> list:
+    import torch
+
+    wave = media.load_audio(path, backbone.sample_rate)
+    wave = media.fit_length(wave, backbone.input_length, backbone.sample_rate, path)
+    L = backbone.input_length
+    starts = list(eval_starts(len(wave), L, n_eval)) + list(train_starts(len(wave), L, n_crops, seed, item_id))
+    return [torch.from_numpy(np.ascontiguousarray(wave[s:s + L])) for s in starts]
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append '.npz' to a name
+            np.savez(fh, **arrays)
+
+
+def _load_entry(folder: Path, key: str):
+    meta_path, npz_path = folder / "meta.json", folder / "features.npz"
+    if not (meta_path.is_file() and npz_path.is_file()):
+        return None
+    meta = read_json(meta_path)
+    if meta.get("key") != key:
+        return None
+    with np.load(npz_path, allow_pickle=False) as z:
+        return [str(i) for i in z["ids"]], z["train"], z["eval"], meta
+
+
+def _extract(backbone: Backbone, ids: list, sources: list, n_train: int, seed: int, spec: dict,
+             batch_size: int, progress: bool, device, make_inputs, n_per_item_eval: int,
+             desc: str) -> FeatureSet:
+    """Compute (or load) the features of ``ids``; resumable chunk by chunk."""
+    from tqdm.auto import tqdm
+
+    key = feature_key(spec)
+    folder = store_root() / key
+    t0 = time.perf_counter()
+    hit = _load_entry(folder, key)
+    if hit is not None:
+        got_ids, train, ev, meta = hit
+        return FeatureSet(got_ids, train, ev, meta, folder, True, time.perf_counter() - t0, 0)
+
+    dev = _device(device)
+    backbone.to(dev)
+    chunk_dir = folder / "chunks"
+    n = len(ids)
+    starts = list(range(0, n, CHUNK_ITEMS))
+    parts, computed = [], 0
+    bar = tqdm(total=n, desc=desc, unit="item", disable=not progress, leave=False)
+    for c, start in enumerate(starts):
+        cids = [str(i) for i in ids[start:start + CHUNK_ITEMS]]
+        cpath = chunk_dir / f"{c:05d}.npz"
+        if cpath.is_file():  # resume: a chunk finished by an earlier, interrupted run
+            try:
+                with np.load(cpath, allow_pickle=False) as z:
+                    if [str(i) for i in z["ids"]] == cids:
+                        parts.append((z["train"], z["eval"]))
+                        bar.update(len(cids))
+                        continue
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable leftover: recompute it
+        inputs, per_item = [], []
+        for item_id, src in zip(cids, sources[start:start + CHUNK_ITEMS]):
+            x = make_inputs(backbone, item_id, src)
+            inputs.extend(x)
+            per_item.append(len(x))
+        feats = _forward(backbone, inputs, batch_size, dev)
+        tr, ev, pos = [], [], 0
+        for k in per_item:
+            f = feats[pos:pos + k]
+            pos += k
+            ev.append(f[:n_per_item_eval].mean(axis=0))
+            tr.append(f[n_per_item_eval:])
+        tr = np.stack(tr).astype(np.float32).reshape(len(cids), n_train, backbone.dim)
+        ev = np.stack(ev).astype(np.float32)
+        _save_npz(cpath, ids=np.array(cids), train=tr, eval=ev)
+        parts.append((tr, ev))
+        computed += len(cids)
+        bar.update(len(cids))
+    bar.close()
+    train = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, n_train, backbone.dim), np.float32)
+    ev = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, backbone.dim), np.float32)
+    seconds = time.perf_counter() - t0
+    meta = _meta(backbone, spec, key, n_train, seed, dev, seconds, computed)
+    _save_npz(folder / "features.npz", ids=np.array([str(i) for i in ids]), train=train, eval=ev)
+    write_json(folder / "meta.json", meta)  # last: marks the entry complete
+    shutil.rmtree(chunk_dir, ignore_errors=True)
+    return FeatureSet([str(i) for i in ids], train, ev, meta, folder, computed == 0, seconds, computed)
+
+
+def _meta(backbone: Backbone, spec: dict, key: str, n_train: int, seed: int, device, seconds: float,
+          computed: int) -> dict:
+    import torch
+
+    versions = {"torch": torch.__version__}
+    for mod in ("torchvision", "torchaudio"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return {
+        "key": key,
+        "spec": spec,
+        "backbone": backbone.name,
+        "arm": backbone.kind,
+        "weights": backbone.weights,
+        "preprocessing": backbone.preprocessing,
+        "dim": backbone.dim,
+        ("views" if backbone.kind == "image" else "crops"): n_train,
+        "seed": seed,
+        "n_items": spec["n_items"],
+        "description": backbone.describe(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": str(device),
+        "seconds": round(seconds, 2),
+        "items_computed_in_last_run": computed,
+        "versions": versions,
+    }
+
+
+def _resolve(backbone, weights: str, arm: str, seed: int) -> Backbone:
+    from . import models
+
+    if isinstance(backbone, Backbone):
+        if backbone.kind != arm:
+            raise ImuseError(f"{backbone.name} is an {backbone.kind} backbone, not an {arm} one")
+        return backbone
+    if arm == "image":
+        return models.build_image_backbone(backbone, weights=weights, seed=seed)
+    return models.build_audio_backbone(backbone, weights=weights, seed=seed)
+
+
+def image_features(backbone="mobilenet_v2", views: int = DEFAULT_VIEWS, seed: int = config.SEED,
+                   weights: str = "pretrained", *, images=None, batch_size: int = 32,
+                   progress: bool = True, device=None) -> FeatureSet:
+    """Features of every OASIS image (``data.load_images()`` order, or the rows of
+    ``images``, a frame with ``image_id`` and ``path``): ``train`` [N, views, D], ``eval`` [N, D]."""
+    from . import data
+
+    if views < 0:
+        raise ImuseError(f"views must be >= 0, not {views}")
+    bb = _resolve(backbone, weights, "image", seed)
+    frame = data.load_images() if images is None else images
+    ids, paths = [str(i) for i in frame["image_id"]], list(frame["path"])
+    if len(set(ids)) != len(ids):
+        raise DataError("image_features: duplicate image ids")
+    spec = feature_spec(bb, ids, paths, views, seed)
+
+    def make(backbone_, item_id, src):
+        return _image_inputs(backbone_, item_id, src, views, seed)
+
+    return _extract(bb, ids, paths, views, seed, spec, batch_size, progress, device, make, 1,
+                    f"{bb.name} features")
+
+
+def audio_features(backbone="musicnn", crops: int | None = None, seed: int = config.SEED,
+                   weights: str = "pretrained", *, catalog=None, eval_crops: int | None = None,
+                   batch_size: int = 8, progress: bool = True, device=None) -> FeatureSet:
+    """Features of every 4Q clip (``data.load_catalog()`` order, or the rows of ``catalog``,
+    a frame with ``song_id`` and ``path``): ``train`` [N, crops, D] random crops, ``eval``
+    [N, D] the mean over the backbone's fixed evaluation crops. ``crops=None`` takes
+    ``DEFAULT_CROPS[backbone]``; ``eval_crops=None`` the backbone's own number."""
+    from . import data
+
+    bb = _resolve(backbone, weights, "audio", seed)
+    crops = DEFAULT_CROPS.get(bb.name, 4) if crops is None else int(crops)
+    if crops < 0:
+        raise ImuseError(f"crops must be >= 0, not {crops}")
+    n_eval = int(eval_crops or bb.eval_crops or 1)
+    frame = data.load_catalog() if catalog is None else catalog
+    ids, paths = [str(i) for i in frame["song_id"]], list(frame["path"])
+    if len(set(ids)) != len(ids):
+        raise DataError("audio_features: duplicate song ids")
+    spec = feature_spec(bb, ids, paths, crops, seed, {"eval_crops": n_eval})
+
+    def make(backbone_, item_id, src):
+        return _audio_inputs(backbone_, item_id, src, crops, seed, n_eval)
+
+    return _extract(bb, ids, paths, crops, seed, spec, batch_size, progress, device, make, n_eval,
+                    f"{bb.name} features")
+
+
+# --------------------------------------------------------------------------- no store
+
+
+def embed_images(backbone: Backbone, images, batch_size: int = 32, device=None) -> np.ndarray:
+    """Evaluation-view features [n, D] of image paths or PIL images (not stored)."""
+    dev = _device(device)
+    backbone.to(dev)
+    inputs = [backbone.eval_transform(im if not isinstance(im, (str, Path)) else media.load_image(im))
+              for im in images]
+    return _forward(backbone, inputs, batch_size, dev)
+
+
+def embed_audio(backbone: Backbone, paths, batch_size: int = 8, device=None, eval_crops: int | None = None) -> np.ndarray:
+    """Features [n, D] of audio files: the mean over the fixed evaluation crops (not stored)."""
+    dev = _device(device)
+    backbone.to(dev)
+    n_eval = int(eval_crops or backbone.eval_crops or 1)
+    out = []
+    for p in paths:
+        feats = _forward(backbone, _audio_inputs(backbone, str(p), p, 0, 0, n_eval), batch_size, dev)
+        out.append(feats.mean(axis=0))
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, backbone.dim), np.float32)
+
+
+def list_store() -> list[dict]:
+    """One dict per complete store entry: key, backbone, weights kind, views/crops, items, MB."""
+    rows = []
+    root = store_root()
+    if not root.is_dir():
+        return rows
+    for folder in sorted(root.iterdir()):
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            continue
+        meta = read_json(meta_path)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        rows.append({"key": meta.get("key"), "backbone": meta.get("backbone"),
+                     "weights": meta.get("weights", {}).get("kind"),
+                     "n_train": meta.get("views", meta.get("crops")), "seed": meta.get("seed"),
+                     "items": meta.get("n_items"), "dim": meta.get("dim"), "MB": round(size / 1e6, 2),
+                     "seconds": meta.get("seconds")})
+    return rows

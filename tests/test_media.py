@@ -1,0 +1,202 @@
+"""Decoding images and audio: every mode to RGB, mono resampled audio, one-line errors."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imuse_lib import config, media
+from imuse_lib.errors import MediaError
+
+sf = pytest.importorskip("soundfile")
+
+
+def _save(img, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+# --------------------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK", "P", "1"])
+def test_image_modes_become_rgb(tmp_path, mode):
+    img = Image.new("RGB", (40, 30), (200, 30, 60)).convert(mode)
+    path = _save(img, tmp_path / f"x_{mode}.{'jpg' if mode in ('RGB', 'L', 'CMYK') else 'png'}")
+    out = media.load_image(path)
+    assert out.mode == "RGB" and out.size == (40, 30)
+
+
+def test_alpha_composited_on_white(tmp_path):
+    img = Image.new("RGBA", (10, 10), (255, 0, 0, 0))  # fully transparent red
+    img.putpixel((0, 0), (0, 0, 255, 255))  # one opaque blue pixel
+    out = media.load_image(_save(img, tmp_path / "a.png"))
+    assert out.getpixel((5, 5)) == (255, 255, 255)
+    assert out.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_palette_with_transparency(tmp_path):
+    img = Image.new("P", (8, 8), 0)
+    img.putpalette([0, 0, 0, 10, 200, 10] + [0] * 762)
+    img.putpixel((1, 1), 1)
+    img.info["transparency"] = 0
+    out = media.load_image(_save(img, tmp_path / "p.png", transparency=0))
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 1)) == (10, 200, 10)
+
+
+def test_16bit_grayscale_scaled(tmp_path):
+    arr = np.full((6, 6), 65535, dtype=np.uint16)
+    arr[0, 0] = 0
+    img = Image.fromarray(arr)
+    out = media.load_image(_save(img, tmp_path / "g16.png"))
+    assert out.mode == "RGB" and out.getpixel((1, 1)) == (255, 255, 255) and out.getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_exif_rotation_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (0, 128, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees
+    out = media.load_image(_save(img, tmp_path / "r.jpg", exif=exif))
+    assert out.size == (20, 40)
+
+
+def test_tiny_image(tmp_path):
+    out = media.load_image(_save(Image.new("RGB", (1, 1), (1, 2, 3)), tmp_path / "t.png"))
+    assert out.size == (1, 1)
+
+
+def test_png_with_jpg_name_decoded_by_content(tmp_path):
+    path = _save(Image.new("RGBA", (5, 5), (9, 9, 9, 255)), tmp_path / "monkey.jpg", format="PNG")
+    assert media.load_image(path).getpixel((2, 2)) == (9, 9, 9)
+
+
+def test_real_oasis_png_in_jpg_if_mirrored():
+    root = config.data_root()
+    path = root / "oasis" / "images" / "Monkey 3.jpg" if root else None
+    if path is None or not path.exists():
+        pytest.skip("data mirror not available")
+    img = media.load_image(path)
+    assert img.mode == "RGB" and img.size[0] > 100
+
+
+def _bad_image_cases(tmp_path):
+    good = tmp_path / "good.jpg"
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(good, quality=95)
+    data = good.read_bytes()
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(data[: len(data) // 3])
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not an image\n")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    folder = tmp_path / "folder.jpg"
+    folder.mkdir()
+    return {"corrupt": corrupt, "garbage": garbage, "non-image": text, "empty": empty,
+            "directory": folder, "missing": tmp_path / "missing.jpg"}
+
+
+@pytest.mark.parametrize("case", ["corrupt", "garbage", "non-image", "empty", "directory", "missing"])
+def test_bad_images_raise_naming_the_file(tmp_path, case):
+    path = _bad_image_cases(tmp_path)[case]
+    with pytest.raises(MediaError) as err:
+        media.load_image(path)
+    msg = str(err.value)
+    assert path.name in msg and "\n" not in msg
+
+
+def test_decompression_bomb_refused(tmp_path, monkeypatch):
+    path = _save(Image.new("RGB", (100, 100)), tmp_path / "big.png")
+    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 50 * 50)
+    with pytest.raises(MediaError, match="big.png.*decompression bomb"):
+        media.load_image(path)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def _tone(seconds, sr, channels=2, amp=0.3, freq=440.0):
+    t = np.arange(int(seconds * sr)) / sr
+    mono = amp * np.sin(2 * np.pi * freq * t)
+    return np.stack([mono, 0.5 * mono][:channels], axis=1).astype(np.float32)
+
+
+def test_audio_mono_mean_and_resampled(tmp_path):
+    path = tmp_path / "tone.wav"
+    sf.write(path, _tone(2.0, 32000), 32000)
+    wave = media.load_audio(path, 16000)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(len(wave) - 32000) <= 1
+    # mean of channels 1.0 and 0.5 of the tone: peak ~ 0.75 * 0.3
+    assert 0.2 < np.abs(wave).max() < 0.25
+
+
+def test_audio_same_rate_unchanged(tmp_path):
+    path = tmp_path / "mono.wav"
+    sf.write(path, _tone(1.0, 16000, channels=1), 16000)
+    wave = media.load_audio(path, 16000)
+    assert len(wave) == 16000
+
+
+def test_real_mp3_decodes_if_mirrored():
+    root = config.data_root()
+    clips = sorted((root / "4q" / "audio" / "Q1").glob("*.mp3"))[:1] if root else []
+    if not clips:
+        pytest.skip("data mirror not available")
+    wave = media.load_audio(clips[0], 16000)
+    assert 5 * 16000 < len(wave) < 40 * 16000 and np.abs(wave).max() > 0.01
+
+
+def test_silent_clip_rejected(tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros((16000, 2), np.float32), 16000)
+    with pytest.raises(MediaError, match="silence.wav.*silent"):
+        media.load_audio(path, 16000)
+
+
+@pytest.mark.parametrize("case", ["text", "empty", "garbage", "missing", "no-samples"])
+def test_bad_audio_raises_naming_the_file(tmp_path, case):
+    path = tmp_path / f"{case}.mp3"
+    if case == "text":
+        path.write_text("not audio at all\n" * 20)
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "garbage":
+        path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8)
+    elif case == "no-samples":
+        path = tmp_path / "no-samples.wav"
+        sf.write(path, np.zeros((0, 1), np.float32), 16000)
+    with pytest.raises(MediaError) as err:
+        media.load_audio(path, 16000)
+    assert path.name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_image_file_is_not_audio(tmp_path):
+    path = _save(Image.new("RGB", (8, 8)), tmp_path / "cover.png")
+    with pytest.raises(MediaError, match="cover.png.*not a readable audio"):
+        media.load_audio(path, 16000)
+
+
+# --------------------------------------------------------------------------- the short-clip rule
+
+
+def test_long_clip_unchanged():
+    wave = np.arange(100, dtype=np.float32)
+    assert media.fit_length(wave, 80, 10) is wave
+
+
+def test_short_clip_looped_when_at_least_half_the_crop():
+    wave = np.arange(60, dtype=np.float32)
+    out = media.fit_length(wave, 100, 1000)  # 60 >= min(50, 5 s) -> looped
+    assert len(out) == 100 and np.array_equal(out[:60], wave) and np.array_equal(out[60:], wave[:40])
+
+
+def test_long_crop_loops_clips_of_five_seconds():
+    sr = 100
+    wave = np.ones(6 * sr, np.float32)  # 6 s clip, 29 s crop: 6 s >= min(14.5, 5) s
+    assert len(media.fit_length(wave, 29 * sr, sr)) == 29 * sr
+
+
+def test_too_short_clip_rejected_naming_the_file():
+    with pytest.raises(MediaError, match=r"short\.mp3: clip lasts 0\.04 s, shorter than the 0\.10 s crop"):
+        media.fit_length(np.ones(40, np.float32), 100, 1000, path="short.mp3")

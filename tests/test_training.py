@@ -1,0 +1,219 @@
+"""Training on a tiny synthetic feature store: the loss falls, a seed fixes the result,
+a resumed run equals an uninterrupted one, checkpoints load, predictions fit."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from imuse_lib import baselines, metrics, pairs, training
+from imuse_lib.errors import DataError, ModelMismatchError
+
+
+
+
+def synthetic(n_images=60, n_songs=40, k=3, di=24, da=12, seed=0):
+    """Features that carry the VA (a random linear map plus noise), with K noisy views."""
+    rng = np.random.default_rng(seed)
+    images = pd.DataFrame({"image_id": [f"img{i}" for i in range(n_images)],
+                           "category": rng.choice(["A", "B"], n_images),
+                           "valence": rng.random(n_images), "arousal": rng.random(n_images)})
+    songs = pd.DataFrame({"song_id": [f"s{j}" for j in range(n_songs)],
+                          "quadrant": [f"Q{1 + j % 4}" for j in range(n_songs)],
+                          "valence": rng.random(n_songs), "arousal": rng.random(n_songs)})
+
+    def store(frame, key, d):
+        va = frame[["valence", "arousal"]].to_numpy()
+        base = va @ rng.normal(size=(2, d)) * 3
+        train = base[:, None, :] + 0.1 * rng.normal(size=(len(frame), k, d))
+        return SimpleNamespace(ids=list(frame[key]), train=train.astype("float32"), eval=base.astype("float32"),
+                               meta={"backbone": f"synthetic-{key}", "weights": {"kind": "random", "init_seed": 0}})
+
+    p = pairs.split_pairs(pairs.form_pairs(images, songs, seed=1, n_best=3, n_worst=3, n_random=3), "paper", seed=1)
+    data = training.FeatureData(store(images, "image_id", di), store(songs, "song_id", da), images, songs)
+    return data, p
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return synthetic()
+
+
+def cfg(**kw):
+    return training.TrainConfig(**{"epochs": 2, "lr": 0.01, "device": "cpu", **kw})
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_two_epochs_lower_the_loss(toy):
+    data, p = toy
+    res = training.train(data, p, cfg(epochs=2, seed=0))
+    ep = res.history["epochs"]
+    assert [e["epoch"] for e in ep] == [1, 2]
+    first_batches = np.mean(res.history["batches"]["loss"][:3])
+    assert ep[-1]["train_loss"] < first_batches
+    assert ep[1]["val_loss"] < ep[0]["val_loss"] or ep[1]["train_loss"] < ep[0]["train_loss"]
+    n_batches = -(-int((p.split == "train").sum()) // 32)
+    assert len(res.history["batches"]["image_loss"]) == 2 * n_batches
+    assert all(e["train_seconds"] > 0 for e in ep)
+
+
+def test_same_seed_same_model_other_seed_other(toy):
+    data, p = toy
+    a = training.train(data, p, cfg(seed=3)).model
+    b = training.train(data, p, cfg(seed=3)).model
+    c = training.train(data, p, cfg(seed=4)).model
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k], rtol=0, atol=0)
+    assert not torch.equal(a.image_arm[0].weight, c.image_arm[0].weight)
+
+
+@pytest.mark.parametrize("factorised", [False, True])
+def test_resume_equals_uninterrupted(toy, tmp_path, factorised):
+    data, p = toy
+    straight = training.train(data, p, cfg(epochs=3, seed=5, factorised=factorised))
+    ck = tmp_path / "ck.pt"
+    first = training.train(data, p, cfg(epochs=1, seed=5, factorised=factorised), checkpoint=ck)
+    assert first.resumed_from == 0 and ck.exists()
+    resumed = training.train(data, p, cfg(epochs=3, seed=5, factorised=factorised), checkpoint=ck)
+    assert resumed.resumed_from == 1
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(v, resumed.model.state_dict()[k], rtol=0, atol=0)
+    assert resumed.history["batches"]["loss"] == straight.history["batches"]["loss"]
+    assert [e["val_loss"] for e in resumed.history["epochs"]] == [e["val_loss"] for e in straight.history["epochs"]]
+
+
+def test_checkpoint_of_another_run_is_refused(toy, tmp_path):
+    data, p = toy
+    ck = tmp_path / "ck.pt"
+    training.train(data, p, cfg(epochs=1, seed=1), checkpoint=ck)
+    with pytest.raises(ModelMismatchError, match="another run"):
+        training.train(data, p, cfg(epochs=2, seed=2), checkpoint=ck)
+    with pytest.raises(ModelMismatchError, match="past the"):
+        training.train(data, p, cfg(epochs=2, seed=1), checkpoint=tmp_path / "x.pt")  # fresh: fine
+        training.train(data, p, cfg(epochs=1, seed=1), checkpoint=tmp_path / "x.pt")
+
+
+def test_save_load_and_predict(toy, tmp_path):
+    data, p = toy
+    res = training.train(data, p, cfg(epochs=1, seed=0, factorised=True), meta={"config": "toy", "split": "paper"})
+    path = training.save_model(tmp_path / "m.pt", res.model, res.meta)
+    model, meta = training.load_checkpoint(path)
+    assert meta["factorised"] is True and meta["config"] == "toy" and meta["seed"] == 0
+    assert meta["image_dim"] == 24 and meta["audio_dim"] == 12
+    assert meta["image_backbone"] == "synthetic-image_id" and meta["image_weights"]["kind"] == "random"
+    ir, sr = np.array([0, 1, 2]), np.array([3, 4, 5])
+    iva, mva = training.predict_pairs(model, data.image_eval, data.audio_eval, ir, sr)
+    m = training.predict_matrix(model, data.image_eval, data.audio_eval)
+    assert m.shape == (60, 40)
+    np.testing.assert_allclose(m[ir, sr], 1 - np.hypot(*(iva - mva).T), atol=1e-5)
+
+
+def test_joint_matrix_matches_pairwise(toy):
+    data, p = toy
+    model = training.train(data, p, cfg(epochs=1)).model
+    m = training.predict_matrix(model, data.image_eval[:7], data.audio_eval[:5])
+    ir, sr = np.repeat(np.arange(7), 5), np.tile(np.arange(5), 7)
+    iva, mva = training.predict_pairs(model, data.image_eval, data.audio_eval, ir, sr)
+    np.testing.assert_allclose(m.ravel(), 1 - np.hypot(*(iva - mva).T), atol=1e-5)
+
+
+def test_bad_checkpoint_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(ModelMismatchError, match="bad.pt"):
+        training.load_checkpoint(bad)
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(ModelMismatchError, match="not an IMUSE"):
+        training.load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(DataError, match="imuse train"):
+        training.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_network_beats_constant_on_learnable_toy(toy):
+    """A trained network (features carry VA) must beat the constant predictor's MAE."""
+    data, p = toy
+    model = training.train(data, p, cfg(epochs=12, seed=0, factorised=True)).model
+    ev = metrics.make_evalset(p, data.image_row, data.song_row, data.image_va, data.song_va, "paper")
+    net, _ = metrics.score(training.NetworkPredictor(model, data), ev)
+    ti, ts = data.rows(p[p.split == "train"])
+    const, _ = metrics.score(baselines.constant(data.image_va, data.song_va, ti, ts), ev)
+    assert net["mae"] < const["mae"]
+    assert net["image_valence_r"] > 0.5
+
+
+def test_missing_items_and_split_are_errors(toy):
+    data, p = toy
+    with pytest.raises(DataError, match="split"):
+        training.train(data, p.drop(columns="split"), cfg())
+    extra = p.copy()
+    extra.loc[0, "image_id"] = "nope"
+    with pytest.raises(ModelMismatchError, match="nope"):
+        training.train(data, extra, cfg())
+
+
+def test_device_auto_and_refused_cuda():
+    assert training.resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelMismatchError, match="no CUDA"):
+            training.resolve_device("cuda")
+
+
+# --------------------------------------------------------------------------- experiments / CLI
+
+
+@pytest.fixture
+def toy_experiments(monkeypatch, tmp_path):
+    """experiments wired to the synthetic store, results under tmp_path."""
+    from imuse_lib import experiments
+
+    monkeypatch.setenv("IMUSE_RESULTS", str(tmp_path / "results"))
+    data, p = synthetic(n_images=48, n_songs=32)
+    monkeypatch.setattr(experiments, "feature_data", lambda i, a: data)
+    monkeypatch.setattr(experiments, "split_pairs", lambda split: pairs.split_pairs(
+        p.drop(columns="split"), split, 1, images=data.images, songs=data.songs))
+    monkeypatch.setattr(experiments, "configurations", lambda prof: [("mobilenet_v2", "musicnn")])
+    return experiments
+
+
+def test_train_and_evaluate_write_the_result_files(toy_experiments, capsys):
+    from imuse_lib.cli import main
+
+    ex = toy_experiments
+    assert main(["train", "--profile", "quick", "--epochs", "2", "--no-timing", "--jobs", "1"]) == 0
+    root = ex.profile_dir("quick")
+    model = root / "runs" / "mobilenet_v2+musicnn" / "paper" / "joint" / "seed0" / "model.pt"
+    assert model.exists() and (root / "table1.csv").exists()
+    hist = ex.load_history("quick", "mobilenet_v2+musicnn", "cold", "factorised", 0)
+    assert len(hist["epochs"]) == 2 and hist["meta"]["split"] == "cold"
+    assert training.default_model_path().exists()
+    _, meta = training.load_checkpoint()
+    assert meta["factorised"] and meta["split"] == "paper" and meta["config"] == "mobilenet_v2+musicnn"
+    capsys.readouterr()
+    assert main(["evaluate", "--profile", "quick", "--n-boot", "50"]) == 0
+    out = capsys.readouterr().out
+    for word in ("MAP@10 (a)", "ridge", "constant", "oracle", "0.855"):
+        assert word in out
+    t2 = ex.load_table2("quick")
+    oracle = t2[(t2.predictor == "oracle")]
+    assert np.allclose(oracle["mae"], 0) and np.allclose(oracle["map_b@10"], 1)
+    assert set(t2.predictor) >= {"joint", "factorised", "ridge", "constant", "mean_similarity", "random"}
+    assert set(ex.load_map_at_k("quick").k) == set(range(1, 11))
+    # a second `train` reuses the finished runs (resumed at their last epoch)
+    runs = ex.run_training("quick", timing=False, progress=False, jobs=1, epochs=2)["runs"]
+    assert (runs.resumed_from == 2).all()
+
+
+def test_cli_errors_are_one_line(toy_experiments, tmp_path, capsys):
+    from imuse_lib.cli import main
+
+    bad = tmp_path / "c.json"
+    bad.write_text('{"epochz": 3}')
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "unknown setting(s) epochz" in capsys.readouterr().err
+    assert main(["evaluate", "--profile", "quick"]) == 2
+    assert "run not trained yet" in capsys.readouterr().err
