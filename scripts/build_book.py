@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -556,6 +557,31 @@ def browser_check(pages: list[Path], out_dir: Path, chromium: str | None = None)
 # --------------------------------------------------------------------------- main
 
 
+@contextlib.contextmanager
+def build_lock(path: Path | None = None):
+    """One build at a time: two builds would execute into the same book/_executed and _build.
+    A second build waits for the first (the lock goes with its process, never stale)."""
+    import fcntl
+
+    path = path or ROOT / "_build" / ".build_book.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            log(f"another book build is running (pid {fh.read().strip() or '?'}); waiting for it to finish")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=PROFILES, default="quick",
@@ -571,6 +597,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
+    with build_lock():
+        return _build(args)
+
+
+def _build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         names = toc_notebooks()

@@ -220,3 +220,15 @@ def test_failing_notebook_names_itself_and_leaves_no_page(tmp_path, monkeypatch)
     assert not (tmp_path / "executed" / "99_broken.ipynb").exists()
     failed = nbformat.read(tmp_path / "executed" / "99_broken.failed.ipynb", as_version=4)
     assert any(o.get("ename") == "ValueError" for c in failed.cells for o in c.get("outputs", []))
+
+
+def test_build_lock_is_exclusive(tmp_path):
+    import subprocess
+
+    lock = tmp_path / "lock"
+    probe = ("import fcntl, sys\nf = open(sys.argv[1], 'a+')\n"
+             "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n")
+    with bb.build_lock(lock):
+        assert subprocess.run([sys.executable, "-c", probe, str(lock)]).returncode == 3
+        assert lock.read_text().strip() == str(__import__("os").getpid())
+    assert subprocess.run([sys.executable, "-c", probe, str(lock)]).returncode == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -34,6 +35,9 @@ def _guard(func):
             return func(args)
         except ImuseError:
             raise
+        except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
         except OSError as exc:
             where = exc.filename or "file"
             raise DataError(f"{where}: {exc.strerror or exc}") from None
