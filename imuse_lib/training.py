@@ -523,8 +523,8 @@ def time_end_to_end(image_backbone, audio_backbone, data: FeatureData, pairs: pd
         train_times.append(time.perf_counter() - t0)
         load_times.append(t_load)
     val_times = []
-    for b in tqdm(range(n_val_batches or n_batches), desc="end-to-end val batches", disable=not progress,
-                  leave=False):
+    n_val_timed = n_batches if n_val_batches is None else n_val_batches  # 0: validation not timed
+    for b in tqdm(range(n_val_timed), desc="end-to-end val batches", disable=not progress, leave=False):
         sl = slice(b * bs, (b + 1) * bs)
         _sync(device)
         t0 = time.perf_counter()
@@ -539,10 +539,11 @@ def time_end_to_end(image_backbone, audio_backbone, data: FeatureData, pairs: pd
     n_val = -(-len(vimg_rows) // bs)
     return {
         "mode": "end_to_end", "device": device_name(device),
-        "train_batch_seconds": float(np.mean(train_times)), "val_batch_seconds": float(np.mean(val_times)),
+        "train_batch_seconds": float(np.mean(train_times)),
+        "val_batch_seconds": float(np.mean(val_times)) if val_times else float("nan"),
         "decode_share": float(np.sum(load_times) / np.sum(train_times)),
         "train_seconds_per_epoch": float(np.mean(train_times) * n_train_batches),
-        "val_seconds_per_epoch": float(np.mean(val_times) * n_val),
+        "val_seconds_per_epoch": float(np.mean(val_times) * n_val) if val_times else float("nan"),
         "timed_train_batches": len(train_times), "timed_val_batches": len(val_times),
         "train_batches_per_epoch": n_train_batches, "val_batches_per_epoch": n_val, "extrapolated": True,
     }

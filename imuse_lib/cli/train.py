@@ -101,7 +101,7 @@ def cmd_train(args) -> int:
           f" x splits {prof.splits} x {prof.variants} x seeds {prof.seeds}, {prof.epochs} epochs, "
           f"device {training.device_name(training.resolve_device(prof.device))}", file=sys.stderr)
     out = experiments.run_training(prof, force=args.force, timing=not args.no_timing, retime=args.retime,
-                                   progress=sys.stderr.isatty())
+                                   progress=sys.stderr.isatty(), log=not sys.stderr.isatty())
     t1 = out["table1"]
     cols = [c for c in ["config", "split", "mode", "train_s_per_epoch", "val_s_per_epoch", "train_s_total",
                         "speedup_vs_end_to_end"] if c in t1]
