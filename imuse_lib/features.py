@@ -385,7 +385,8 @@ def embed_images(backbone: Backbone, images, batch_size: int = 32, device=None) 
     """Evaluation-view features [n, D] of image paths or PIL images (not stored)."""
     dev = _device(device)
     backbone.to(dev)
-    inputs = [backbone.eval_transform(im if not isinstance(im, (str, Path)) else media.load_image(im))
+    inputs = [backbone.eval_transform(media.load_image(im) if isinstance(im, (str, Path))
+                                      else media.to_rgb(im, "<in-memory image>"))
               for im in images]
     return _forward(backbone, inputs, batch_size, dev)
 

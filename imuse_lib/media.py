@@ -45,7 +45,7 @@ def _check_file(path) -> Path:
 # --------------------------------------------------------------------------- images
 
 
-def _to_rgb(img, path: Path):
+def to_rgb(img, path: Path):
     """Any PIL mode -> 8-bit RGB."""
     from PIL import Image
 
@@ -95,7 +95,7 @@ def load_image(path):
                                      f"{MAX_IMAGE_PIXELS} (possible decompression bomb)")
                 img.load()  # decode now: truncated or corrupt data fails here
                 img = ImageOps.exif_transpose(img)
-                img = _to_rgb(img, path)
+                img = to_rgb(img, path)
     except MediaError:
         raise
     except UnidentifiedImageError:

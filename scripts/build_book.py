@@ -47,7 +47,7 @@ MATHJAX_VERSION = "3.2.2"
 MATHJAX_LAYOUT = "1"  # bump when what is extracted changes
 MATHJAX_INTEGRITY = "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw=="
 # Bump when the way executed notebooks are produced changes (invalidates every cached copy).
-EXECUTOR_VERSION = "2"
+EXECUTOR_VERSION = "3"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
@@ -243,16 +243,17 @@ def results_fingerprint() -> str:
 
 
 def render_plotly(nb, name: str) -> int:
-    """Give every plotly figure output an offline HTML rendering (a div and a Plotly.newPlot call;
-    plotly.js itself is loaded once per page from _static). Returns how many were rendered."""
+    """Replace every plotly figure output by its offline HTML rendering (a div and a Plotly.newPlot
+    call; plotly.js itself is loaded once per page from _static). The figure's JSON is dropped
+    from the book's copy: myst-nb has no renderer for it and would warn. Returns how many."""
     import plotly.io as pio
 
     count = 0
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             data = out.get("data", {})
-            if PLOTLY_MIME in data and "text/html" not in data:
-                fig = data[PLOTLY_MIME]
+            if PLOTLY_MIME in data:
+                fig = data.pop(PLOTLY_MIME)
                 data["text/html"] = pio.to_html(
                     fig, include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
                     config=fig.get("config") or {}, default_width="100%", default_height=500,
@@ -623,8 +624,7 @@ def _build(args: argparse.Namespace) -> int:
         jupyter_book(strict=strict, toc=toc, all_files=args.force)
         check_offline(HTML_DIR)
         if args.browser_check:
-            pages = [HTML_DIR / "book" / "intro.html"] + [
-                HTML_DIR / "book" / "_executed" / f"{n}.html" for n in names if n not in missing]
+            pages = sorted((HTML_DIR / "book").rglob("*.html"))
             requested = browser_check(pages, ROOT / "_build" / "browser-check")
             if requested:
                 raise BuildError(f"the browser requested {len(requested)} remote URL(s): {'; '.join(requested[:5])}")

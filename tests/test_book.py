@@ -138,6 +138,7 @@ def test_plotly_outputs_get_offline_html():
     assert "Plotly.newPlot" in html and 'id="plotly-t-0"' in html
     assert "cdn" not in html.lower() and "<script src" not in html
     assert len(html) < 100_000  # plotly.js itself is not inlined: pages load it from _static
+    assert bb.PLOTLY_MIME not in nb.cells[0].outputs[0]["data"]  # myst-nb would warn about it
     assert bb.render_plotly(nb, "t") == 0  # already rendered
 
 

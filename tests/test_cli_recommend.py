@@ -66,8 +66,12 @@ def test_recommend_json_shape(env, capsys):
 
 
 def test_recommend_text_table(env, capsys):
-    rc, out, _ = run(capsys, "recommend", env.image, "--top", 3)
+    import torch
+
+    before = torch.get_num_threads()
+    rc, out, _ = run(capsys, "recommend", env.image, "--top", 3, "--threads", 1)
     assert rc == 0
+    assert torch.get_num_threads() == before  # the caller's setting is restored
     assert "image predicted VA: valence" in out and "fake_image" in out
     header = [line for line in out.splitlines() if line.strip().startswith("rank")]
     assert header and all(w in header[0] for w in ("artist", "title", "similarity", "valence", "arousal"))
@@ -134,6 +138,8 @@ def test_bad_inputs_are_one_line_errors(env, capsys):
     one_line_error(rc, err, "noindex.sqlite")
     rc, _, err = run(capsys, "recommend", env.image, "--top", 0)
     one_line_error(rc, err, "--top")
+    rc, _, err = run(capsys, "recommend", env.image, "--threads", 0)
+    one_line_error(rc, err, "--threads")
     for target in (t / "missing.mp3", t / "notes.jpg", t / "folder"):
         rc, _, err = run(capsys, "recommend-images", target)
         one_line_error(rc, err, target.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from .. import config
 
@@ -32,13 +33,15 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_features)
 
 
-def _report(fs, arm: str) -> None:
+def _report(fs, arm: str, total: float) -> None:
     n_train = fs.train.shape[1]
-    what = "views" if arm == "image" else "crops"
-    how = "loaded from the store (cache hit)" if fs.from_cache else f"computed {fs.computed_items} item(s)"
+    what = ("view" if arm == "image" else "crop") + ("s" if n_train != 1 else "")
+    how = ("loaded from the store (cache hit)" if fs.from_cache
+           else f"computed {fs.computed_items} item(s), {len(fs.ids) - fs.computed_items} reused from an earlier run")
     print(f"  {fs.meta['description']}")
     print(f"  {len(fs.ids)} items x ({n_train} random {what} + eval) -> train {tuple(fs.train.shape)}, "
-          f"eval {tuple(fs.eval.shape)}; {how} in {fs.seconds:.1f} s")
+          f"eval {tuple(fs.eval.shape)}")
+    print(f"  {how}: {fs.seconds:.1f} s ({total:.1f} s including loading the backbone)")
     print(f"  store: {fs.path}")
 
 
@@ -53,7 +56,7 @@ def cmd_features(args) -> int:
         print(f"feature store {features.store_root()}: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
         for r in rows:
             print(f"  {r['key']:<36} {r['weights']:<10} n_train={r['n_train']} items={r['items']} dim={r['dim']} "
-                  f"{r['MB']} MB ({r['seconds']} s to compute)")
+                  f"{r['MB']} MB")
         if not (args.image_backbone or args.audio_backbone):
             return 0
     if not (args.image_backbone or args.audio_backbone):
@@ -61,15 +64,17 @@ def cmd_features(args) -> int:
     weights = "random" if args.random_weights else "pretrained"
     progress = sys.stderr.isatty()
     if args.image_backbone:
+        t0 = time.perf_counter()
         bb = models.build_image_backbone(args.image_backbone, weights=weights, seed=args.seed,
                                          download=args.download_weights)
         views = features.DEFAULT_VIEWS if args.views is None else args.views
         print(f"image features: {args.image_backbone}")
         fs = features.image_features(bb, views=views, seed=args.seed, progress=progress, device=args.device)
-        _report(fs, "image")
+        _report(fs, "image", time.perf_counter() - t0)
     if args.audio_backbone:
+        t0 = time.perf_counter()
         ab = models.build_audio_backbone(args.audio_backbone, weights=weights, seed=args.seed)
         print(f"audio features: {args.audio_backbone}")
         fs = features.audio_features(ab, crops=args.crops, seed=args.seed, progress=progress, device=args.device)
-        _report(fs, "audio")
+        _report(fs, "audio", time.perf_counter() - t0)
     return 0

@@ -1,7 +1,7 @@
 """`imuse recommend`, `imuse recommend-images` and `imuse index ...`: the deployed recommender.
 
-    imuse recommend IMAGE [--top N] [--json] [--model PATH] [--index PATH]
-    imuse recommend-images AUDIO [--top N] [--json] [--model PATH] [--index PATH]
+    imuse recommend IMAGE [--top N] [--json] [--model PATH] [--index PATH] [--threads N]
+    imuse recommend-images AUDIO [--top N] [--json] [--model PATH] [--index PATH] [--threads N]
     imuse index build [--model PATH] [--index PATH]
     imuse index add AUDIO... [--title T]... [--artist A]... [--id ID]... [--model PATH] [--index PATH]
     imuse index remove SONG_ID... [--model PATH] [--index PATH]
@@ -16,6 +16,7 @@ similarity, valence, arousal, song_valence, song_arousal, true_valence, true_aro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -47,6 +48,27 @@ def _guard(func):
     return wrapper
 
 
+def _threads_arg(p) -> None:
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="CPU threads for the backbone (default 1: a single query gains little from more, and "
+                        "loses much when the cores are busy; see benchmarks/bench_recommend.py)")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run with ``n`` torch threads, then restore (in-process callers keep their setting)."""
+    if n < 1:
+        raise ImuseError(f"--threads must be at least 1, not {n}")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _model_index_args(p, index_help: str = "song index file (default: the model's index in the cache)") -> None:
     p.add_argument("--model", metavar="PATH", help="trained model (default: the one `imuse train` wrote)")
     p.add_argument("--index", metavar="PATH", help=index_help)
@@ -59,6 +81,7 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many songs (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     _model_index_args(p)
+    _threads_arg(p)
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("recommend-images", help="OASIS images for a song (the reverse direction)",
@@ -67,6 +90,7 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many images (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     _model_index_args(p)
+    _threads_arg(p)
     p.set_defaults(func=cmd_recommend_images)
 
     p = sub.add_parser("index", help="build and edit the song index",
@@ -154,7 +178,8 @@ def _index_path(args, model=None) -> Path:
 def cmd_recommend(args) -> int:
     from .. import recommend
 
-    rec = recommend.Recommender.load(args.model, args.index).recommend(args.image, args.top)
+    with _torch_threads(args.threads):
+        rec = recommend.Recommender.load(args.model, args.index).recommend(args.image, args.top)
     _print_json(rec.to_records()) if args.json else print_songs(rec)
     return 0
 
@@ -163,7 +188,8 @@ def cmd_recommend(args) -> int:
 def cmd_recommend_images(args) -> int:
     from .. import recommend
 
-    rec = recommend.Recommender.load(args.model, args.index).recommend_images(args.audio, args.top)
+    with _torch_threads(args.threads):
+        rec = recommend.Recommender.load(args.model, args.index).recommend_images(args.audio, args.top)
     _print_json(rec.to_records()) if args.json else print_images(rec)
     return 0
 
