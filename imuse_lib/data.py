@@ -299,6 +299,17 @@ def load_images(scale: str = "fixed") -> pd.DataFrame:
                 "valence_raw", "arousal_raw", "path"]]
 
 
+# The book publishes example images: no people, nothing explicit, gory or hateful.
+SHOWABLE_CATEGORIES = ("Scene", "Object", "Animal")
+SENSITIVE_THEMES = (r"(?i)nude|bdsm|dead|severed|tumor|injur|surgery|kkk|nazi|skinhead|shot|gun|war\b|blood|"
+                    r"feces|vomit|dog attack|cockroach|snake|spider|roadkill|rotten|garbage|toilet|wound")
+
+
+def showable(images: pd.DataFrame) -> pd.Series:
+    """Mask of the images the book may show as examples."""
+    return images.category.isin(SHOWABLE_CATEGORIES) & ~images.theme.str.contains(SENSITIVE_THEMES, regex=True)
+
+
 def load_lexicon() -> pd.DataFrame:
     """Warriner norms: ``word, valence, arousal`` on their 1-9 scale (lower-case words)."""
     path = asset_path("lexicon", "Ratings_Warriner_et_al.csv")

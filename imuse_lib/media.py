@@ -31,14 +31,15 @@ MIN_LOOP_SECONDS = 5.0
 BACKGROUND = (255, 255, 255)
 
 
-def _check_file(path) -> Path:
+def check_file(path, what: str = "media") -> Path:
+    """A clear error for a path that cannot be a media file, before any decoder sees it."""
     path = Path(path)
     if not path.exists():
-        raise MediaError(f"{path}: file not found")
+        raise MediaError(f"{path}: file not found (expected an {what} file)")
     if path.is_dir():
-        raise MediaError(f"{path}: is a directory, not a media file")
+        raise MediaError(f"{path}: is a directory, not an {what} file")
     if path.stat().st_size == 0:
-        raise MediaError(f"{path}: empty file (0 bytes)")
+        raise MediaError(f"{path}: empty file (0 bytes), not an {what} file")
     return path
 
 
@@ -83,7 +84,7 @@ def load_image(path):
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = _check_file(path)
+    path = check_file(path, "image")
     try:
         with warnings.catch_warnings():
             # Turn PIL's "possible decompression bomb" warning into an error.
@@ -120,7 +121,7 @@ def load_audio(path, sample_rate: int) -> np.ndarray:
     """
     import soundfile as sf
 
-    path = _check_file(path)
+    path = check_file(path, "audio")
     try:
         data, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:

@@ -308,19 +308,15 @@ class Model:
 
     def embed_image(self, image) -> np.ndarray:
         """Backbone features [1, D] of an image path or PIL image (decoded by media.load_image)."""
-        from . import features, media
+        from . import features
 
-        if not hasattr(image, "convert"):
-            image = media.load_image(_check_input(image, "image"))
-        elif image.mode != "RGB":
-            image = image.convert("RGB")
         return np.asarray(features.embed_images(self.image_bb(), [image]), dtype=np.float32)
 
     def embed_audio(self, paths: Sequence) -> np.ndarray:
         """Backbone features [n, D] of audio files (eval crops, no store)."""
-        from . import features
+        from . import features, media
 
-        paths = [_check_input(p, "audio") for p in paths]
+        paths = [media.check_file(p, "audio") for p in paths]
         # the same evaluation crops as the feature store the model was trained on
         eval_crops = _store_kwargs(self.meta, "audio").get("eval_crops")
         kw = {"eval_crops": eval_crops} if eval_crops else {}
@@ -348,18 +344,6 @@ class Model:
         vec = self._arm("music_vector", feats)
         va = self._arm("music_va", feats) if self.factorised else None
         return vec, va
-
-
-def _check_input(path, what: str) -> Path:
-    """A clear error for a path that cannot be a media file, before any decoder sees it."""
-    p = Path(path)
-    if not p.exists():
-        raise MediaError(f"{p}: no such file (expected an {what} file)")
-    if p.is_dir():
-        raise MediaError(f"{p}: is a directory, not an {what} file")
-    if p.stat().st_size == 0:
-        raise MediaError(f"{p}: empty file (0 bytes), not an {what} file")
-    return p
 
 
 def default_model_path() -> Path:
@@ -935,17 +919,12 @@ QUADRANT_CENTRES = {"Q1": (0.75, 0.75), "Q2": (0.25, 0.75), "Q3": (0.25, 0.25), 
 
 
 # Examples shown in the book avoid OASIS's explicit, gory and hateful pictures.
-EXAMPLE_CATEGORIES = ("Scene", "Object", "Animal")
-SENSITIVE = r"(?i)nude|bdsm|dead|severed|tumor|injur|surgery|kkk|nazi|skinhead|shot|gun|war\b|blood|" \
-            r"feces|vomit|dog attack|cockroach|snake|spider|roadkill|rotten|garbage|toilet|wound"
-
-
 def example_images(n: int = 4, protocol: str = "paper", seed: int = config.SEED,
-                   images: pd.DataFrame | None = None, categories=EXAMPLE_CATEGORIES) -> pd.DataFrame:
+                   images: pd.DataFrame | None = None) -> pd.DataFrame:
     """``n`` OASIS test images spread over the VA plane (for the book and the benchmark).
 
-    Candidates are the images with test pairs under ``protocol`` in ``categories``, less
-    the disturbing ones (``SENSITIVE``: these examples are published); quadrants Q1..Q4 are
+    Candidates are the images with test pairs under ``protocol`` that the book may show
+    (``data.showable``: these examples are published); quadrants Q1..Q4 are
     visited in turn, each time taking the not yet chosen candidate nearest its quadrant's
     centre (by the images' normative VA). Deterministic.
     """
@@ -953,9 +932,7 @@ def example_images(n: int = 4, protocol: str = "paper", seed: int = config.SEED,
 
     images = data.load_images() if images is None else images
     test_ids = set(pairs.make_pairs(protocol, seed).query("split == 'test'").image_id)
-    keep = images.image_id.isin(test_ids) & ~images.image_id.str.contains(SENSITIVE, regex=True)
-    if categories:
-        keep &= images.category.isin(categories)
+    keep = images.image_id.isin(test_ids) & data.showable(images)
     cand = images[keep].sort_values("image_id").reset_index(drop=True)
     chosen: list[int] = []
     quadrants = list(QUADRANT_CENTRES)

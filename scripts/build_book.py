@@ -229,14 +229,16 @@ def input_key(notebook: Path, params: dict) -> str:
     return h.hexdigest()
 
 
-def results_fingerprint() -> str:
+def results_fingerprint(profile: str) -> str:
     """Cheap fingerprint of the results folder (names, sizes, times): a notebook reading results
-    is re-executed when they changed behind its back (e.g. a manual `imuse train`)."""
+    is re-executed when they changed behind its back (e.g. a manual `imuse train`). The folders
+    of the other profiles (results/full/ for a quick build) are not looked at."""
     from imuse_lib import config
 
     root = config.results_dir()
+    others = {root / p for p in PROFILES if p != profile}
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not others & set(p.parents)):
         st = path.stat()
         h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
@@ -359,15 +361,15 @@ def execute_all(names: list[str], profile: str, force: bool, allow_missing: bool
                 continue
             params = {"profile": profile}
             key = input_key(NOTEBOOK_DIR / f"{name}.ipynb", params)
-            if not force and is_fresh(name, key, results_fingerprint()):
+            if not force and is_fresh(name, key, results_fingerprint(profile)):
                 log(f"{name}: up to date, not re-executed")
                 times[name] = 0.0
                 continue
             times[name] = execute(name, params, env)
-            io.write_json(stamp_path(name), {"input": key, "results": results_fingerprint(), "profile": profile,
+            io.write_json(stamp_path(name), {"input": key, "results": results_fingerprint(profile), "profile": profile,
                                              "seconds": round(times[name], 1)})
     # Every notebook ran against the results as they are now: record that state in each stamp.
-    fingerprint = results_fingerprint()
+    fingerprint = results_fingerprint(profile)
     for name in times:
         stamp = io.read_json(stamp_path(name))
         stamp["results"] = fingerprint

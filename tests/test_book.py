@@ -233,3 +233,13 @@ def test_build_lock_is_exclusive(tmp_path):
         assert subprocess.run([sys.executable, "-c", probe, str(lock)]).returncode == 3
         assert lock.read_text().strip() == str(__import__("os").getpid())
     assert subprocess.run([sys.executable, "-c", probe, str(lock)]).returncode == 0
+
+
+def test_results_fingerprint_ignores_the_other_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMUSE_RESULTS", str(tmp_path))
+    before = bb.results_fingerprint("quick")
+    _write(tmp_path / "full" / "runs" / "checkpoint.pt", "a full-profile run in progress")
+    assert bb.results_fingerprint("quick") == before
+    assert bb.results_fingerprint("full") != before
+    _write(tmp_path / "quick" / "table2.csv", "x")
+    assert bb.results_fingerprint("quick") != before
