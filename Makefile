@@ -5,7 +5,7 @@ VENV := .venv
 PROFILE ?= quick
 STAMP := $(VENV)/.imuse-setup-stamp
 
-.PHONY: setup book test test-fast clean-results
+.PHONY: setup book book-check test test-fast bench clean-results
 
 setup: $(STAMP)
 
@@ -22,12 +22,21 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 book: setup
 	$(VENV)/bin/python scripts/build_book.py --profile $(PROFILE)
 
+# The same, then headless Chromium opens every page and logs any request leaving the machine.
+book-check: setup
+	$(VENV)/bin/python scripts/build_book.py --profile $(PROFILE) --browser-check
+
 # Everything, including the slow end-to-end checks (book build in the quick profile).
 test: setup
 	$(VENV)/bin/python -m pytest
 
 test-fast: setup
 	$(VENV)/bin/python -m pytest -m "not slow"
+
+# Throughput and latency benchmarks (printed, and saved under results/benchmarks/).
+bench: setup
+	$(VENV)/bin/python benchmarks/bench_features.py
+	$(VENV)/bin/python benchmarks/bench_recommend.py
 
 clean-results:
 	rm -rf results book/_executed _build
