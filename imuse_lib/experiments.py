@@ -261,7 +261,8 @@ def run_training(profile: str | Profile = "quick", *, force: bool = False, timin
             resumed = f" (resumed at epoch {s['resumed_from']})" if s["resumed_from"] else ""
             print(f"[{len(summaries)}/{len(tasks)}] {run_id(s['config'], s['split'], s['variant'], s['seed'])}: "
                   f"{s['epochs']} epochs, train {s['train_s_total']:.1f} s, final val loss "
-                  f"{s['final_val_loss'] if s['final_val_loss'] is not None else float('nan'):.4f}{resumed}", file=sys.stderr, flush=True)
+                  f"{s['final_val_loss'] if s['final_val_loss'] is not None else float('nan'):.4f}{resumed}",
+                  file=sys.stderr, flush=True)
 
     if jobs == 1:
         for task in tqdm(tasks, desc=f"training ({prof.name})", disable=not progress):
@@ -382,9 +383,10 @@ def write_table1(prof: Profile, configs, runs: pd.DataFrame | None = None, timin
 
 
 def write_default_model(prof: Profile, configs) -> Path | None:
-    """The factorised model of the preferred available configuration (the paper's first, else
-    the first in backbone order), paper split, seed 0, copied to training.default_model_path().
-    A quick-profile model never replaces one from the full profile."""
+    """The factorised model (paper split, seed 0) of the configuration with the lowest final
+    validation loss, copied to training.default_model_path(). The choice uses the held-out
+    split's loss (recorded in the meta as ``selected_by``): a deployment choice, made after
+    Table 2's runs, not part of them. A quick-profile model never replaces a full-profile one."""
     from . import training
 
     if "factorised" not in prof.variants or "paper" not in prof.splits or 0 not in prof.seeds_for("factorised"):
@@ -397,10 +399,24 @@ def write_default_model(prof: Profile, configs) -> Path | None:
                 return None
         except ImuseError:
             pass
-    image, audio = configs[0]
-    src = run_dir(prof, config_name(image, audio), "paper", "factorised", 0) / "model.pt"
+    candidates = []
+    for order, (image, audio) in enumerate(configs):
+        name = config_name(image, audio)
+        src = run_dir(prof, name, "paper", "factorised", 0) / "model.pt"
+        if not src.exists():
+            continue
+        try:
+            val = load_history(prof, name, "paper", "factorised", 0)["epochs"][-1]["val_loss"]
+        except (ImuseError, IndexError, KeyError):
+            val = None
+        candidates.append((float("inf") if val is None else float(val), order, name, src))
+    if not candidates:
+        return None
+    val, _, name, src = min(candidates)
     model, meta = training.load_checkpoint(src)
     meta["default_model_source"] = str(src)
+    meta["selected_by"] = (f"lowest final validation loss of the factorised paper-split seed-0 models "
+                           f"({val:.4f}, among {', '.join(c[2] for c in candidates)})")
     return training.save_model(target, model, meta)
 
 

@@ -97,7 +97,8 @@ def cmd_train(args) -> int:
 
     overrides = _overrides(args)
     prof = experiments.get_profile(args.profile, **overrides)
-    print(f"profile {prof.name}: {', '.join(experiments.config_name(i, a) for i, a in experiments.configurations(prof))}"
+    names = ", ".join(experiments.config_name(i, a) for i, a in experiments.configurations(prof))
+    print(f"profile {prof.name}: {names}"
           f" x splits {prof.splits} x {prof.variants} x seeds {prof.seeds}, {prof.epochs} epochs, "
           f"device {training.device_name(training.resolve_device(prof.device))}", file=sys.stderr)
     out = experiments.run_training(prof, force=args.force, timing=not args.no_timing, retime=args.retime,
