@@ -200,7 +200,7 @@ def verify(assets: list[str] | None = None, progress: bool = False):
     Returns a DataFrame with one row per asset: files expected, found and verified, and
     the first problem met. Never raises for a missing file: it is reported.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     names = assets or list(ASSETS)
     rows = []

@@ -228,7 +228,7 @@ def _extract(backbone: Backbone, ids: list, sources: list, n_train: int, seed: i
              batch_size: int, progress: bool, device, make_inputs, n_per_item_eval: int,
              desc: str) -> FeatureSet:
     """Compute (or load) the features of ``ids``; resumable chunk by chunk."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     key = feature_key(spec)
     folder = store_root() / key

@@ -583,7 +583,7 @@ def build_index(model: Model | str | os.PathLike | None = None, path: str | os.P
     Song and image backbone features default to the feature store's eval features (the
     same the model was trained on). The file is written to a temporary name and renamed.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from . import io as imuse_io
 

@@ -115,7 +115,7 @@ def acquire(songlist: str | Path | pd.DataFrame, out: str | Path, *, features: s
     features) or ``"snapshot"`` (the frozen snapshot only, no credentials needed).
     ``client``, ``source``, ``decoder``: the network and decoding, injectable.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if features not in ("spotify", "snapshot"):
         raise ImuseError(f"features must be 'spotify' or 'snapshot', not {features!r}")

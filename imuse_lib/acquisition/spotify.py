@@ -179,7 +179,7 @@ class SpotifyClient:
     def audio_features(self, ids: Iterable[str], progress: bool = False) -> dict[str, dict | None]:
         """Audio features of track ids, ``BATCH`` per request, cached. Raises
         AudioFeaturesForbidden on Spotify's 403."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         ids = list(dict.fromkeys(i for i in ids if i))
         todo = [i for i in ids if i not in self.cache["features"]]
@@ -243,7 +243,7 @@ def song_features(songs: pd.DataFrame, client: SpotifyClient | None, snapshot: S
     spotify_name, valence, energy, arousal, features_source`` (``"spotify-api"``,
     ``"snapshot"`` or ``""`` when no source knows the song).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     out = songs.copy()
     out["spotify_id"], out["spotify_name"] = "", ""
