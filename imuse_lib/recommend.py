@@ -101,6 +101,28 @@ def _torch():
     return torch
 
 
+def _fuse_pairs(net, image_vecs: np.ndarray, music_vecs: np.ndarray,
+                batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eq. 1 through ``net.fuse`` for N pairs, in batches; a side given as one row is paired
+    with every row of the other side. Returns (similarity [N], image_va [N, 2], music_va [N, 2])."""
+    torch = _torch()
+    iv = np.ascontiguousarray(np.atleast_2d(image_vecs), dtype=np.float32)
+    mv = np.ascontiguousarray(np.atleast_2d(music_vecs), dtype=np.float32)
+    n = max(len(iv), len(mv))
+    ivas, mvas = np.empty((n, 2), np.float32), np.empty((n, 2), np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            k = min(batch, n - start)
+            img = torch.from_numpy(iv if len(iv) == 1 else iv[start:start + k]).expand(k, -1)
+            mus = torch.from_numpy(mv if len(mv) == 1 else mv[start:start + k]).expand(k, -1)
+            iva, mva = net.fuse(img, mus)
+            ivas[start:start + k] = iva.numpy()
+            mvas[start:start + k] = mva.numpy()
+    sim = pairs.similarity(ivas[:, 0].astype(np.float64), ivas[:, 1].astype(np.float64),
+                           mvas[:, 0].astype(np.float64), mvas[:, 1].astype(np.float64))
+    return sim, ivas, mvas
+
+
 def score_joint(net, image_vec: np.ndarray, music_vecs: np.ndarray,
                 batch: int = JOINT_BATCH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score one image vector [D] against N music vectors [N, 128] through ``net.fuse``.
@@ -108,39 +130,13 @@ def score_joint(net, image_vec: np.ndarray, music_vecs: np.ndarray,
     Returns (similarity [N], image_va [N, 2], music_va [N, 2]); similarity is Eq. 1 on the
     pair's two predicted VA points.
     """
-    torch = _torch()
-    music_vecs = np.ascontiguousarray(music_vecs, dtype=np.float32)
-    n = len(music_vecs)
-    img = torch.as_tensor(np.asarray(image_vec, dtype=np.float32).reshape(1, -1))
-    ivas, mvas = np.empty((n, 2), np.float32), np.empty((n, 2), np.float32)
-    with torch.inference_mode():
-        for start in range(0, n, batch):
-            mv = torch.from_numpy(music_vecs[start:start + batch])
-            iva, mva = net.fuse(img.expand(len(mv), -1), mv)
-            ivas[start:start + batch] = iva.numpy()
-            mvas[start:start + batch] = mva.numpy()
-    sim = pairs.similarity(ivas[:, 0].astype(np.float64), ivas[:, 1].astype(np.float64),
-                           mvas[:, 0].astype(np.float64), mvas[:, 1].astype(np.float64))
-    return sim, ivas, mvas
+    return _fuse_pairs(net, np.reshape(image_vec, (1, -1)), music_vecs, batch)
 
 
 def score_joint_reverse(net, image_vecs: np.ndarray, music_vec: np.ndarray,
                         batch: int = JOINT_BATCH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Like :func:`score_joint` with the roles swapped: N image vectors, one music vector."""
-    torch = _torch()
-    image_vecs = np.ascontiguousarray(image_vecs, dtype=np.float32)
-    n = len(image_vecs)
-    mus = torch.as_tensor(np.asarray(music_vec, dtype=np.float32).reshape(1, -1))
-    ivas, mvas = np.empty((n, 2), np.float32), np.empty((n, 2), np.float32)
-    with torch.inference_mode():
-        for start in range(0, n, batch):
-            iv = torch.from_numpy(image_vecs[start:start + batch])
-            iva, mva = net.fuse(iv, mus.expand(len(iv), -1))
-            ivas[start:start + batch] = iva.numpy()
-            mvas[start:start + batch] = mva.numpy()
-    sim = pairs.similarity(ivas[:, 0].astype(np.float64), ivas[:, 1].astype(np.float64),
-                           mvas[:, 0].astype(np.float64), mvas[:, 1].astype(np.float64))
-    return sim, ivas, mvas
+    return _fuse_pairs(net, image_vecs, np.reshape(music_vec, (1, -1)), batch)
 
 
 class JointScorer:
