@@ -342,15 +342,11 @@ class Model:
         return vec, va
 
 
-def default_model_path() -> Path:
-    from . import training
-
-    return Path(training.default_model_path())
-
-
 def load_model(path: str | os.PathLike | None = None) -> Model:
     """Load a trained checkpoint (default: the one ``imuse train`` writes)."""
-    path = Path(path) if path is not None else default_model_path()
+    from . import training
+
+    path = Path(path) if path is not None else training.default_model_path()
     if not path.exists():
         raise DataError(f"{path}: no trained model there; run `imuse train --profile quick` "
                         f"or pass --model PATH")
