@@ -153,6 +153,7 @@ def locate(relpath: str, verify: bool = True) -> Path:
     if expected is None:
         raise DataError(f"{relpath}: not in the asset registry ({REGISTRY_FILE.name})")
     asset = _asset_of(relpath)
+    odd = None
     for path in _candidates(relpath):
         if path.is_file():
             if verify and file_sha256(path) != expected:
@@ -162,6 +163,11 @@ def locate(relpath: str, verify: bool = True) -> Path:
                     f"{asset.how_to_get}"
                 )
             return path
+        if (path.exists() or path.is_symlink()) and odd is None:  # there, but a folder or broken link
+            odd = (path, "a directory" if path.is_dir() else "a broken symbolic link" if not path.exists()
+                   else "not a regular file")
+    if odd is not None:
+        raise DataError(f"{odd[0]}: is {odd[1]}, not the data file it should be; {asset.how_to_get}")
     where = ", ".join(str(p.parent) for p in _candidates(relpath)) or "(no data root)"
     hint = f"run `imuse data fetch {asset.name}` or " if dict(asset.urls).get(relpath[len(asset.folder) + 1:]) else ""
     raise DataError(

@@ -421,3 +421,130 @@ def list_store() -> list[dict]:
                      "items": meta.get("n_items"), "dim": meta.get("dim"), "MB": round(size / 1e6, 2),
                      "seconds": meta.get("seconds")})
     return rows
+
+
+# --------------------------------------------------------------------------- feature sources
+#
+# A *source* is one named block of per-item evaluation features that a per-item VA model can
+# stack: a backbone's last layer, a derived view of one (the taggers' 50 tag probabilities),
+# pooled intermediate layers, or hand-made descriptors. Backbone sources are served from the
+# entry with the default views/crops when the store has it (its ``eval`` is the same), else
+# computed with no training views (eval only: what a per-item model needs, a fraction of
+# the cost), under their own key.
+
+IMAGE_SOURCES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v2_mid", "image_stats")
+AUDIO_SOURCES = ("musicnn", "fcn", "musicnn_tags", "fcn_tags", "audio_descriptors")
+TAG_SUFFIX = "_tags"
+
+
+def _descriptor_backbone(name: str, seed: int) -> Backbone:
+    from .models import descriptors
+
+    if name == "image_stats":
+        return descriptors.build_image_stats()
+    if name == "mobilenet_v2_mid":
+        return descriptors.build_mobilenet_v2_mid(seed)
+    if name == "audio_descriptors":
+        return descriptors.build_audio_descriptors()
+    raise ImuseError(f"unknown descriptor source {name!r}")
+
+
+def source_backbone(name: str, seed: int = config.SEED) -> Backbone:
+    """The (frozen) module behind a source: what turns an image or clip into its features."""
+    from . import models
+
+    if name in ("image_stats", "mobilenet_v2_mid", "audio_descriptors"):
+        return _descriptor_backbone(name, seed)
+    if name.endswith(TAG_SUFFIX):
+        return models.build_audio_backbone(name[: -len(TAG_SUFFIX)], seed=seed)
+    return models.build_backbone(name, seed=seed)
+
+
+def _stored_default(bb: Backbone, frame, arm: str, seed: int):
+    """The complete default-views entry of a backbone, if the store has it (else None)."""
+    id_col = "image_id" if arm == "image" else "song_id"
+    ids, paths = [str(i) for i in frame[id_col]], list(frame["path"])
+    if arm == "image":
+        spec = feature_spec(bb, ids, paths, DEFAULT_VIEWS, seed)
+    else:
+        n_eval = int(bb.eval_crops or 1)
+        spec = feature_spec(bb, ids, paths, DEFAULT_CROPS.get(bb.name, 4), seed, {"eval_crops": n_eval})
+    key = feature_key(spec)
+    hit = _load_entry(store_root() / key, key)
+    if hit is None:
+        return None
+    got_ids, train, ev, meta = hit
+    return FeatureSet(got_ids, train, ev, meta, store_root() / key, True, 0.0, 0)
+
+
+def source_features(name: str, seed: int = config.SEED, *, progress: bool = False, frame=None,
+                    compute: bool = True) -> FeatureSet:
+    """Evaluation features of every item for one source (see :data:`IMAGE_SOURCES`,
+    :data:`AUDIO_SOURCES`). ``compute=False`` raises instead of computing a missing entry."""
+    from . import data
+
+    if name not in IMAGE_SOURCES + AUDIO_SOURCES:
+        raise ImuseError(f"unknown feature source {name!r}; choose from {', '.join(IMAGE_SOURCES + AUDIO_SOURCES)}")
+    if name.endswith(TAG_SUFFIX):
+        return tag_probabilities(name[: -len(TAG_SUFFIX)], seed, progress=progress, frame=frame, compute=compute)
+    arm = "image" if name in IMAGE_SOURCES else "audio"
+    frame = (data.load_images() if arm == "image" else data.load_catalog()) if frame is None else frame
+    bb = source_backbone(name, seed)
+    if name in ("mobilenet_v2", "efficientnet_lite0", "musicnn", "fcn"):
+        hit = _stored_default(bb, frame, arm, seed)
+        if hit is not None:
+            return hit
+    id_col = "image_id" if arm == "image" else "song_id"
+    ids, paths = [str(i) for i in frame[id_col]], list(frame["path"])
+    if name == "audio_descriptors":
+        from .models.descriptors import audio_descriptor_inputs
+
+        spec = feature_spec(bb, ids, paths, 0, seed)
+
+        def make(backbone_, item_id, src):
+            return audio_descriptor_inputs(item_id, src)
+
+        n_eval = 1
+    elif arm == "image":
+        spec = feature_spec(bb, ids, paths, 0, seed)
+
+        def make(backbone_, item_id, src):
+            return _image_inputs(backbone_, item_id, src, 0, seed)
+
+        n_eval = 1
+    else:
+        n_eval = int(bb.eval_crops or 1)
+        spec = feature_spec(bb, ids, paths, 0, seed, {"eval_crops": n_eval})
+
+        def make(backbone_, item_id, src):
+            return _audio_inputs(backbone_, item_id, src, 0, seed, n_eval)
+
+    if not compute:
+        key = feature_key(spec)
+        hit = _load_entry(store_root() / key, key)
+        if hit is None:
+            raise ImuseError(f"feature source {name}: not in the store {store_root()} "
+                             f"(compute it with imuse_lib.features.source_features({name!r}))")
+        got_ids, train, ev, meta = hit
+        return FeatureSet(got_ids, train, ev, meta, store_root() / key, True, 0.0, 0)
+    return _extract(bb, ids, paths, 0, seed, spec, 8 if arm == "audio" else 32, progress, None, make, n_eval,
+                    f"{name} features")
+
+
+def tag_probabilities(backbone: str, seed: int = config.SEED, *, progress: bool = False, frame=None,
+                      compute: bool = True) -> FeatureSet:
+    """A tagger's 50 MagnaTagATune tag probabilities, from its stored evaluation embedding
+    through its own (frozen) classifier: sigmoid(W e + b) of the crop-mean embedding. Derived
+    in memory (milliseconds), so it needs no store entry of its own."""
+    import torch
+
+    base = source_features(backbone, seed, progress=progress, frame=frame, compute=compute)
+    bb = source_backbone(backbone, seed)
+    with torch.inference_mode():
+        probs = bb.head(torch.from_numpy(np.asarray(base.eval, np.float32))).numpy()
+    meta = {"derived_from": base.meta.get("key"), "backbone": f"{backbone}{TAG_SUFFIX}",
+            "weights": bb.weights, "labels": bb.labels,
+            "definition": "tag probabilities = the tagger's own head on the crop-mean evaluation embedding"}
+    return FeatureSet(list(base.ids), np.zeros((len(base.ids), 0, probs.shape[1]), np.float32),
+                      probs.astype(np.float32), meta, base.path, True, base.seconds, 0)
+

@@ -6,8 +6,8 @@ valence/arousal; per OASIS image the image vector and predicted VA (for the reve
 direction); and, in ``meta``, the fingerprint of the model it came from: sha256 over the
 checkpoint's tensors and the backbones' names and weights provenance. A model whose
 fingerprint differs is refused (:class:`~imuse_lib.errors.ModelMismatchError`).
-A full build writes a temporary file and renames it (never half an index); adding or
-removing songs is one SQLite transaction.
+Its storage, locking and integrity live in :mod:`imuse_lib.song_index` (WAL, one writer
+at a time, a kill leaves the old index or the new); this module loads models and ranks.
 
 *Queries.* An image goes through ``media.load_image`` -> the image backbone ->
 the image arm, then is matched against the stored songs:
@@ -30,24 +30,19 @@ pair's own VA.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
-import functools
 import hashlib
 import json
 import os
-import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import config, pairs
-from .errors import DataError, ImuseError, MediaError, ModelMismatchError
+from .errors import DataError, ImuseError, ModelMismatchError
 
-SCHEMA_VERSION = 1
 JOINT_BATCH = 65536  # rows per fusion batch: fixed, so that results do not depend on N
 PARTITION_MIN = 4096  # below this many rows a full sort is as fast as argpartition
 
@@ -269,6 +264,14 @@ class Model:
                 f"[{_weights_label(m.get('image_weights'))}], audio backbone {m.get('audio_backbone')} "
                 f"[{_weights_label(m.get('audio_weights'))}]")
 
+    def image_pipeline_module(self):
+        """The image path as one torch module (what the book's page runs, via ONNX): float RGB
+        [N, 3, 224, 224] in [0, 1] (resize shorter side to 256, centre crop 224, as PIL does)
+        -> predicted VA [N, 2]; normalisation happens inside. Factorised models only."""
+        from .export import image_pipeline
+
+        return image_pipeline(self.image_bb(), self.net)
+
     # -- backbones ---------------------------------------------------------------------
 
     def _build(self, which: str):
@@ -343,193 +346,45 @@ class Model:
 
 
 def load_model(path: str | os.PathLike | None = None) -> Model:
-    """Load a trained checkpoint (default: the one ``imuse train`` writes)."""
-    from . import training
+    """Load a trained model: a VA model file (:mod:`imuse_lib.va_model`, ``.npz``) or an IMUSE
+    network checkpoint. Default: the deployed VA model (``va_model.train_default``) when it
+    exists, else the checkpoint ``imuse train`` writes."""
+    from . import training, va_model
 
-    path = Path(path) if path is not None else training.default_model_path()
+    if path is None:
+        path = va_model.default_model_path()
+        if not path.exists():
+            path = training.default_model_path()
+    path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no trained model there; run `imuse train --profile quick` "
                         f"or pass --model PATH")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a model checkpoint")
-    from . import training
+    if va_model.is_va_model_file(path):
+        from . import va_recommend
+
+        return va_recommend.load(path)
 
     try:
         net, meta = training.load_checkpoint(path)
     except ImuseError:
         raise
     except Exception as exc:  # torch's unpickling errors vary; the user needs one line
-        raise DataError(f"{path}: not a readable IMUSE checkpoint ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+        first = (str(exc).splitlines() or ["unreadable"])[0].split(". ")[0][:100]
+        raise DataError(f"{path}: not a readable IMUSE checkpoint ({type(exc).__name__}: {first})") from None
     return Model(net=net, meta=dict(meta), path=path)
 
 
 # --------------------------------------------------------------------------- the index
 
-
-SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE songs (
-    song_id TEXT PRIMARY KEY,
-    artist TEXT NOT NULL,
-    title TEXT NOT NULL,
-    source TEXT,
-    vector BLOB,
-    valence REAL NOT NULL,
-    arousal REAL NOT NULL,
-    true_valence REAL,
-    true_arousal REAL,
-    added TEXT NOT NULL
-);
-CREATE TABLE images (
-    image_id TEXT PRIMARY KEY,
-    category TEXT,
-    source TEXT,
-    vector BLOB,
-    valence REAL NOT NULL,
-    arousal REAL NOT NULL,
-    true_valence REAL,
-    true_arousal REAL
-);
-"""
-
-
-def default_index_path(model: Model) -> Path:
-    return config.cache_dir() / "index" / f"{model.fingerprint[:16]}.sqlite"
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _blob(vec) -> bytes | None:
-    return None if vec is None else np.asarray(vec, dtype=np.float32).tobytes()
-
-
-def _unblob(blobs: list, dim: int) -> np.ndarray | None:
-    if not blobs or any(b is None for b in blobs):
-        return None
-    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
-
-
-@dataclass
-class SongIndex:
-    """An index loaded into memory: arrays sorted by id, ready for queries."""
-
-    path: Path
-    meta: dict
-    songs: pd.DataFrame  # song_id, artist, title, source, valence, arousal, true_valence, true_arousal, added
-    song_va: np.ndarray  # [N, 2] float32
-    song_vectors: np.ndarray | None  # [N, 128] float32
-    images: pd.DataFrame = field(default_factory=pd.DataFrame)
-    image_va: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
-    image_vectors: np.ndarray | None = None
-
-    @property
-    def fingerprint(self) -> str:
-        return self.meta.get("fingerprint", "")
-
-    @functools.cached_property
-    def song_va_columns(self) -> tuple[np.ndarray, np.ndarray]:
-        return va_columns(self.song_va)
-
-    @functools.cached_property
-    def image_va_columns(self) -> tuple[np.ndarray, np.ndarray]:
-        return va_columns(self.image_va)
-
-    def __len__(self) -> int:
-        return len(self.songs)
-
-    def check_model(self, model: Model) -> None:
-        if self.fingerprint != model.fingerprint:
-            built = self.meta.get("model_label", "another model")
-            raise ModelMismatchError(
-                f"{self.path}: this song index was built by a different model (fingerprint "
-                f"{self.fingerprint[:12]}..., {built}) than {model.path or 'the model given'} "
-                f"(fingerprint {model.fingerprint[:12]}..., {model.label()}); rebuild it with "
-                f"`imuse index build` or pass the matching --model")
-
-
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-
-
-def _check_index_file(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: no song index there; build one with `imuse index build` "
-                        f"(or pass --index PATH)")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a song index file")
-
-
-def _read_meta(conn: sqlite3.Connection, path: Path) -> dict:
-    try:
-        rows = conn.execute("SELECT key, value FROM meta").fetchall()
-        conn.execute("SELECT song_id FROM songs LIMIT 1").fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise DataError(f"{path}: not an IMUSE song index ({exc})") from None
-    meta = dict(rows)
-    if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
-        raise DataError(f"{path}: song index schema version {meta.get('schema_version')!r}, "
-                        f"this program reads version {SCHEMA_VERSION}; rebuild it with `imuse index build`")
-    return meta
-
-
-def read_meta(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    _check_index_file(path)
-    with contextlib.closing(_connect_ro(path)) as conn:
-        return _read_meta(conn, path)
-
-
-def open_index(path: str | os.PathLike) -> SongIndex:
-    """Load an index file into memory (read only)."""
-    path = Path(path)
-    _check_index_file(path)
-    try:
-        with contextlib.closing(_connect_ro(path)) as conn:
-            meta = _read_meta(conn, path)
-            dim = int(meta.get("music_dim", 0))
-            rows = conn.execute(
-                "SELECT song_id, artist, title, source, valence, arousal, true_valence, true_arousal, "
-                "added, vector FROM songs ORDER BY song_id").fetchall()
-            cols = ["song_id", "artist", "title", "source", "valence", "arousal",
-                    "true_valence", "true_arousal", "added"]
-            songs = pd.DataFrame([r[:-1] for r in rows], columns=cols)
-            song_vectors = _unblob([r[-1] for r in rows], dim) if dim else None
-            idim = int(meta.get("image_dim_vec", 0))
-            irows = conn.execute(
-                "SELECT image_id, category, source, valence, arousal, true_valence, true_arousal, vector "
-                "FROM images ORDER BY image_id").fetchall()
-            images = pd.DataFrame([r[:-1] for r in irows], columns=[
-                "image_id", "category", "source", "valence", "arousal", "true_valence", "true_arousal"])
-            image_vectors = _unblob([r[-1] for r in irows], idim) if idim else None
-    except sqlite3.DatabaseError as exc:
-        raise DataError(f"{path}: not an IMUSE song index ({exc})") from None
-    va = songs[["valence", "arousal"]].to_numpy(np.float32).reshape(-1, 2)
-    iva = images[["valence", "arousal"]].to_numpy(np.float32).reshape(-1, 2)
-    return SongIndex(path=path, meta=meta, songs=songs, song_va=va, song_vectors=song_vectors,
-                     images=images, image_va=iva, image_vectors=image_vectors)
-
-
-def _joint_means(model: Model, image_vecs: np.ndarray, music_vecs: np.ndarray,
-                 batch: int = JOINT_BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """Joint model over every (image, song) combination: (mean image VA per image [Ni, 2],
-    mean music VA per song [Ns, 2]). Runs the fusion layers in fixed-size chunks of images."""
-    torch = _torch()
-    ni, ns = len(image_vecs), len(music_vecs)
-    img_sum, mus_sum = np.zeros((ni, 2), np.float64), np.zeros((ns, 2), np.float64)
-    iv_all = torch.from_numpy(np.ascontiguousarray(image_vecs, dtype=np.float32))
-    mv = torch.from_numpy(np.ascontiguousarray(music_vecs, dtype=np.float32))
-    rows = max(1, batch // max(ns, 1))
-    with torch.inference_mode():
-        for start in range(0, ni, rows):
-            iv = iv_all[start:start + rows]
-            k = len(iv)
-            iva, mva = model.net.fuse(iv.repeat_interleave(ns, 0), mv.repeat(k, 1))
-            img_sum[start:start + k] = iva.reshape(k, ns, 2).double().sum(1).numpy()
-            mus_sum += mva.reshape(k, ns, 2).double().sum(0).numpy()
-    return (img_sum / max(ns, 1)).astype(np.float32), (mus_sum / max(ni, 1)).astype(np.float32)
+# Storage, locking and integrity of the song index live in imuse_lib.song_index; these
+# names stay importable from here.
+from .song_index import (  # noqa: E402,F401
+    SCHEMA, SCHEMA_VERSION, SongIndex, add_songs, build_index, check_integrity, default_index_path,
+    open_index, read_meta, remove_songs, writer_lock,
+)
+from .song_index import _joint_means  # noqa: E402,F401
 
 
 def _store_kwargs(meta: dict, which: str) -> dict:
@@ -546,211 +401,6 @@ def _store_kwargs(meta: dict, which: str) -> dict:
     if which == "audio" and eval_crops is not None:
         kw["eval_crops"] = int(eval_crops)
     return kw
-
-
-def _meta_rows(model: Model, music_dim: int, image_dim: int) -> dict:
-    m = model.meta
-    return {
-        "schema_version": str(SCHEMA_VERSION),
-        "fingerprint": model.fingerprint,
-        "created": _now(),
-        "model_path": str(model.path) if model.path else "",
-        "model_label": model.label(),
-        "factorised": "1" if model.factorised else "0",
-        "image_backbone": str(m.get("image_backbone")),
-        "audio_backbone": str(m.get("audio_backbone")),
-        "image_weights": json.dumps(_clean_provenance(m.get("image_weights")), sort_keys=True, default=str),
-        "audio_weights": json.dumps(_clean_provenance(m.get("audio_weights")), sort_keys=True, default=str),
-        "music_dim": str(music_dim),
-        "image_dim_vec": str(image_dim),
-    }
-
-
-def build_index(model: Model | str | os.PathLike | None = None, path: str | os.PathLike | None = None,
-                catalog: pd.DataFrame | None = None, song_features: np.ndarray | None = None,
-                images: pd.DataFrame | None = None, image_features: np.ndarray | None = None,
-                progress: bool = True) -> Path:
-    """Build the index of ``catalog`` (default: the 500-clip catalog) for ``model``.
-
-    Song and image backbone features default to the feature store's eval features (the
-    same the model was trained on). The file is written to a temporary name and renamed.
-    """
-    from tqdm import tqdm
-
-    from . import io as imuse_io
-
-    if not isinstance(model, Model):
-        model = load_model(model)
-    if catalog is None or song_features is None:
-        from . import data, features
-
-        catalog = data.load_catalog() if catalog is None else catalog
-        if song_features is None:
-            fs = features.audio_features(**_store_kwargs(model.meta, "audio"))
-            pos = {sid: i for i, sid in enumerate(fs.ids)}
-            missing = [s for s in catalog.song_id if s not in pos]
-            if missing:
-                raise DataError(f"audio feature store lacks {len(missing)} catalog song(s), e.g. {missing[0]}")
-            song_features = fs.eval[[pos[s] for s in catalog.song_id]]
-    if images is None or image_features is None:
-        from . import data, features
-
-        images = data.load_images() if images is None else images
-        if image_features is None:
-            fs = features.image_features(**_store_kwargs(model.meta, "image"))
-            pos = {iid: i for i, iid in enumerate(fs.ids)}
-            image_features = fs.eval[[pos[i] for i in images.image_id]]
-    if len(catalog) != len(song_features) or len(images) != len(image_features):
-        raise ValueError("features and their tables differ in length")
-    if catalog.song_id.duplicated().any():
-        raise DataError(f"catalog has duplicate song_id(s): {catalog.song_id[catalog.song_id.duplicated()].tolist()[:3]}")
-
-    bar = tqdm(total=3, desc="index", disable=not progress, leave=False)
-    music_vecs, music_va = model.music_side(song_features)
-    image_vecs, image_va = model.image_side(image_features)
-    bar.update(1)
-    if not model.factorised:
-        if music_vecs is None or image_vecs is None:
-            raise ModelMismatchError("a joint model must provide music_vector and image_vector")
-        image_va, music_va = _joint_means(model, image_vecs, music_vecs)
-    bar.update(1)
-    music_dim = music_vecs.shape[1] if music_vecs is not None else 0
-    image_dim = image_vecs.shape[1] if image_vecs is not None else 0
-    path = Path(path) if path is not None else default_index_path(model)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; give a file path for the song index")
-    now = _now()
-
-    def _opt(frame, col, i):
-        return float(frame[col].iloc[i]) if col in frame and pd.notna(frame[col].iloc[i]) else None
-
-    with imuse_io.atomic_path(path) as tmp:
-        with contextlib.closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
-            conn.execute("BEGIN")
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", _meta_rows(model, music_dim, image_dim).items())
-            conn.executemany(
-                "INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(str(catalog.song_id.iloc[i]), str(catalog.artist.iloc[i]), str(catalog.title.iloc[i]),
-                  str(catalog.path.iloc[i]) if "path" in catalog else None,
-                  _blob(music_vecs[i]) if music_vecs is not None else None,
-                  float(music_va[i, 0]), float(music_va[i, 1]),
-                  _opt(catalog, "valence", i), _opt(catalog, "arousal", i), now)
-                 for i in range(len(catalog))])
-            conn.executemany(
-                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(str(images.image_id.iloc[i]),
-                  str(images.category.iloc[i]) if "category" in images else None,
-                  str(images.path.iloc[i]) if "path" in images else None,
-                  _blob(image_vecs[i]) if image_vecs is not None else None,
-                  float(image_va[i, 0]), float(image_va[i, 1]),
-                  _opt(images, "valence", i), _opt(images, "arousal", i))
-                 for i in range(len(images))])
-            conn.execute("COMMIT")
-        bar.update(1)
-    bar.close()
-    return path
-
-
-@contextlib.contextmanager
-def _writable(path: Path):
-    """A connection on an existing index, inside one transaction (rolled back on error)."""
-    _check_index_file(path)
-    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
-        raise DataError(f"{path}: song index is not writable")
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    try:
-        _read_meta(conn, path)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    except sqlite3.DatabaseError as exc:
-        raise DataError(f"{path}: cannot update the song index ({exc})") from None
-    finally:
-        conn.close()
-
-
-def add_songs(index_path: str | os.PathLike, model: Model, audio: Sequence, titles: Sequence[str] | None = None,
-              artists: Sequence[str] | None = None, song_ids: Sequence[str] | None = None,
-              true_va: Sequence[tuple[float, float]] | None = None) -> list[str]:
-    """Embed ``audio`` files and add them to the index in one transaction. Returns their ids.
-
-    ``song_id`` defaults to the file name without extension (the catalog's convention).
-    Nothing is written unless every file decodes and no id is already taken.
-    """
-    index_path = Path(index_path)
-    meta = read_meta(index_path)
-    if meta.get("fingerprint") != model.fingerprint:
-        SongIndex(index_path, meta, pd.DataFrame(), np.zeros((0, 2)), None).check_model(model)
-    audio = [Path(a) for a in audio]
-    if not audio:
-        raise ImuseError("no audio file given to add")
-    n = len(audio)
-
-    def _per_file(values, name, default):
-        values = list(values) if values else []
-        if not values:
-            return [default(a) for a in audio]
-        if len(values) == 1 and n == 1 or len(values) == n:
-            return [str(v) for v in values]
-        raise ImuseError(f"{len(values)} --{name} value(s) for {n} audio file(s); give one per file")
-
-    ids = _per_file(song_ids, "id", lambda a: a.stem)
-    titles = _per_file(titles, "title", lambda a: a.stem)
-    artists = _per_file(artists, "artist", lambda a: "unknown artist")
-    if len(set(ids)) != n:
-        raise ImuseError(f"duplicate song id(s) among the files: {sorted({i for i in ids if ids.count(i) > 1})}")
-    with contextlib.closing(_connect_ro(index_path)) as conn:
-        taken = {r[0] for r in conn.execute(
-            f"SELECT song_id FROM songs WHERE song_id IN ({','.join('?' * n)})", ids)}
-    if taken:
-        raise ImuseError(f"{index_path}: song id(s) already in the index: {', '.join(sorted(taken))}; "
-                         f"remove them first (`imuse index remove`) or pass --id")
-
-    feats = model.embed_audio(audio)  # every file decodes, or MediaError before any write
-    music_vecs, music_va = model.music_side(feats)
-    if not model.factorised:
-        idx = open_index(index_path)
-        if idx.image_vectors is None or not len(idx.image_vectors):
-            raise DataError(f"{index_path}: holds no image vectors to place new songs in VA space; rebuild it")
-        music_va = _joint_means(model, idx.image_vectors, music_vecs)[1]
-    now = _now()
-    with _writable(index_path) as conn:
-        conn.executemany(
-            "INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(ids[i], artists[i], titles[i], str(audio[i].resolve()),
-              _blob(music_vecs[i]) if music_vecs is not None else None,
-              float(music_va[i, 0]), float(music_va[i, 1]),
-              *(map(float, true_va[i]) if true_va else (None, None)), now) for i in range(n)])
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('modified', ?)", (now,))
-    return ids
-
-
-def remove_songs(index_path: str | os.PathLike, song_ids: Iterable[str]) -> list[str]:
-    """Remove songs by id in one transaction; unknown ids are an error and nothing is removed."""
-    index_path = Path(index_path)
-    ids = list(dict.fromkeys(str(s) for s in song_ids))
-    if not ids:
-        raise ImuseError("no song id given to remove")
-    with _writable(index_path) as conn:
-        present = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            present |= {r[0] for r in conn.execute(
-                f"SELECT song_id FROM songs WHERE song_id IN ({','.join('?' * len(chunk))})", chunk)}
-        unknown = [s for s in ids if s not in present]
-        if unknown:
-            raise ImuseError(f"{index_path}: no song with id {', '.join(unknown[:5])}"
-                             f"{' ...' if len(unknown) > 5 else ''} in the index; nothing removed")
-        conn.executemany("DELETE FROM songs WHERE song_id = ?", [(s,) for s in ids])
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('modified', ?)", (_now(),))
-    return ids
 
 
 # --------------------------------------------------------------------------- queries

@@ -11,7 +11,13 @@
 Loss: Huber (delta 1) on the four outputs (image V, A and music V, A against the image's
 and the song's true VA), i.e. the mean of an image-VA and a music-VA component, both
 recorded per batch. Adam lr 0.01, weight decay 1e-4, batch 32, shuffled, 50 epochs:
-the paper's settings. Seeds: ``torch.manual_seed(seed)`` (initialisation, dropout) and a
+the paper's settings. ``weighting="item"`` weighs each pair's image term by 1 / (its
+image's number of training pairs) and its music term likewise by its song's, so every item
+counts once (the pair sampling puts a few "worst" songs in hundreds of pairs).
+
+The loss is reported every epoch on the validation pairs (``split == "val"``), never on the
+test split; ``select="best_val"`` keeps the weights of the epoch with the lowest validation
+loss (early stopping without stopping: the curve is still recorded to the end). Seeds: ``torch.manual_seed(seed)`` (initialisation, dropout) and a
 ``numpy`` generator (shuffling, view/crop draws); both states go into every checkpoint,
 so a resumed run continues exactly as an uninterrupted one would.
 """
@@ -53,6 +59,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     augment: bool = True  # random stored view / crop per pair per epoch; False: eval view always
+    weighting: str = "pair"  # "pair" (the paper) or "item": every image and song counts once
+    select: str = "last"  # "last" epoch (the paper) or "best_val": lowest validation loss
     threads: int | None = None  # CPU threads while training; None: 1 (the head is too small to gain
     # from more, and a second thread spin-waits badly on a busy 2-core machine)
 
@@ -169,10 +177,23 @@ def make_optimiser(model: IMUSENet, cfg: TrainConfig, device: torch.device) -> t
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def huber_components(image_va, music_va, true_image_va, true_music_va, delta: float = 1.0):
-    """(image-VA loss, music-VA loss), each the mean Huber loss of its two outputs."""
+def huber_components(image_va, music_va, true_image_va, true_music_va, delta: float = 1.0,
+                     image_weight=None, music_weight=None):
+    """(image-VA loss, music-VA loss), each the mean Huber loss of its two outputs; with
+    per-pair weights (mean 1 over the training set), a weighted mean."""
     huber = nn.functional.huber_loss
-    return huber(image_va, true_image_va, delta=delta), huber(music_va, true_music_va, delta=delta)
+    if image_weight is None:
+        return huber(image_va, true_image_va, delta=delta), huber(music_va, true_music_va, delta=delta)
+    li = huber(image_va, true_image_va, delta=delta, reduction="none").mean(1)
+    lm = huber(music_va, true_music_va, delta=delta, reduction="none").mean(1)
+    return (li * image_weight).mean(), (lm * music_weight).mean()
+
+
+def item_weights(rows: np.ndarray) -> np.ndarray:
+    """1 / (the item's number of pairs), scaled to mean 1 over the pairs."""
+    counts = np.bincount(rows)[rows].astype(np.float64)
+    w = 1.0 / counts
+    return (w / w.mean()).astype(np.float32)
 
 
 @torch.no_grad()
@@ -224,9 +245,10 @@ class TrainResult:
 def train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig | None = None, **kwargs) -> TrainResult:
     """Train on ``pairs[split == train_split]`` and report the loss on ``val_split`` per epoch.
 
-    The paper's "validation" curve is its 25 % held-out split; so is ours by default. No
-    choice (early stopping, model selection) is made on it. With ``checkpoint`` the state is
-    saved atomically every ``checkpoint_every`` epochs and, if ``resume``, picked up again.
+    The paper's "validation" curve is its 25 % held-out (test) split; ours is the validation
+    split carved out of the training items (``pairs.split_pairs``), and the test split is
+    never read here. With ``checkpoint`` the state is saved atomically every
+    ``checkpoint_every`` epochs and, if ``resume``, picked up again.
     Keyword arguments: train_split, val_split, checkpoint, resume, checkpoint_every, meta, progress.
     """
     cfg = cfg or TrainConfig()
@@ -240,7 +262,7 @@ def train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig | None = None
 
 
 def _train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig, *,
-           train_split: str = "train", val_split: str | None = "test", checkpoint: str | Path | None = None,
+           train_split: str = "train", val_split: str | None = "val", checkpoint: str | Path | None = None,
            resume: bool = True, checkpoint_every: int = 1, meta: dict | None = None,
            progress: bool = False) -> TrainResult:
     if "split" not in pairs:
@@ -248,10 +270,15 @@ def _train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig, *,
     train_pairs = pairs[pairs.split == train_split]
     if train_pairs.empty:
         raise DataError(f"no pairs in split {train_split!r} to train on")
+    if cfg.weighting not in ("pair", "item") or cfg.select not in ("last", "best_val"):
+        raise DataError(f"weighting must be 'pair' or 'item' and select 'last' or 'best_val', "
+                        f"not {cfg.weighting!r} / {cfg.select!r}")
     img_rows, song_rows = data.rows(train_pairs)
     val_rows = data.rows(pairs[pairs.split == val_split]) if val_split else None
     if val_rows is not None and len(val_rows[0]) == 0:
         val_rows = None
+    if cfg.select == "best_val" and val_rows is None:
+        raise DataError(f"select='best_val' needs validation pairs (split {val_split!r} has none)")
     device = resolve_device(cfg.device)
     fingerprint = _fingerprint(cfg, data, img_rows, song_rows)
 
@@ -260,6 +287,7 @@ def _train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig, *,
     model = IMUSENet(data.image_dim, data.audio_dim, factorised=cfg.factorised, dropout=cfg.dropout).to(device)
     optimiser = make_optimiser(model, cfg, device)
     history, start_epoch = new_history(), 0
+    best = {"epoch": 0, "val_loss": float("inf"), "model": None}  # select="best_val"
     run_meta = {**data.meta(), "factorised": cfg.factorised, "seed": cfg.seed, "train_config": asdict(cfg),
                 "train_fingerprint": fingerprint, "device": device_name(device), "threads": torch.get_num_threads(),
                 **(meta or {})}
@@ -281,12 +309,17 @@ def _train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig, *,
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history, start_epoch = state["history"], int(state["epoch"])
+        best = state.get("best") or best
 
     n, bs = len(img_rows), cfg.batch_size
     k_img, k_aud = data.image_train.shape[1], data.audio_train.shape[1]
     img_rows_t, song_rows_t = torch.as_tensor(img_rows), torch.as_tensor(song_rows)
     true_iva = torch.as_tensor(data.image_va[img_rows]).to(device)
     true_mva = torch.as_tensor(data.song_va[song_rows]).to(device)
+    w_img = w_mus = None
+    if cfg.weighting == "item":
+        w_img = torch.as_tensor(item_weights(img_rows)).to(device)
+        w_mus = torch.as_tensor(item_weights(song_rows)).to(device)
     # Feature tensors go to the device once; each batch is then an index gather.
     img_src = (data.image_train if cfg.augment else data.image_eval).to(device)
     aud_src = (data.audio_train if cfg.augment else data.audio_eval).to(device)
@@ -311,7 +344,8 @@ def _train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig, *,
             else:
                 x_img, x_aud = img_src[ir[sl]], aud_src[sr[sl]]
             iva, mva = model(x_img, x_aud)
-            li, lm = huber_components(iva, mva, true_iva[p[sl]], true_mva[p[sl]], cfg.huber_delta)
+            li, lm = huber_components(iva, mva, true_iva[p[sl]], true_mva[p[sl]], cfg.huber_delta,
+                                      None if w_img is None else w_img[p[sl]], None if w_mus is None else w_mus[p[sl]])
             loss = (li + lm) / 2  # = the mean Huber loss over the four outputs
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -336,6 +370,10 @@ def _train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig, *,
         hb["image_loss"] += [round(x, 6) for x in comp[:, 0].tolist()]  # plain floats: weights_only loads
         hb["music_loss"] += [round(x, 6) for x in comp[:, 1].tolist()]
         hb["loss"] += [round(x, 6) for x in comp.mean(1).tolist()]
+        if val and val[0] < best["val_loss"]:
+            best = {"epoch": epoch + 1, "val_loss": float(val[0]),
+                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    if cfg.select == "best_val" else None}
         bar.set_postfix(train=f"{history['epochs'][-1]['train_loss']:.4f}",
                         val=f"{val[0]:.4f}" if val else "-")
         if checkpoint and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs):
@@ -344,7 +382,11 @@ def _train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig, *,
                 "model": model.state_dict(), "hparams": model.hparams(), "optimizer": optimiser.state_dict(),
                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "history": history, "meta": _plain(run_meta)})
+                "history": history, "best": best, "meta": _plain(run_meta)})
+    if cfg.select == "best_val" and best["model"] is not None:
+        model.load_state_dict(best["model"])
+    run_meta.update({"selected_epoch": best["epoch"] if cfg.select == "best_val" else cfg.epochs,
+                     "best_val_epoch": best["epoch"], "best_val_loss": best["val_loss"]})
     model.eval()
     return TrainResult(model, history, _plain(run_meta), resumed_from=start_epoch)
 
@@ -414,17 +456,21 @@ def predict_pairs(model: IMUSENet, image_feats: torch.Tensor, audio_feats: torch
 
 
 @torch.no_grad()
-def predict_matrix(model: IMUSENet, image_feats: torch.Tensor, audio_feats: torch.Tensor) -> np.ndarray:
+def predict_matrix(model: IMUSENet, image_feats: torch.Tensor, audio_feats: torch.Tensor,
+                   with_va: bool = False):
     """Predicted S for every (image, song) combination: [n_images, n_songs].
 
     Factorised: each arm scored once, then Eq. 1 by broadcasting. Joint: the arm vectors
-    are computed once and only the fusion layers run per combination (in chunks)."""
+    are computed once and only the fusion layers run per combination (in chunks).
+    ``with_va``: also each image's predicted VA [n_images, 2] and each song's [n_songs, 2]
+    (joint: averaged over the combinations, since the joint heads see both items)."""
     model.eval()
     device = next(model.parameters()).device
     img, aud = image_feats.to(device), audio_feats.to(device)
     if model.factorised:
         iva, mva = model.image_va(img), model.music_va(aud)
-        return predicted_similarity(iva[:, None, :], mva[None, :, :]).cpu().numpy()
+        s = predicted_similarity(iva[:, None, :], mva[None, :, :]).cpu().numpy()
+        return (s, iva.cpu().numpy(), mva.cpu().numpy()) if with_va else s
     ivec, mvec = model.image_vector(img), model.music_vector(aud)
     # The fusion FC is linear in the concatenation: W [ivec; mvec] + b = (Wi ivec + b) + Wm mvec,
     # so each arm's share is computed once and only the sum, ReLU and heads run per combination.
@@ -433,28 +479,62 @@ def predict_matrix(model: IMUSENet, image_feats: torch.Tensor, audio_feats: torc
     b = nn.functional.linear(mvec, fc.weight[:, ivec.shape[1]:])
     ns = len(b)
     rows_per_chunk = max(1, 65536 // max(ns, 1))
-    out = []
+    out, img_va = [], []
+    mus_va = torch.zeros(ns, 2, device=device)
     for start in range(0, len(a), rows_per_chunk):
         h = torch.relu(a[start:start + rows_per_chunk, None, :] + b[None, :, :])
-        out.append(predicted_similarity(model.image_head(h), model.music_head(h)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, ns), np.float32)
+        ih, mh = model.image_head(h), model.music_head(h)
+        out.append(predicted_similarity(ih, mh).cpu().numpy())
+        if with_va:
+            img_va.append(ih.mean(1).cpu().numpy())
+            mus_va += mh.sum(0)
+    s = np.concatenate(out) if out else np.zeros((0, ns), np.float32)
+    if not with_va:
+        return s
+    return s, np.concatenate(img_va) if img_va else np.zeros((0, 2), np.float32), \
+        (mus_va / max(len(a), 1)).cpu().numpy()
 
 
 class NetworkPredictor:
-    """A trained network as a predictor for :func:`imuse_lib.metrics.score` (evaluation features)."""
+    """A trained network as a predictor for :func:`imuse_lib.metrics.score`.
 
-    def __init__(self, model: IMUSENet, data: FeatureData, name: str | None = None):
-        self.model, self.data = model.eval(), data
-        self.name = name or ("factorised" if model.factorised else "joint")
-        self.info = {}
+    Scored on the evaluation features (the centre view, the mean of the evaluation crops),
+    or with ``tta=True`` on the stored training views and crops, the predictions averaged:
+    view k is paired with crop k mod M, so each stored view and crop is used (the network
+    trained on single random views/crops, and this removes that shift)."""
+
+    def __init__(self, model: IMUSENet, data: FeatureData, name: str | None = None, tta: bool = False):
+        self.model, self.data, self.tta = model.eval(), data, tta
+        self.name = name or ("factorised" if model.factorised else "joint") + ("_tta" if tta else "")
+        self.info = {"tta": tta}
+
+    def _views(self):
+        d = self.data
+        if not self.tta:
+            return [(d.image_eval, d.audio_eval)]
+        k, m = d.image_train.shape[1], d.audio_train.shape[1]
+        return [(d.image_train[:, v], d.audio_train[:, v % m]) for v in range(max(k, m))]
 
     def pairs(self, img_rows, song_rows):
-        iva, mva = predict_pairs(self.model, self.data.image_eval, self.data.audio_eval, img_rows, song_rows)
-        return predicted_similarity(iva.astype(float), mva.astype(float)), iva, mva
+        outs = [predict_pairs(self.model, i, a, img_rows, song_rows) for i, a in self._views()]
+        iva = np.mean([o[0] for o in outs], axis=0).astype(float)
+        mva = np.mean([o[1] for o in outs], axis=0).astype(float)
+        s = np.mean([predicted_similarity(o[0].astype(float), o[1].astype(float)) for o in outs], axis=0)
+        return s, iva, mva
+
+    def _matrix(self, img_rows, song_rows, with_va):
+        ir, sr = torch.as_tensor(np.asarray(img_rows)), torch.as_tensor(np.asarray(song_rows))
+        outs = [predict_matrix(self.model, i[ir], a[sr], with_va=with_va) for i, a in self._views()]
+        if not with_va:
+            return np.mean(outs, axis=0)
+        return tuple(np.mean([o[j] for o in outs], axis=0) for j in range(3))
 
     def matrix(self, img_rows, song_rows):
-        ir, sr = torch.as_tensor(np.asarray(img_rows)), torch.as_tensor(np.asarray(song_rows))
-        return predict_matrix(self.model, self.data.image_eval[ir], self.data.audio_eval[sr])
+        return self._matrix(img_rows, song_rows, False)
+
+    def item_va(self, img_rows, song_rows):
+        _, iva, mva = self._matrix(img_rows, song_rows, True)
+        return iva, mva
 
 
 # --------------------------------------------------------------------------- end-to-end timing
@@ -486,7 +566,7 @@ def time_end_to_end(image_backbone, audio_backbone, data: FeatureData, pairs: pd
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_pairs, val_pairs = pairs[pairs.split == "train"], pairs[pairs.split == "test"]
+    train_pairs, val_pairs = pairs[pairs.split == "train"], pairs[pairs.split == "val"]
     img_rows, song_rows = data.rows(train_pairs)
     vimg_rows, vsong_rows = data.rows(val_pairs)
     img_paths = data.images.set_index(data.images.image_id.astype(str)).loc[data.image_ids, "path"].tolist()

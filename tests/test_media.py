@@ -1,5 +1,7 @@
 """Decoding images and audio: every mode to RGB, mono resampled audio, one-line errors."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -173,7 +175,7 @@ def test_bad_audio_raises_naming_the_file(tmp_path, case):
 
 def test_image_file_is_not_audio(tmp_path):
     path = _save(Image.new("RGB", (8, 8)), tmp_path / "cover.png")
-    with pytest.raises(MediaError, match="cover.png.*not a readable audio"):
+    with pytest.raises(MediaError, match="cover.png: is an image file \\(PNG\\), not audio"):
         media.load_audio(path, 16000)
 
 
@@ -200,3 +202,117 @@ def test_long_crop_loops_clips_of_five_seconds():
 def test_too_short_clip_rejected_naming_the_file():
     with pytest.raises(MediaError, match=r"short\.mp3: clip lasts 0\.04 s, shorter than the 0\.10 s crop"):
         media.fit_length(np.ones(40, np.float32), 100, 1000, path="short.mp3")
+
+
+# --------------------------------------------------------------------------- budgets and odd files
+
+
+def test_tiny_file_huge_resize_is_refused_before_decoding(tmp_path):
+    """The issue's 143-byte PNG of 20000 x 1 pixels: 4 GB once resized; refused from its header."""
+    import time
+
+    path = tmp_path / "wide.png"
+    Image.new("L", (20000, 1)).save(path)
+    assert path.stat().st_size < 200
+    t0 = time.perf_counter()
+    with pytest.raises(MediaError, match=r"wide.png: image of 20000x1 pixels \(L\) would need about [\d,]+ MiB"):
+        media.load_image(path)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_working_set_counts_channels_depth_and_shape():
+    ws = media.image_working_set
+    assert ws(1000, 1000, "L") < ws(1000, 1000, "RGB") < ws(1000, 1000, "RGBA")
+    assert ws(1000, 1000, "I;16") > ws(1000, 1000, "L")
+    assert ws(20000, 1, "L") > 100 * ws(200, 100, "L")  # same pixels, far more once resized
+    assert ws(256, 256, "RGB") == int((2 * 256 * 256 * 4 + 2 * 256 * 256 * 4) * 1.05) + 8 * 2**20  # no resize
+
+
+def test_budget_admits_what_fits_and_names_the_limit(tmp_path):
+    path = _save(Image.new("RGB", (600, 400), (10, 20, 30)), tmp_path / "ok.png")
+    need = media.image_working_set(600, 400, "RGB")
+    assert media.load_image(path, budget=need).size == (600, 400)
+    with pytest.raises(MediaError, match=r"ok.png: image of 600x400 pixels \(RGB\) would need .* MiB budget"):
+        media.load_image(path, budget=need - 1)
+
+
+def test_long_audio_refused_unless_asked(tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, (0.1 * np.sin(np.arange(16000 * 3) / 5)).astype(np.float32), 16000)
+    with pytest.raises(MediaError, match=r"long.wav: audio lasts 0.1 min, over the 0.0 min limit"):
+        media.load_audio(path, 16000, max_seconds=2)
+    assert len(media.load_audio(path, 16000, max_seconds=None)) == 16000 * 3
+
+
+@pytest.mark.parametrize("case", ["text-mp3", "cancelling", "fifo", "loop", "dangling", "sample-rate"])
+def test_odd_audio_gets_the_right_message(tmp_path, case):
+    path = tmp_path / "x.mp3"
+    sr = 16000
+    expect = {"text-mp3": "is a text file, not audio", "cancelling": "channels cancel out",
+              "fifo": "FIFO", "loop": "symbolic link loop", "dangling": "broken symbolic link",
+              "sample-rate": "sample rate must be"}[case]
+    if case == "text-mp3":
+        path.write_text("this is a text file\n" * 100)
+    elif case == "cancelling":
+        path = tmp_path / "x.wav"
+        wave = (0.3 * np.sin(np.arange(sr) / 4)).astype(np.float32)
+        sf.write(path, np.stack([wave, -wave], 1), sr)
+    elif case == "fifo":
+        os.mkfifo(path)
+    elif case == "loop":
+        path.symlink_to(tmp_path / "y.mp3")
+        (tmp_path / "y.mp3").symlink_to(path)
+    elif case == "dangling":
+        path.symlink_to(tmp_path / "gone.mp3")
+    elif case == "sample-rate":
+        sr = 0
+    with pytest.raises(MediaError, match=expect):
+        media.load_audio(path, sr)
+
+
+def test_decoder_noise_does_not_reach_the_terminal(tmp_path, capfd):
+    """An MP3-looking file with bad frames: one MediaError, no mpg123 chatter on stderr."""
+    path = tmp_path / "junk.mp3"
+    path.write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 20)
+    with pytest.raises(MediaError):
+        media.load_audio(path, 16000)
+    assert capfd.readouterr().err == ""
+
+
+PEAK_SCRIPT = r"""
+import resource, sys
+from PIL import Image
+import torchvision.transforms as T
+from imuse_lib import media
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+img = media.load_image(sys.argv[1])
+T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])(img)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_largest_admitted_image_stays_within_the_budget(tmp_path, mode):
+    """Decode + resize + crop of the largest image the budget admits (widest 1-row grey image;
+    largest square RGBA), measured as the peak RSS added in a fresh process."""
+    import subprocess
+    import sys
+
+    budget = media.IMAGE_MEMORY_BUDGET
+    if mode == "L":
+        w = max(k for k in range(100, 100_000, 10) if media.image_working_set(k, 1, "L") <= budget)
+        size = (w, 1)
+    else:
+        n = max(k for k in range(100, 20_000, 10) if media.image_working_set(k, k, "RGBA") <= budget)
+        size = (n, n)
+    path = tmp_path / "big.png"
+    Image.new(mode, size).save(path)
+    added = int(subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], capture_output=True, text=True,
+                               check=True).stdout)
+    print(f"\nPEAK {mode} {size[0]}x{size[1]}: {added / 2**20:.0f} MiB added (budget {budget / 2**20:.0f} MiB)")
+    assert added <= budget
+    bigger = tmp_path / "bigger.png"
+    Image.new(mode, (size[0] + 200, size[1] + (200 if mode != "L" else 0))).save(bigger)
+    with pytest.raises(MediaError, match="budget"):
+        media.load_image(bigger)

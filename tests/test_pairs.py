@@ -57,8 +57,13 @@ def test_same_seed_same_pairs_other_seed_other_random():
 def test_paper_split_is_75_25_and_stratified_by_song():
     images, songs = synthetic()
     p = pairs.split_pairs(pairs.form_pairs(images, songs, seed=1), "paper", seed=3)
-    assert set(p.split) == {"train", "test"}
+    assert set(p.split) == {"train", "val", "test"}
     assert (p.split == "test").sum() == round(0.25 * len(p))
+    assert (p.split == "val").sum() == round(0.15 * len(p))
+    # the validation carve-out leaves the test draw as it was
+    two_way = pairs.split_pairs(pairs.form_pairs(images, songs, seed=1), "paper", seed=3, val_size=0)
+    assert set(two_way.split) == {"train", "test"}
+    assert (two_way.split == "test").equals(p.split == "test")
     per_song = p.groupby("song_id").split.apply(lambda s: (s == "test").sum())
     quota = p.groupby("song_id").size() * 0.25
     assert ((per_song - quota).abs() < 1).all()  # each song split 75/25 up to rounding
@@ -69,14 +74,25 @@ def test_paper_split_is_75_25_and_stratified_by_song():
 def test_cold_split_never_leaks():
     images, songs = synthetic(80, 80)
     p = pairs.split_pairs(pairs.form_pairs(images, songs, seed=1), "cold", seed=5, images=images, songs=songs)
-    train, test = p[p.split == "train"], p[p.split == "test"]
-    assert len(test) > 0 and set(p.split) <= {"train", "test", "none"}
-    assert not set(train.image_id) & set(test.image_id)
-    assert not set(train.song_id) & set(test.song_id)
+    train, test, val = p[p.split == "train"], p[p.split == "test"], p[p.split == "val"]
+    assert len(test) > 0 and len(val) > 0 and set(p.split) <= {"train", "val", "test", "none"}
+    for a, b in ((train, test), (train, val), (val, test)):
+        assert not set(a.image_id) & set(b.image_id)
+        assert not set(a.song_id) & set(b.song_id)
+    roles = pairs.item_roles("cold", images, songs, seed=5)
+    assert set(test.image_id) <= set(roles.image_ids("test")) and set(val.song_id) <= set(roles.song_ids("val"))
+    assert not set(roles.image_ids("val")) & set(roles.image_ids("test"))
+    # 25 % and 15 % of 80, rounded per stratum
+    assert abs(len(roles.image_ids("test")) - 20) <= 2 and abs(len(roles.image_ids("val")) - 12) <= 2
+    # the test items are those of the two-way split of the same seed
+    two_way = pairs.split_pairs(pairs.form_pairs(images, songs, seed=1), "cold", seed=5, images=images,
+                                songs=songs, val_size=0)
+    assert set(two_way[two_way.split == "test"].image_id) == set(test.image_id)
     # a 'none' pair mixes a held-out side with a training side
     test_imgs = set(p.image_id) - set(train.image_id)
     none = p[p.split == "none"]
-    assert (none.image_id.isin(test_imgs) != none.song_id.isin(set(test.song_id) | (set(p.song_id) - set(train.song_id)))).all()
+    img_role, song_role = none.image_id.map(roles.images), none.song_id.map(roles.songs)
+    assert (img_role != song_role).all() and test_imgs >= set(test.image_id)
 
 
 def test_unknown_protocol_is_refused():

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imuse_lib import recommend
+from imuse_lib import recommend, song_index
 from imuse_lib.errors import DataError, ImuseError, MediaError, ModelMismatchError
 
 import recommend_fakes as fk
@@ -175,7 +175,7 @@ def test_failed_build_leaves_the_old_index(built, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(recommend, "_meta_rows", boom)
+    monkeypatch.setattr(song_index, "_meta_rows", boom)
     with pytest.raises(RuntimeError):
         recommend.build_index(model, path, catalog2, sf_, images, if_, progress=False)
     assert path.read_bytes() == before

@@ -151,7 +151,7 @@ def test_missing_items_and_split_are_errors(toy):
     with pytest.raises(DataError, match="split"):
         training.train(data, p.drop(columns="split"), cfg())
     extra = p.copy()
-    extra.loc[0, "image_id"] = "nope"
+    extra.loc[extra.index[extra.split == "train"][0], "image_id"] = "nope"
     with pytest.raises(ModelMismatchError, match="nope"):
         training.train(data, extra, cfg())
 
@@ -176,6 +176,7 @@ def toy_experiments(monkeypatch, tmp_path):
     monkeypatch.setattr(experiments, "feature_data", lambda i, a: data)
     monkeypatch.setattr(experiments, "split_pairs", lambda split: pairs.split_pairs(
         p.drop(columns="split"), split, 1, images=data.images, songs=data.songs))
+    monkeypatch.setattr(experiments, "item_roles", lambda split: pairs.item_roles(split, data.images, data.songs, 1))
     monkeypatch.setattr(experiments, "configurations", lambda prof: [("mobilenet_v2", "musicnn")])
     return experiments
 
@@ -184,7 +185,7 @@ def test_train_and_evaluate_write_the_result_files(toy_experiments, capsys):
     from imuse_lib.cli import main
 
     ex = toy_experiments
-    assert main(["train", "--profile", "quick", "--epochs", "2", "--no-timing", "--jobs", "1"]) == 0
+    assert main(["train", "--profile", "quick", "--epochs", "2", "--no-timing", "--jobs", "1", "--seeds", "0,1"]) == 0
     root = ex.profile_dir("quick")
     model = root / "runs" / "mobilenet_v2+musicnn" / "paper" / "joint" / "seed0" / "model.pt"
     assert model.exists() and (root / "table1.csv").exists()
@@ -192,19 +193,29 @@ def test_train_and_evaluate_write_the_result_files(toy_experiments, capsys):
     assert len(hist["epochs"]) == 2 and hist["meta"]["split"] == "cold"
     assert training.default_model_path().exists()
     _, meta = training.load_checkpoint()
-    assert meta["factorised"] and meta["split"] == "paper" and meta["config"] == "mobilenet_v2+musicnn"
+    # the default model is chosen on the validation split, among the cold-split networks
+    assert meta["split"] == "cold" and meta["config"] == "mobilenet_v2+musicnn"
+    assert "validation NSG@10" in meta["selected_by"]
+    val = ex.load_validation("quick")
+    assert set(val.predictor) >= {"joint", "factorised", "ridge", "knn"} and val["nsg@10"].notna().all()
     capsys.readouterr()
-    assert main(["evaluate", "--profile", "quick", "--n-boot", "50"]) == 0
+    assert main(["evaluate", "--profile", "quick", "--n-boot", "50", "--jobs", "1", "--seeds", "0,1"]) == 0
     out = capsys.readouterr().out
-    for word in ("MAP@10 (a)", "ridge", "constant", "oracle", "0.855"):
+    for word in ("NSG@10", "MAP@10 (a)", "ridge", "knn", "quadrant", "image_agnostic", "constant", "oracle",
+                 "0.855"):
         assert word in out
     t2 = ex.load_table2("quick")
     oracle = t2[(t2.predictor == "oracle")]
-    assert np.allclose(oracle["mae"], 0) and np.allclose(oracle["map_b@10"], 1)
-    assert set(t2.predictor) >= {"joint", "factorised", "ridge", "constant", "mean_similarity", "random"}
+    assert np.allclose(oracle["mae"], 0) and np.allclose(oracle["map_a@10"], 1) and np.allclose(oracle["nsg@10"], 1)
+    assert set(t2.predictor) >= {"joint", "joint_tta", "factorised", "ridge", "knn", "quadrant", "image_agnostic",
+                                 "constant", "mean_similarity", "random"}
+    assert set(t2[t2.split == "paper"].predictor) >= {"lookup"} and "lookup" not in set(t2[t2.split == "cold"].predictor)
+    assert (t2.filter(like="nsg@10_lo").notna().all()).all()
+    margins = ex.load_margins("quick")
+    assert set(margins.baseline) >= {"ridge", "quadrant"} and set(margins.verdict) <= {"win", "loss", "tie"}
     assert set(ex.load_map_at_k("quick").k) == set(range(1, 11))
     # a second `train` reuses the finished runs (resumed at their last epoch)
-    runs = ex.run_training("quick", timing=False, progress=False, jobs=1, epochs=2)["runs"]
+    runs = ex.run_training("quick", timing=False, progress=False, jobs=1, epochs=2, seeds=[0, 1])["runs"]
     assert (runs.resumed_from == 2).all()
 
 
@@ -217,3 +228,66 @@ def test_cli_errors_are_one_line(toy_experiments, tmp_path, capsys):
     assert "unknown setting(s) epochz" in capsys.readouterr().err
     assert main(["evaluate", "--profile", "quick"]) == 2
     assert "run not trained yet" in capsys.readouterr().err
+
+
+def test_training_validation_and_model_choice_never_read_the_test_split(toy_experiments, monkeypatch, tmp_path):
+    """Replace every cold-split test label (the test items' VA and the test pairs' S) by noise:
+    the trained networks, the validation scores and the chosen default model stay the same."""
+    ex = toy_experiments
+    data = ex.feature_data("mobilenet_v2", "musicnn")
+    roles = ex.item_roles("cold")
+    val_items = set(roles.image_ids("val")) | set(roles.song_ids("val"))
+    assert val_items and not val_items & (set(roles.image_ids("test")) | set(roles.song_ids("test")))
+
+    def run(results):
+        monkeypatch.setenv("IMUSE_RESULTS", str(results))
+        ex.run_training("quick", timing=False, progress=False, jobs=1, epochs=3, seeds=[0, 1], splits=["cold"])
+        model, _ = training.load_checkpoint()
+        return ex.load_validation("quick"), {k: v.clone() for k, v in model.state_dict().items()}
+
+    val_a, model_a = run(tmp_path / "a")
+    rng = np.random.default_rng(0)
+    test_img = [data.image_row[i] for i in roles.image_ids("test")]
+    test_song = [data.song_row[s] for s in roles.song_ids("test")]
+    data.image_va, data.song_va = data.image_va.copy(), data.song_va.copy()
+    data.image_va[test_img] = rng.random((len(test_img), 2))
+    data.song_va[test_song] = rng.random((len(test_song), 2))
+    original = ex.split_pairs
+
+    def noisy_pairs(split):
+        frame = original(split)
+        test = frame.split == "test"
+        frame.loc[test, "similarity"] = rng.random(int(test.sum()))
+        return frame
+
+    monkeypatch.setattr(ex, "split_pairs", noisy_pairs)
+    val_b, model_b = run(tmp_path / "b")
+    pd.testing.assert_frame_equal(val_a, val_b)
+    assert model_a.keys() == model_b.keys() and all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+
+
+def test_item_weighting_and_best_epoch_selection(toy):
+    data, p = toy
+    w = training.item_weights(np.array([0, 0, 0, 1]))
+    assert w.mean() == pytest.approx(1) and w[3] == pytest.approx(3 * w[0])
+    res = training.train(data, p, cfg(epochs=4, seed=0, weighting="item", select="best_val"))
+    val = [e["val_loss"] for e in res.history["epochs"]]
+    assert res.meta["selected_epoch"] == int(np.argmin(val)) + 1
+    assert res.meta["best_val_loss"] == pytest.approx(min(val))
+    with pytest.raises(DataError, match="weighting"):
+        training.train(data, p, cfg(weighting="song"))
+
+
+def test_test_time_averaging_scores_every_stored_view(toy):
+    data, p = toy
+    model = training.train(data, p, cfg(epochs=2, seed=0)).model
+    plain = training.NetworkPredictor(model, data)
+    tta = training.NetworkPredictor(model, data, tta=True)
+    rows_i, rows_s = np.arange(5), np.arange(4)
+    m = tta.matrix(rows_i, rows_s)
+    by_hand = np.mean([training.predict_matrix(model, data.image_train[rows_i, v], data.audio_train[rows_s, v % 3])
+                       for v in range(3)], axis=0)
+    np.testing.assert_allclose(m, by_hand, rtol=1e-5)
+    assert not np.allclose(m, plain.matrix(rows_i, rows_s))
+    iva, mva = plain.item_va(rows_i, rows_s)
+    assert iva.shape == (5, 2) and mva.shape == (4, 2)

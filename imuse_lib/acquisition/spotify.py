@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Protocol
 import pandas as pd
 
 from .. import data, io
-from ..errors import CredentialsError, ImuseError
+from ..errors import CredentialsError, ImuseError, NetworkError
 
 log = logging.getLogger("imuse.acquisition")
 
@@ -144,6 +144,13 @@ class SpotifyClient:
                     ) from None
                 if status == 403 and what == "audio-features":
                     raise AudioFeaturesForbidden(FORBIDDEN_MESSAGE) from None
+                if status is None:
+                    from .youtube import network_failure
+
+                    if network_failure(exc):
+                        raise NetworkError(f"Spotify {what}: the network is unreachable "
+                                           f"({' '.join(str(exc).split())[:120]}); check the connection "
+                                           "and run again (finished songs are kept)") from None
                 retryable = status == 429 or (status is not None and 500 <= status < 600)
                 if not retryable or attempt == self.max_retries:
                     raise ImuseError(f"Spotify {what} failed: {exc}") from None

@@ -24,7 +24,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ..errors import MediaError
+from ..errors import MediaError, NetworkError
 
 log = logging.getLogger("imuse.acquisition")
 
@@ -64,6 +64,36 @@ class _YtDlpLogger:
         log.debug("yt-dlp: %s", msg)
 
 
+# What an unreachable network says, in the exception types and texts of urllib, requests,
+# yt-dlp (which wraps them in DownloadError) and the resolver.
+NETWORK_MARKERS = ("temporary failure in name resolution", "name or service not known", "network is unreachable",
+                   "no route to host", "failed to establish a new connection", "getaddrinfo failed",
+                   "connection refused", "nodename nor servname", "failed to resolve", "no address associated",
+                   "name resolution", "unable to connect", "connection timed out")
+
+
+def network_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the network cannot be reached at all."""
+    import socket
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (socket.gaierror, ConnectionRefusedError)):
+            return True
+        if any(m in str(exc).lower() for m in NETWORK_MARKERS):
+            return True
+        info = getattr(exc, "exc_info", None)  # yt_dlp.utils.DownloadError keeps the original
+        inner = info[1] if isinstance(info, tuple) and len(info) > 1 else None
+        exc = inner or exc.__cause__ or exc.__context__
+    return False
+
+
+def _network_error(what: str, exc: BaseException) -> NetworkError:
+    return NetworkError(f"{what}: the network is unreachable ({_first_line(exc)[:120]}); check the "
+                        f"connection and run again (finished songs are kept)")
+
+
 class YtDlpSource:
     """:class:`AudioSource` on yt-dlp. ``ydl_class`` defaults to ``yt_dlp.YoutubeDL``."""
 
@@ -83,6 +113,8 @@ class YtDlpSource:
             with self.ydl_class(opts) as ydl:
                 info = ydl.extract_info(f"ytsearch1:{query}", download=False)
         except Exception as exc:  # yt_dlp.utils.DownloadError and network errors
+            if network_failure(exc):
+                raise _network_error("YouTube search", exc) from None
             raise MediaError(f"YouTube search {query!r} failed: {_first_line(exc)}") from None
         for entry in (info or {}).get("entries") or []:
             if not entry or not entry.get("id"):
@@ -105,6 +137,8 @@ class YtDlpSource:
                 downloads = (info or {}).get("requested_downloads") or []
                 path = Path(downloads[0]["filepath"]) if downloads else Path(ydl.prepare_filename(info))
         except Exception as exc:
+            if network_failure(exc):
+                raise _network_error("YouTube download", exc) from None
             raise MediaError(f"YouTube download of {video.url} failed: {_first_line(exc)}") from None
         if not path.is_file() or path.stat().st_size == 0:
             raise MediaError(f"YouTube download of {video.url} produced no file ({path})")
@@ -112,7 +146,8 @@ class YtDlpSource:
 
 
 def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 # --------------------------------------------------------------------------- decoding

@@ -1,39 +1,153 @@
 """The ``imuse`` command line. Each command group lives in its own module and adds
 its sub-commands through ``register(subparsers)``; every command function returns an
-exit status. Errors the user can fix arrive as ``ImuseError`` and are printed as one line."""
+exit status.
+
+Every command is guarded the same way: an expected failure (an ``ImuseError``, a file
+system or SQLite error, a bad option) is printed as ONE line, ``imuse: error: ...``, and
+exits 2; anything else is one line too, exit 1, and ``imuse --debug ...`` shows the
+traceback. Numeric options take :func:`bounded_int` / :func:`bounded_float` types and free
+text :func:`plain_text`, so a value out of range is refused with the accepted range.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
+import signal
+import sqlite3
 import sys
 
-from ..errors import ImuseError
+from ..errors import MAX_TEXT, DataError, ImuseError, printable, text_problem  # noqa: F401 (re-exported)
 
 # Command groups, in the order `imuse --help` lists them.
-GROUPS = ["data", "features", "train", "recommend", "acquire"]
+GROUPS = ["data", "features", "train", "recommend", "acquire", "export"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage is one `--help` away)."""
+
+    def error(self, message):
+        self.exit(2, f"imuse: error: {message} (see `{self.prog} --help`)\n")
+
+
+def bounded_int(lo: int | None = None, hi: int | None = None, name: str = "value"):
+    """An argparse type: an integer in [lo, hi]; the message states the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except (ValueError, AttributeError):
+            raise argparse.ArgumentTypeError(f"expected an integer {_range(lo, hi)}, got {text!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: expected an integer {_range(lo, hi)}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+def bounded_float(lo: float | None = None, hi: float | None = None, name: str = "value"):
+    """An argparse type: a finite number in [lo, hi]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except (ValueError, TypeError):
+            raise argparse.ArgumentTypeError(f"expected a number {_range(lo, hi)}, got {text!r}") from None
+        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: expected a number {_range(lo, hi)}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _range(lo, hi) -> str:
+    def fmt(x):
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
+    if lo is not None and hi is not None:
+        return f"from {fmt(lo)} to {fmt(hi)}"
+    return f"of at least {fmt(lo)}" if lo is not None else f"of at most {fmt(hi)}"
+
+
+def plain_text(name: str = "text", max_len: int = MAX_TEXT):
+    """An argparse type: printable text of 1..max_len characters, no control characters
+    (tabs, newlines, terminal escapes would corrupt the tables and the terminal)."""
+
+    def parse(text: str) -> str:
+        problem = text_problem(text, max_len)
+        if problem:
+            shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+            raise argparse.ArgumentTypeError(f"{shown} {problem}; expected 1 to {max_len} printable characters")
+        return text.strip()
+
+    parse.__name__ = name
+    return parse
+
+
+def add_follow_symlinks(p) -> None:
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="when --out is a symbolic link, write its target (default: refuse)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="imuse",
         description="IMUSE: music recommendation from affective image content (ICMLDE 2023 companion).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of a failure")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for group in GROUPS:
         importlib.import_module(f"{__name__}.{group}").register(sub)
     return parser
 
 
+def _terminate(signum, frame):
+    """SIGTERM / SIGHUP unwind like Ctrl-C, so that `finally` blocks remove temporary files."""
+    raise SystemExit(128 + signum)
+
+
+def _one_line(exc: BaseException, limit: int | None = None) -> str:
+    """The message on one line; ours are written to be read whole, others' are cut at ``limit``."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(sig, _terminate)
+        except (ValueError, OSError):  # not the main thread (in-process callers): leave it
+            pass
     try:
         return int(args.func(args) or 0)
-    except ImuseError as exc:
-        print(f"imuse: error: {exc}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("imuse: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, OSError):
+            exc = DataError(f"{exc.filename or 'file'}: {exc.strerror or exc}")
+        elif isinstance(exc, sqlite3.Error):
+            exc = DataError(f"song index: {exc}")
+        elif isinstance(exc, MemoryError):
+            exc = ImuseError("out of memory; try a smaller input")
+        if isinstance(exc, ImuseError):
+            print(f"imuse: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        print(f"imuse: internal error: {type(exc).__name__}: {_one_line(exc, 300)} "
+              f"(rerun with `imuse --debug ...` for the traceback, and please report it)", file=sys.stderr)
+        return 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from . import bounded_float, bounded_int
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -18,24 +20,30 @@ def register(sub) -> None:
     )
     p.add_argument("songlist", metavar="SONGLIST.csv", help="CSV with columns artist,title")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N songs of the list")
+    p.add_argument("--limit", type=bounded_int(1, 10_000_000, "limit"), default=None, metavar="N",
+                   help="only the first N songs of the list")
     p.add_argument("--features", choices=("spotify", "snapshot"), default="spotify",
                    help="where valence/energy come from: the Spotify Web API (default) or only the frozen "
                         "snapshot in the data mirror (no credentials needed)")
-    p.add_argument("--clip-seconds", type=float, default=30.0, help="clip length (default 30, as the paper)")
-    p.add_argument("--sample-rate", type=int, default=22050, help="clip sample rate (default 22050)")
-    p.add_argument("--min-repeat", type=float, default=8.0,
-                   help="shortest repeated section (s) the chorus detector counts (default 8)")
+    p.add_argument("--clip-seconds", type=bounded_float(1.0, 600.0, "seconds"), default=30.0,
+                   help="clip length, 1..600 s (default 30, as the paper)")
+    p.add_argument("--sample-rate", type=bounded_int(8000, 192000, "sample rate"), default=22050,
+                   help="clip sample rate, 8000..192000 Hz (default 22050)")
+    p.add_argument("--min-repeat", type=bounded_float(1.0, 120.0, "seconds"), default=8.0,
+                   help="shortest repeated section (s) the chorus detector counts, 1..120 (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..acquisition import pipeline
-    from ..errors import ImuseError
+    from pathlib import Path
 
-    if args.limit is not None and args.limit < 1:
-        raise ImuseError(f"--limit must be at least 1, not {args.limit}")
+    from ..acquisition import pipeline
+    from ..errors import DataError, printable
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file, not a folder; --out names the folder to write the catalog in")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("imuse: %(message)s"))
     logger = logging.getLogger("imuse.acquisition")
@@ -49,8 +57,10 @@ def run(args) -> int:
     finally:
         logger.removeHandler(handler)
     print(report.summary())
-    for item in report.skipped[:10]:
-        print(f"  skipped: {item['artist']} - {item['title']} ({item['stage']}: {item['reason']})")
-    if len(report.skipped) > 10:
-        print(f"  ... and {len(report.skipped) - 10} more")
+    for item in report.skipped:  # one line per song that failed
+        print(f"  skipped: {printable(item['artist'])} - {printable(item['title'])} "
+              f"({item['stage']}: {pipeline.short_reason(printable(item['reason']))})")
+    if report.requested and not report.acquired and not report.already_done:
+        print("imuse: error: no song could be acquired (reasons above and in skipped.csv)", file=sys.stderr)
+        return 1
     return 0

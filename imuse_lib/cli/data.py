@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 
 from .. import config, data, io, pairs
+from . import add_follow_symlinks, bounded_int
+
+SEED_RANGE = (0, 2**32 - 1)  # numpy's seed range
 
 
 def register(sub) -> None:
@@ -21,6 +24,7 @@ def register(sub) -> None:
         p = dsub.add_parser(name, help=f"write {helptext} as CSV")
         p.add_argument("--out", required=True, help="CSV file to write")
         p.add_argument("--scale", choices=data.SCALES, default="fixed", help="VA normalisation (default: fixed)")
+        add_follow_symlinks(p)
         p.set_defaults(func=cmd_images if name == "images" else cmd_catalog)
 
     p = dsub.add_parser("fetch", help="download an asset's files that have a direct upstream address")
@@ -28,10 +32,12 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("pairs", help="form the image-song pairs (Eq. 1) and split them")
-    p.add_argument("--seed", type=int, default=config.SEED)
+    p.add_argument("--seed", type=bounded_int(*SEED_RANGE, name="seed"), default=config.SEED,
+                   help=f"seed of the random pairs and splits, {SEED_RANGE[0]}..{SEED_RANGE[1]} (default {config.SEED})")
     p.add_argument("--split", choices=pairs.SPLITS, default="paper")
     p.add_argument("--scale", choices=data.SCALES, default="fixed")
     p.add_argument("--out", required=True, help="CSV file to write")
+    add_follow_symlinks(p)
     p.set_defaults(func=cmd_pairs)
 
 
@@ -53,15 +59,17 @@ def cmd_verify(args) -> int:
 
 
 def cmd_images(args) -> int:
+    io.check_output_path(args.out, args.follow_symlinks)  # refuse a bad --out before the work
     frame = data.load_images(args.scale)[["image_id", "theme", "category", "valence", "arousal"]]
-    io.write_csv(args.out, frame)
+    io.write_csv(args.out, frame, args.follow_symlinks)
     print(f"wrote {len(frame)} images to {args.out}")
     return 0
 
 
 def cmd_catalog(args) -> int:
+    io.check_output_path(args.out, args.follow_symlinks)  # refuse a bad --out before the work
     frame = data.load_catalog(args.scale)[["song_id", "artist", "title", "quadrant", "valence", "arousal"]]
-    io.write_csv(args.out, frame)
+    io.write_csv(args.out, frame, args.follow_symlinks)
     print(f"wrote {len(frame)} songs to {args.out}")
     return 0
 
@@ -73,8 +81,9 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_pairs(args) -> int:
+    io.check_output_path(args.out, args.follow_symlinks)  # refuse a bad --out before the work
     frame = pairs.make_pairs(args.split, args.seed, args.scale)
-    io.write_csv(args.out, frame[["image_id", "song_id", "similarity", "group", "split"]])
+    io.write_csv(args.out, frame[["image_id", "song_id", "similarity", "group", "split"]], args.follow_symlinks)
     counts = frame.split.value_counts().to_dict()
     print(f"wrote {len(frame)} pairs to {args.out} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
     return 0

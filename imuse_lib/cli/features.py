@@ -6,6 +6,7 @@ import sys
 import time
 
 from .. import config
+from . import bounded_int
 
 IMAGE_CHOICES = ("mobilenet_v2", "mobilenet_v3_large", "resnet18", "efficientnet_b4", "efficientnet_lite0")
 AUDIO_CHOICES = ("samplecnn", "musicnn", "fcn")
@@ -20,10 +21,11 @@ def register(sub) -> None:
     )
     p.add_argument("--image-backbone", choices=IMAGE_CHOICES, help="image arm (torchvision name)")
     p.add_argument("--audio-backbone", choices=AUDIO_CHOICES, help="audio arm")
-    p.add_argument("--views", type=int, default=None, help="random training views per image (default 4)")
-    p.add_argument("--crops", type=int, default=None,
+    p.add_argument("--views", type=bounded_int(0, 100, "views"), default=None,
+                   help="random training views per image, 0..100 (default 4)")
+    p.add_argument("--crops", type=bounded_int(0, 100, "crops"), default=None,
                    help="random training crops per clip (default: samplecnn 4, musicnn 4, fcn 1)")
-    p.add_argument("--seed", type=int, default=config.SEED, help=f"seed of the random views/crops (default {config.SEED})")
+    p.add_argument("--seed", type=bounded_int(0, 2**32 - 1, "seed"), default=config.SEED, help=f"seed of the random views/crops (default {config.SEED})")
     p.add_argument("--random-weights", action="store_true",
                    help="use seeded RANDOM weights instead of pretrained ones (recorded as random)")
     p.add_argument("--download-weights", action="store_true",

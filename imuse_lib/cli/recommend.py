@@ -2,8 +2,10 @@
 
     imuse recommend IMAGE [--top N] [--json] [--model PATH] [--index PATH] [--threads N]
     imuse recommend-images AUDIO [--top N] [--json] [--model PATH] [--index PATH] [--threads N]
-    imuse index build [--model PATH] [--index PATH]
+                           [--max-audio-seconds S]
+    imuse index build [--model PATH] [--index PATH] [--drop-added]
     imuse index add AUDIO... [--title T]... [--artist A]... [--id ID]... [--model PATH] [--index PATH]
+                    [--max-audio-seconds S]
     imuse index remove SONG_ID... [--model PATH] [--index PATH]
     imuse index list [--json] [--model PATH] [--index PATH]
 
@@ -17,48 +19,29 @@ similarity, valence, arousal, song_valence, song_arousal, true_valence, true_aro
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
-from ..errors import DataError, ImuseError
+from ..errors import ImuseError
+from . import bounded_float, bounded_int, plain_text, printable
 
-
-def _guard(func):
-    """Expected failures outside our own errors (file system, SQLite) -> one-line ImuseError."""
-
-    @functools.wraps(func)
-    def wrapper(args):
-        try:
-            return func(args)
-        except ImuseError:
-            raise
-        except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error of ours
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
-        except OSError as exc:
-            where = exc.filename or "file"
-            raise DataError(f"{where}: {exc.strerror or exc}") from None
-        except sqlite3.Error as exc:
-            raise DataError(f"song index: {exc}") from None
-
-    return wrapper
+MAX_THREADS = max(8, 4 * (os.cpu_count() or 1))  # more only thrashes (100000 once ran for minutes)
+MAX_TOP = 100_000
 
 
 def _threads_arg(p) -> None:
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="CPU threads for the backbone (default 1: a single query gains little from more, and "
-                        "loses much when the cores are busy; see benchmarks/bench_recommend.py)")
+    p.add_argument("--threads", type=bounded_int(1, MAX_THREADS, "threads"), default=1, metavar="N",
+                   help=f"CPU threads for the backbone, 1..{MAX_THREADS} (default 1: a single query gains little "
+                        "from more, and loses much when the cores are busy; see benchmarks/bench_recommend.py)")
 
 
 @contextlib.contextmanager
 def _torch_threads(n: int):
     """Run with ``n`` torch threads, then restore (in-process callers keep their setting)."""
-    if n < 1:
-        raise ImuseError(f"--threads must be at least 1, not {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ImuseError(f"--threads must be from 1 to {MAX_THREADS}, not {n}")
     import torch
 
     before = torch.get_num_threads()
@@ -67,6 +50,21 @@ def _torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _audio_limit_arg(p) -> None:
+    from ..media import MAX_AUDIO_SECONDS
+
+    p.add_argument("--max-audio-seconds", type=bounded_float(1.0, 24 * 3600.0, "seconds"), default=None,
+                   metavar="S", help=f"decode audio up to S seconds long (default {MAX_AUDIO_SECONDS:g}; longer "
+                                     "files are refused before decoding: they would take much memory)")
+
+
+def _apply_audio_limit(args) -> None:
+    if getattr(args, "max_audio_seconds", None) is not None:
+        from .. import media
+
+        media.MAX_AUDIO_SECONDS = args.max_audio_seconds
 
 
 def _model_index_args(p, index_help: str = "song index file (default: the model's index in the cache)") -> None:
@@ -78,7 +76,8 @@ def register(sub) -> None:
     p = sub.add_parser("recommend", help="songs for an image (top N by predicted similarity)",
                        description="Rank the indexed songs for IMAGE with the trained IMUSE model.")
     p.add_argument("image", metavar="IMAGE", help="image file (any common format)")
-    p.add_argument("--top", type=int, default=10, metavar="N", help="how many songs (default 10)")
+    p.add_argument("--top", type=bounded_int(1, MAX_TOP, "top"), default=10, metavar="N",
+                   help=f"how many songs, 1..{MAX_TOP} (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     _model_index_args(p)
     _threads_arg(p)
@@ -87,7 +86,9 @@ def register(sub) -> None:
     p = sub.add_parser("recommend-images", help="OASIS images for a song (the reverse direction)",
                        description="Rank the 900 OASIS images of the index for the audio clip AUDIO.")
     p.add_argument("audio", metavar="AUDIO", help="audio file (MP3, WAV, FLAC, ...)")
-    p.add_argument("--top", type=int, default=10, metavar="N", help="how many images (default 10)")
+    _audio_limit_arg(p)
+    p.add_argument("--top", type=bounded_int(1, MAX_TOP, "top"), default=10, metavar="N",
+                   help=f"how many images, 1..{MAX_TOP} (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     _model_index_args(p)
     _threads_arg(p)
@@ -101,19 +102,25 @@ def register(sub) -> None:
 
     q = isub.add_parser("build", help="(re)build the index over the 500-clip catalog")
     _model_index_args(q, "where to write the index (default: the model's index in the cache)")
+    q.add_argument("--drop-added", action="store_true",
+                   help="drop the songs added to the existing index with `imuse index add` (default: keep "
+                        "them, re-embedded from their audio when the model changed)")
     q.set_defaults(func=cmd_index_build)
 
     q = isub.add_parser("add", help="add songs from audio files (nothing else is recomputed)")
     q.add_argument("audio", nargs="+", metavar="AUDIO", help="audio file(s)")
-    q.add_argument("--title", action="append", metavar="T", help="title (once per file; default: file name)")
-    q.add_argument("--artist", action="append", metavar="A", help="artist (once per file)")
-    q.add_argument("--id", action="append", dest="song_id", metavar="ID",
+    _audio_limit_arg(q)
+    q.add_argument("--title", action="append", type=plain_text("title"), metavar="T",
+                   help="title (once per file; default: file name)")
+    q.add_argument("--artist", action="append", type=plain_text("artist"), metavar="A",
+                   help="artist (once per file)")
+    q.add_argument("--id", action="append", type=plain_text("id"), dest="song_id", metavar="ID",
                    help="song id (once per file; default: file name without extension)")
     _model_index_args(q)
     q.set_defaults(func=cmd_index_add)
 
     q = isub.add_parser("remove", help="remove songs by id")
-    q.add_argument("song_ids", nargs="+", metavar="SONG_ID")
+    q.add_argument("song_ids", nargs="+", type=plain_text("song id"), metavar="SONG_ID")
     _model_index_args(q)
     q.set_defaults(func=cmd_index_remove)
 
@@ -127,7 +134,7 @@ def register(sub) -> None:
 
 
 def _clip(text, width: int) -> str:
-    text = str(text)
+    text = printable(text)
     return text if len(text) <= width else text[: width - 1] + "~"
 
 
@@ -174,27 +181,33 @@ def _index_path(args, model=None) -> Path:
     return recommend.default_index_path(model or recommend.load_model(args.model))
 
 
-@_guard
+def _note_top(top: int, rec, what: str) -> None:
+    if len(rec.items) < top:  # said, not silently capped
+        print(f"imuse: note: --top {top}, but the index holds {len(rec.items)} {what}; showing all of them",
+              file=sys.stderr)
+
+
 def cmd_recommend(args) -> int:
     from .. import recommend
 
     with _torch_threads(args.threads):
         rec = recommend.Recommender.load(args.model, args.index).recommend(args.image, args.top)
+    _note_top(args.top, rec, "songs")
     _print_json(rec.to_records()) if args.json else print_songs(rec)
     return 0
 
 
-@_guard
 def cmd_recommend_images(args) -> int:
     from .. import recommend
 
+    _apply_audio_limit(args)
     with _torch_threads(args.threads):
         rec = recommend.Recommender.load(args.model, args.index).recommend_images(args.audio, args.top)
+    _note_top(args.top, rec, "images")
     _print_json(rec.to_records()) if args.json else print_images(rec)
     return 0
 
 
-@_guard
 def cmd_index_build(args) -> int:
     import time
 
@@ -202,19 +215,22 @@ def cmd_index_build(args) -> int:
 
     model = recommend.load_model(args.model)
     start = time.perf_counter()
-    path = recommend.build_index(model, args.index)
+    path = recommend.build_index(model, args.index, keep_added=not args.drop_added)
     meta = recommend.read_meta(path)
     n = recommend.open_index(path)
+    kept = int(meta.get("added_kept", 0))
+    if kept:
+        print(f"kept {kept} song(s) added with `imuse index add` (--drop-added drops them)")
     print(f"song index: {path}\n  {len(n)} songs, {len(n.images)} images, built in "
           f"{time.perf_counter() - start:.1f} s\n  model: {meta['model_label']}\n"
           f"  fingerprint: {meta['fingerprint'][:16]}")
     return 0
 
 
-@_guard
 def cmd_index_add(args) -> int:
     from .. import recommend
 
+    _apply_audio_limit(args)
     model = recommend.load_model(args.model)
     path = _index_path(args, model)
     ids = recommend.add_songs(path, model, args.audio, titles=args.title, artists=args.artist,
@@ -223,7 +239,6 @@ def cmd_index_add(args) -> int:
     return 0
 
 
-@_guard
 def cmd_index_remove(args) -> int:
     from .. import recommend
 
@@ -233,11 +248,15 @@ def cmd_index_remove(args) -> int:
     return 0
 
 
-@_guard
 def cmd_index_list(args) -> int:
     from .. import recommend
 
-    index = recommend.open_index(_index_path(args))
+    path = _index_path(args)
+    problems = recommend.check_integrity(path)
+    if problems:
+        raise ImuseError(f"{path}: integrity check FAILED: {'; '.join(problems[:3])}; rebuild it with "
+                         f"`imuse index build` (add the added songs again if it cannot read them)")
+    index = recommend.open_index(path)
     cols = ["song_id", "artist", "title", "valence", "arousal", "true_valence", "true_arousal", "added"]
     if args.json:
         from ..recommend import Recommendation
@@ -248,7 +267,8 @@ def cmd_index_list(args) -> int:
     print(f"song index: {index.path}\n  model: {meta.get('model_label')}\n  fingerprint: "
           f"{meta.get('fingerprint', '')[:16]}, created {meta.get('created')}"
           f"{', modified ' + meta['modified'] if meta.get('modified') else ''}\n"
-          f"  {len(index)} songs, {len(index.images)} images")
+          f"  {len(index)} songs, {len(index.images)} images\n"
+          f"  integrity: ok (SQLite integrity_check; {len(index) + len(index.images)} stored vectors checked)")
     print(f"{'song_id':<16} {'artist':<24} {'title':<32} {'valence':>7} {'arousal':>7}")
     for r in index.songs.itertuples():
         print(f"{_clip(r.song_id, 16):<16} {_clip(r.artist, 24):<24} {_clip(r.title, 32):<32} "

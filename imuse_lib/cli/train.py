@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ImuseError
+from . import bounded_int
 
 IMAGE_CHOICES = ("mobilenet_v2", "mobilenet_v3_large", "resnet18", "efficientnet_b4", "efficientnet_lite0")
 AUDIO_CHOICES = ("samplecnn", "musicnn", "fcn")
@@ -20,20 +21,22 @@ AUDIO_CHOICES = ("samplecnn", "musicnn", "fcn")
 
 def _common(p) -> None:
     p.add_argument("--profile", choices=("quick", "full"), default="quick",
-                   help="quick: mobilenet_v2+musicnn, 1 seed, 5 epochs; full: every available configuration, "
-                        "3 seeds, 50 epochs (default: quick)")
+                   help="quick: mobilenet_v2+musicnn, joint and factorised, 3 seeds, 20 epochs; full: every "
+                        "available configuration and variant, 3 seeds, 50 epochs (default: quick)")
     p.add_argument("--image-backbone", action="append", choices=IMAGE_CHOICES, dest="image_backbones",
                    help="only this image backbone (repeatable; default: the profile's)")
     p.add_argument("--audio-backbone", action="append", choices=AUDIO_CHOICES, dest="audio_backbones",
                    help="only this audio backbone (repeatable)")
     p.add_argument("--split", action="append", choices=("paper", "cold"), dest="splits",
                    help="split protocol (repeatable; default: both)")
-    p.add_argument("--variant", action="append", choices=("joint", "factorised"), dest="variants",
-                   help="network variant (repeatable; default: both)")
+    p.add_argument("--variant", action="append", choices=("joint", "factorised", "joint_item"), dest="variants",
+                   help="network variant (repeatable; default: the profile's); joint_item: item-weighted loss")
     p.add_argument("--seeds", type=_int_list, help="comma-separated training seeds, e.g. 0,1,2")
-    p.add_argument("--epochs", type=int, help="epochs per run (default: the profile's)")
+    p.add_argument("--epochs", type=bounded_int(1, 10_000, "epochs"), help="epochs per run, 1..10000 (default: the profile's)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--config", type=Path, help="JSON file with any of these settings (flags win)")
+    p.add_argument("--jobs", type=bounded_int(1, 64, "jobs"),
+                   help="parallel processes, 1..64 (default: 2)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -41,6 +44,8 @@ def _int_list(text: str) -> list[int]:
         seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         seeds = []
+    if any(not 0 <= s < 2**32 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be integers from 0 to {2**32 - 1}, got {text!r}")
     if not seeds:  # argparse turns this into a one-line usage error
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     return seeds
@@ -52,18 +57,19 @@ def register(sub) -> None:
                                    "interrupted runs), time cached vs end-to-end epochs (Table 1) and write the "
                                    "default model used by `imuse recommend`.")
     _common(p)
-    p.add_argument("--jobs", type=int, help="parallel training processes (default: quick 1, full 2)")
     p.add_argument("--force", action="store_true", help="retrain runs that are already done")
     p.add_argument("--no-timing", action="store_true", help="skip the cached vs end-to-end timing (Table 1)")
     p.add_argument("--retime", action="store_true", help="measure Table 1 again even if it was measured here")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score the trained runs and the baselines; print Table 2",
-                       description="Evaluate every trained run of a profile and the baselines (ridge, constant, "
-                                   "mean similarity, random, oracle) on the test splits; write table2.csv, "
-                                   "map_at_k.csv, results.json and print Table 2.")
+    p = sub.add_parser("evaluate", help="score the trained runs and the baselines on the test split; print Table 2",
+                       description="Evaluate every trained run of a profile and the baselines (ridge, kNN, "
+                                   "quadrant-only, image-agnostic, lookup, constant, mean similarity, random, "
+                                   "oracle) on the test splits: NSG@10 and NDCG@10 first, then the paper's "
+                                   "MAP@10 (a), MAE and RMSE, with two-way bootstrap intervals; write "
+                                   "table2.csv, margins.csv, map_at_k.csv, results.json and print Table 2.")
     _common(p)
-    p.add_argument("--n-boot", type=int, help="bootstrap resamples (default: 500 quick, 1000 full)")
+    p.add_argument("--n-boot", type=bounded_int(1, 1_000_000, "n-boot"), help="two-way bootstrap resamples, 1..1000000 (default: 200 quick, 1000 full)")
     p.set_defaults(func=cmd_evaluate)
 
 

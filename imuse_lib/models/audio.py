@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from .. import config
 from ..errors import DataError, WeightsError
-from .base import Backbone, freeze, random_init, sha256_file
+from .base import Backbone, flush_denormals, freeze, random_init, sha256_file
 
 AUDIO_BACKBONES = ("samplecnn", "musicnn", "fcn")
 
@@ -332,6 +332,7 @@ def build_audio_backbone(name: str, weights: str = "pretrained", seed: int = con
                                    f"'random' or a checkpoint path)")
         model = cls()
         _load_strict(model, path, name)
+        flush_denormals(model)  # speed only: see base.flush_denormals
         source = (f"Won et al. 2020 MTAT {name} (minzwon/sota-music-tagging-models models/mtat/{name}/best_model.pth)"
                   if name in MTAT_FILES and weights == "pretrained" else f"user checkpoint {path.name}")
         info = {"kind": "pretrained", "source": source, "file": str(path), "sha256": sha256_file(path),

@@ -1,0 +1,94 @@
+"""Final scoring of the deployed VA model on the cold split's TEST items (issue 10), against
+ridge on MobileNetV2 + Musicnn: NSG@10 (both directions) with two-way bootstrap intervals and
+the paired difference, image and song r, sd ratios and the songs' official 4Q quadrant.
+
+Run once, after the model was chosen on validation (benchmarks/va_ablation.py --save-params):
+
+    .venv/bin/python benchmarks/va_final.py [--boot 1000]
+
+Writes ``results/va_final.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from imuse_lib import baselines, config, experiments, metrics, va_model  # noqa: E402
+from imuse_lib.io import write_json  # noqa: E402
+
+SHOW = ("nsg@10", "ndcg@10", "quadrant@10", "rev_nsg@10", "image_item_valence_r", "image_item_arousal_r",
+        "song_item_valence_r", "song_item_arousal_r", "image_item_valence_sd_ratio", "image_item_arousal_sd_ratio",
+        "song_item_valence_sd_ratio", "song_item_arousal_sd_ratio", "song_item_quadrant_4q_acc")
+
+
+class _WithItems(baselines.ItemVAPredictor):
+    """ItemVAPredictor plus the item-level VA the metrics read (one VA per item)."""
+
+    def item_va(self, img_rows, song_rows):
+        return self.image_va[img_rows], self.song_va[song_rows]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--boot", type=int, default=1000)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    images, songs = experiments._labels()
+    roles = va_model._roles(None, images, songs, config.SEED)
+    chosen = va_model.tuned_params()
+    model = va_model.fit(tuple(chosen["image"]["sources"]), tuple(chosen["audio"]["sources"]), roles,
+                         params={"image": chosen["image"], "audio": chosen["audio"]})
+    ns = SimpleNamespace(image_row={str(i): n for n, i in enumerate(images.image_id)},
+                         song_row={str(s): n for n, s in enumerate(songs.song_id)},
+                         image_va=images[["valence", "arousal"]].to_numpy(float),
+                         song_va=songs[["valence", "arousal"]].to_numpy(float), songs=songs,
+                         song_ids=[str(s) for s in songs.song_id])
+    ev = experiments.evalset(ns, "cold", "test")
+    ib, ab = va_model.load_blocks(("mobilenet_v2",), "image"), va_model.load_blocks(("musicnn",), "audio")
+    fit_rows = {}
+    for who, frame, col, role in (("image", images, "image_id", roles.images), ("song", songs, "song_id", roles.songs)):
+        r = frame[col].map(role).to_numpy()
+        fit_rows[who] = {"train": np.flatnonzero(r == "train"), "train+val": np.flatnonzero(np.isin(r, ["train", "val"]))}
+    predictors = {"va_model": _WithItems("va_model", model.predict_images(), model.predict_songs())}
+    for on in ("train", "train+val"):
+        rp = baselines.ridge(ib.arrays[0], ab.arrays[0], ns.image_va, ns.song_va, fit_rows["image"][on],
+                             fit_rows["song"][on])
+        predictors[f"ridge ({on})"] = _WithItems(f"ridge ({on})", rp.image_va, rp.song_va)
+    draws = metrics.draw_resamples(len(ev.query_images), len(ev.candidate_songs), args.boot, seed=0)
+    summary, reps = {}, {}
+    for name, pred in predictors.items():
+        point, scored = metrics.score(pred, ev)
+        summary[name] = {k: point.get(k) for k in SHOW}
+        reps[name] = metrics.replicates(ev, [scored], draws)
+        for m in ("nsg@10", "rev_nsg@10", "ndcg@10"):
+            summary[name][f"{m} 95%"] = metrics.interval(reps[name][m])
+    for base in ("ridge (train)", "ridge (train+val)"):
+        for m in ("nsg@10", "rev_nsg@10"):
+            d = metrics.paired_difference(reps["va_model"], reps[base], m)
+            d["point"] = summary["va_model"][m] - summary[base][m]
+            summary["va_model"][f"{m} - {base}"] = d
+    out = {"model": model.describe(), "n_test_images": int(len(ev.query_images)),
+           "n_test_songs": int(len(ev.candidate_songs)), "n_boot": args.boot, "results": summary,
+           "seconds": round(time.perf_counter() - t0, 1)}
+    path = args.out or config.results_dir() / "va_final.json"
+    write_json(path, json.loads(json.dumps(out, default=lambda o: o.item() if hasattr(o, "item") else str(o))))
+    for name, s in summary.items():
+        print(name)
+        for k, v in s.items():
+            print(f"  {k:40s} {v}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

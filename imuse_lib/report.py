@@ -1,0 +1,399 @@
+"""Presentation helpers for the book's chapters: one home for how a number, a box, a table or a
+figure is shown to a reader.
+
+Numbers by meaning
+    :func:`fmt_metric` (3 decimals: MAP@k, MAE, RMSE, similarities), :func:`fmt_va` (2 decimals:
+    valence and arousal on [0, 1]), :func:`fmt_seconds` (with a unit: ``"0.42 s"``, ``"4 min 05 s"``),
+    :func:`fmt_interval` (compact: ``"0.412 (0.38-0.45)"``), :func:`fmt_percent`, :func:`fmt_count`;
+    :func:`seconds_formatter` keeps one unit down a table column.
+Glue
+    :func:`glue` replaces ``myst_nb.glue(..., display=False)`` and the ad-hoc ``class Text(str)``:
+    strings are glued as plain text (``{glue:text}`` shows no quotes), and ``fmt=`` glues a number
+    already formatted by meaning, so the prose needs no format spec.
+Boxes
+    :func:`box` returns the HTML of a "what this shows" box; :func:`glue_box` glues it so that the
+    chapter's first markdown cell can show it at the top (```` ```{glue} what_this_shows ``` ````)
+    although its numbers are computed further down.
+Tables
+    :func:`table` formats a data frame by column meaning and hides the index; :func:`va_summary`
+    is the narrow "mean ± sd, range" table of valence and arousal.
+Forest plot
+    :func:`forest_plot` draws paired differences (network minus baseline) with their intervals, one
+    row per comparison and one panel per metric; :func:`forest_sentence` writes the one sentence
+    the figure supports.
+Static figures
+    :func:`plotly_html` renders a plotly figure for the book: the live (JavaScript) figure plus a
+    static PNG made with kaleido, shown when printing or when JavaScript is off.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .errors import ImuseError
+
+__all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "fmt_percent", "fmt_count",
+           "glue", "box", "glue_box", "table", "va_summary", "forest_plot", "forest_sentence", "lower_is_better",
+           "plotly_html", "static_png", "seconds_formatter", "BOX_CLASS", "STATIC_FIGURE_CLASS", "LIVE_FIGURE_CLASS"]
+
+BOX_CLASS = "imuse-box"
+STATIC_FIGURE_CLASS = "imuse-static-figure"
+LIVE_FIGURE_CLASS = "imuse-live-figure"
+MISSING = "n/a"
+
+
+class PlainText(str):
+    """A string that glues as plain text: ``{glue:text}`` shows a value's repr, which for a plain
+    ``str`` would add quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+# --------------------------------------------------------------------------- numbers by meaning
+
+
+def _missing(x) -> bool:
+    try:
+        return x is None or (isinstance(x, float) or np.isscalar(x)) and bool(np.isnan(x))
+    except TypeError:
+        return False
+
+
+def _fixed(x: float, digits: int) -> str:
+    text = f"{float(x):.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
+
+
+def fmt_metric(x, digits: int = 3) -> str:
+    """A metric (MAP@k, MAE, RMSE, a similarity, a correlation): 3 decimals, ``"0.412"``."""
+    return MISSING if _missing(x) else _fixed(x, digits)
+
+
+def fmt_va(x) -> str:
+    """A valence or arousal value on [0, 1]: 2 decimals, ``"0.57"`` (ratings are not more precise)."""
+    return MISSING if _missing(x) else _fixed(x, 2)
+
+
+def fmt_seconds(seconds) -> str:
+    """A duration with its unit: ``"12 ms"``, ``"0.42 s"``, ``"12.3 s"``, ``"4 min 05 s"``, ``"2 h 03 min"``."""
+    if _missing(seconds):
+        return MISSING
+    s = float(seconds)
+    if s < 0:
+        return "-" + fmt_seconds(-s)
+    if s < 0.1:
+        return f"{s * 1000:.0f} ms" if s >= 0.0095 else f"{s * 1000:.1f} ms"
+    if s < 10:
+        return f"{s:.2f} s"
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        m, r = divmod(round(s), 60)
+        return f"{m} min {r:02d} s"
+    h, r = divmod(round(s / 60), 60)
+    return f"{h} h {r:02d} min"
+
+
+def seconds_formatter(values: Iterable[float]) -> Callable[[float], str]:
+    """One unit for a whole column of durations, chosen by its largest value (a column that mixes
+    "49 ms" and "18.9 s" is hard to scan): ms below 0.1 s, then s with 2 or 1 decimals, then
+    :func:`fmt_seconds`'s minutes and hours."""
+    finite = [abs(float(v)) for v in values if not _missing(v)]
+    top = max(finite, default=0.0)
+    if top < 0.1:
+        return lambda x: MISSING if _missing(x) else f"{float(x) * 1000:.0f} ms"
+    if top < 10:
+        return lambda x: MISSING if _missing(x) else f"{_fixed(x, 2)} s"
+    if top < 60:
+        return lambda x: MISSING if _missing(x) else f"{_fixed(x, 1)} s"
+    return fmt_seconds
+
+
+def fmt_interval(estimate, low, high, fmt: Callable = fmt_metric, bound_digits: int | None = None) -> str:
+    """An estimate and its interval, compact: ``"0.412 (0.38-0.45)"``.
+
+    The bounds get one decimal fewer than the estimate (2 for a metric; they are less certain than
+    its third decimal); a negative bound switches the dash to "to": ``"-0.012 (-0.03 to 0.01)"``.
+    Without an interval (NaN bounds) only the estimate is shown."""
+    est = fmt(estimate)
+    if _missing(low) or _missing(high):
+        return est
+    if bound_digits is None:
+        decimals = len(est.split(".")[1]) if "." in est else 0
+        bound_digits = max(decimals - 1, 0) if decimals > 1 else decimals
+    lo, hi = _fixed(low, bound_digits), _fixed(high, bound_digits)
+    sep = " to " if lo.startswith("-") or hi.startswith("-") else "-"
+    return f"{est} ({lo}{sep}{hi})"
+
+
+def fmt_percent(x, digits: int = 0) -> str:
+    """A share as a percentage: ``fmt_percent(0.4123) == "41%"``."""
+    return MISSING if _missing(x) else f"{float(x) * 100:.{digits}f}%"
+
+
+def fmt_count(n) -> str:
+    """A count with thousands separators: ``"12,345"``."""
+    return MISSING if _missing(n) else f"{int(n):,}"
+
+
+# --------------------------------------------------------------------------- glue
+
+
+def glue(name: str, value, fmt: Callable | None = None, display: bool = False) -> None:
+    """Glue ``value`` under ``name`` for ``{glue:text}`name``` in the chapter's prose.
+
+    ``fmt`` (e.g. :func:`fmt_metric`) glues the formatted text instead of the number, so that every
+    page writes a metric the same way; a ``str`` is glued as plain text (no quotes). Numbers
+    without ``fmt`` are glued as they are (``{glue:text}`name:.1%``` still works)."""
+    from myst_nb import glue as _glue
+
+    if fmt is not None:
+        value = PlainText(fmt(value))
+    elif isinstance(value, str) and not isinstance(value, PlainText):
+        value = PlainText(value)
+    elif isinstance(value, np.generic):  # numpy scalars repr as np.float64(...) since numpy 2
+        value = value.item()
+    _glue(name, value, display=display)  # returns nothing: a glue as a cell's last line shows no echo
+
+
+def _inline(text: str) -> str:
+    """Escape ``text`` for HTML, then turn ``**bold**`` and ```code``` into tags."""
+    out = html.escape(str(text), quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def box(points: str | Iterable[str], title: str = "What this shows") -> str:
+    """HTML of a short "what this shows" box: a paragraph (one string) or a list (several).
+    ``**bold**`` and ```code``` are understood; everything else is escaped."""
+    items = [points] if isinstance(points, str) else list(points)
+    if not items:
+        raise ImuseError("report.box: nothing to show (an empty list of points)")
+    body = (f"<p>{_inline(items[0])}</p>" if len(items) == 1
+            else "<ul>" + "".join(f"<li>{_inline(p)}</li>" for p in items) + "</ul>")
+    return (f'<div class="admonition tip {BOX_CLASS}"><p class="admonition-title">{html.escape(title)}</p>'
+            f"{body}</div>")
+
+
+class _HTMLBox:
+    """A box as a rich object: Jupyter and myst-nb show its HTML, its plain text is the title."""
+
+    def __init__(self, markup: str, text: str):
+        self.markup, self.text = markup, text
+
+    def _repr_html_(self) -> str:
+        return self.markup
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def glue_box(points: str | Iterable[str], name: str = "what_this_shows", title: str = "What this shows") -> None:
+    """Glue a :func:`box` under ``name``; show it where the chapter opens with
+
+    ````md
+    ```{glue} what_this_shows
+    ```
+    ````
+    """
+    from myst_nb import glue as _glue
+
+    items = [points] if isinstance(points, str) else list(points)
+    obj = _HTMLBox(box(items, title), f"{title}: " + " ".join(items))
+    _glue(name, obj, display=False)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def table(frame: pd.DataFrame, metric: Iterable[str] = (), va: Iterable[str] = (), seconds: Iterable[str] = (),
+          percent: Iterable[str] = (), count: Iterable[str] = (), formats: Mapping[str, Callable] | None = None,
+          index: bool = False):
+    """A pandas Styler that formats columns by meaning and hides the index (``index=True`` keeps it).
+
+    Every named column must exist, so that a renamed column fails here rather than showing
+    ``0.990000`` in the book."""
+    fmts: dict = {}
+    for cols, fn in ((metric, fmt_metric), (va, fmt_va), (percent, fmt_percent), (count, fmt_count)):
+        fmts.update({c: fn for c in cols})
+    for c in seconds:
+        fmts[c] = seconds_formatter(frame[c]) if c in frame.columns else fmt_seconds
+    fmts.update(formats or {})
+    missing = [c for c in fmts if c not in frame.columns]
+    if missing:
+        raise ImuseError(f"report.table: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
+    styler = frame.style.format(fmts, na_rep=MISSING)
+    return styler if index else styler.hide(axis="index")
+
+
+def va_summary(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, by: str | None = None,
+               label: str = "set") -> pd.DataFrame:
+    """A narrow summary of valence and arousal: one row per set (a mapping name -> frame, or the
+    groups of ``frame`` by column ``by``), columns ``n``, ``valence``/``arousal`` as mean ± sd and
+    their ranges, formatted with :func:`fmt_va`. Replaces a 10-column ``describe()``."""
+    if isinstance(frames, pd.DataFrame):
+        if by is None:
+            raise ImuseError("report.va_summary: a single frame needs by= (the column to group on)")
+        frames = dict(tuple(frames.groupby(by, sort=True)))
+        label = by
+    rows = []
+    for name, frame in frames.items():
+        missing = [c for c in ("valence", "arousal") if c not in frame.columns]
+        if missing:
+            raise ImuseError(f"report.va_summary: {name!r} has no column {missing[0]!r}")
+        row = {label: name, "n": fmt_count(len(frame))}
+        for dim in ("valence", "arousal"):
+            col = frame[dim]
+            row[f"{dim} mean ± sd"] = f"{fmt_va(col.mean())} ± {fmt_va(col.std())}"
+            row[f"{dim} range"] = f"{fmt_va(col.min())}-{fmt_va(col.max())}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- forest plot
+
+
+_LOWER_IS_BETTER = re.compile(r"(mae|rmse|mse|error|loss|distance)", re.I)
+
+
+def lower_is_better(metric: str) -> bool:
+    """Errors and losses (MAE, RMSE, ...) are better when lower; MAP@k, similarity, r when higher."""
+    return bool(_LOWER_IS_BETTER.search(metric))
+
+
+def _verdicts(frame: pd.DataFrame, metric: str, diff: str, low: str, high: str,
+              better: Mapping[str, bool] | None) -> pd.Series:
+    """"better", "worse" or "unclear" per row: the interval of network - baseline on one side of 0."""
+    lower = frame[metric].map(lambda m: (not better[m]) if better and m in better else lower_is_better(str(m)))
+    sign = np.where(lower, -1.0, 1.0)  # +: the network is better
+    lo, hi = frame[low].to_numpy(float) * sign, frame[high].to_numpy(float) * sign
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    return pd.Series(np.select([lo > 0, hi < 0], ["better", "worse"], "unclear"), index=frame.index)
+
+
+def _check_columns(frame: pd.DataFrame, cols: list[str], who: str) -> None:
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ImuseError(f"{who}: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
+    if frame.empty:
+        raise ImuseError(f"{who}: no comparison to show (empty frame)")
+
+
+VERDICT_COLOURS = {"better": "#2a7d2e", "worse": "#b3261e", "unclear": "#6b6b6b"}
+
+
+def forest_plot(frame: pd.DataFrame, label: str = "comparison", metric: str = "metric", diff: str = "diff",
+                low: str = "low", high: str = "high", better: Mapping[str, bool] | None = None,
+                title: str | None = None, width: float = 7.5):
+    """A forest plot (matplotlib) of paired differences, network minus baseline.
+
+    ``frame`` has one row per comparison: ``label`` (e.g. "joint vs ridge, paper split"),
+    ``metric`` (e.g. "MAP@10", "MAE"), ``diff`` (network - baseline) and its interval
+    ``low``-``high`` (e.g. a paired bootstrap). One panel per metric, each with its own x scale
+    and a zero line; a point is green when its interval lies on the network's better side, red
+    when on the worse side, grey when it includes 0. Whether lower is better is read from the
+    metric's name (:func:`lower_is_better`) unless ``better`` maps metric -> higher-is-better.
+    Returns the figure (``plt.show()`` it in a notebook); its width suits the book's column."""
+    import matplotlib.pyplot as plt
+
+    _check_columns(frame, [label, metric, diff, low, high], "report.forest_plot")
+    verdict = _verdicts(frame, metric, diff, low, high, better)
+    metrics = list(dict.fromkeys(frame[metric]))
+    heights = [max(len(frame[frame[metric] == m]), 1) for m in metrics]
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(width, 0.9 + 0.32 * sum(heights) + 0.55 * len(metrics)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False, layout="constrained")
+    for ax, m in zip(axes[:, 0], metrics):
+        sub = frame[frame[metric] == m]
+        y = np.arange(len(sub))[::-1]
+        for yi, (_, row) in zip(y, sub.iterrows()):
+            colour = VERDICT_COLOURS[verdict[row.name]]
+            ax.plot([row[low], row[high]], [yi, yi], color=colour, lw=2, solid_capstyle="butt")
+            ax.plot([row[diff]], [yi], "o", color=colour, ms=6)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, [str(v) for v in sub[label]], fontsize=9)
+        ax.set_ylim(-0.6, len(sub) - 0.4)
+        higher = better[m] if better and m in better else not lower_is_better(str(m))
+        ax.set_xlabel(f"{m}: network - baseline ({'higher' if higher else 'lower'} is better, "
+                      f"{'right' if higher else 'left'} of 0)", fontsize=9)
+        lo, hi = ax.get_xlim()
+        span = max(abs(lo), abs(hi))
+        ax.set_xlim(-span, span)  # zero in the middle: the two sides read alike
+        ax.axvspan(0 if higher else -span, span if higher else 0, color=VERDICT_COLOURS["better"], alpha=0.06, lw=0)
+        ax.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def forest_sentence(frame: pd.DataFrame, label: str = "comparison", metric: str = "metric", diff: str = "diff",
+                    low: str = "low", high: str = "high", better: Mapping[str, bool] | None = None,
+                    network: str = "the network", max_named: int = 3) -> str:
+    """The one sentence a forest plot supports, e.g. "Of 12 comparisons, the network is clearly
+    better in 9, clearly worse in 1 (MAE: joint vs ridge, paper split) and within the noise in 2."
+
+    "Clearly" means the interval of the difference excludes 0; up to ``max_named`` clear losses
+    are named (they are what a reader should look at)."""
+    _check_columns(frame, [label, metric, diff, low, high], "report.forest_sentence")
+    verdict = _verdicts(frame, metric, diff, low, high, better)
+    n = len(frame)
+    counts = verdict.value_counts().reindex(["better", "worse", "unclear"], fill_value=0)
+    parts = [f"clearly better in {counts['better']}"]
+    worse = frame[verdict == "worse"]
+    named = "; ".join(f"{r[metric]}: {r[label]}" for _, r in worse.head(max_named).iterrows())
+    more = f" and {len(worse) - max_named} more" if len(worse) > max_named else ""
+    parts.append(f"clearly worse in {counts['worse']}" + (f" ({named}{more})" if len(worse) else ""))
+    parts.append(f"within the noise (interval includes 0) in {counts['unclear']}")
+    noun = "comparison" if n == 1 else "comparisons"
+    return f"Of {n} {noun}, {network} is {parts[0]}, {parts[1]} and {parts[2]}."
+
+
+# --------------------------------------------------------------------------- static figures
+
+
+def static_png(figure, width: int = 900, height: int | None = None, scale: float = 1.0) -> bytes:
+    """PNG bytes of a plotly figure (a ``go.Figure`` or its dict) with kaleido.
+
+    kaleido 1.x drives a Chrome/Chromium that is already installed (Debian's ``chromium`` here); it
+    downloads nothing and needs no network. Raises ImuseError in one line when it cannot run."""
+    import plotly.io as pio
+
+    height = height or int((figure.get("layout", {}) if isinstance(figure, dict) else figure.layout.to_plotly_json())
+                           .get("height") or 500)
+    try:
+        return pio.to_image(figure, format="png", width=width, height=height, scale=scale, validate=False)
+    except Exception as exc:  # kaleido missing, no browser found, browser crashed
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImuseError(f"static image of a plotly figure failed ({type(exc).__name__}: {first}); kaleido needs "
+                         f"Chrome or Chromium (`apt-get install chromium`)") from None
+
+
+def figure_title(figure: dict) -> str:
+    """The title text of a plotly figure dict ('' when it has none)."""
+    title = (figure.get("layout") or {}).get("title") or {}
+    text = title.get("text", "") if isinstance(title, dict) else str(title)
+    return " ".join(re.sub(r"<br\s*/?>", " ", re.sub(r"<(?!br)[^>]+>", "", text)).split())
+
+
+def plotly_html(figure: dict, div_id: str, png: bytes | None, alt: str | None = None, height: int = 500) -> str:
+    """The book's HTML for a plotly figure: the live figure (plotly.js is loaded once per page from
+    the book's _static) followed by its static PNG. The book's stylesheet shows the PNG instead of
+    the live figure when printing, and a page without JavaScript shows only the PNG."""
+    import plotly.io as pio
+
+    live = pio.to_html(figure, include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
+                       config=figure.get("config") or {}, default_width="100%", default_height=height,
+                       div_id=div_id)
+    out = f'<div class="{LIVE_FIGURE_CLASS}">{live}</div>'
+    if png is not None:
+        alt = alt or figure_title(figure) or "figure"
+        data = base64.b64encode(png).decode()
+        out += (f'<img class="{STATIC_FIGURE_CLASS}" alt="{html.escape(alt)} (static image)" '
+                f'src="data:image/png;base64,{data}">')
+    return out

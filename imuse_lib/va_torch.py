@@ -1,0 +1,128 @@
+"""The image arm of :class:`imuse_lib.va_model.VAModel` as one torch module (query path, ONNX).
+
+Input: RGB [N, 3, 224, 224] in [0, 1] after the evaluation preprocessing (resize the shorter
+side to 256, centre crop 224), i.e. ``torchvision ToTensor`` without normalisation. Each
+feature source normalises its own input inside the module (ImageNet mean/sd for MobileNetV2,
+(x*255 - 127)/128 for EfficientNet-Lite0, none for the image statistics); MobileNetV2's trunk
+runs once when both its last layer and its pooled intermediate blocks are sources. Then the
+stored standardisation, block weights, kernel regression and calibration give VA [N, 2].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .errors import ImuseError
+from .models.image import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
+
+
+class _Normalise(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class _MobileNetTaps(nn.Module):
+    """MobileNetV2's trunk once: its pooled last layer and/or its pooled intermediate blocks."""
+
+    def __init__(self, want_last: bool, want_mid: bool):
+        super().__init__()
+        from .features import source_backbone
+        from .models.descriptors import MID_BLOCKS
+
+        bb = source_backbone("mobilenet_v2")
+        self.norm = _Normalise(IMAGENET_MEAN, IMAGENET_STD)
+        self.features = bb.module.features if want_last else bb.module.features[: max(MID_BLOCKS) + 1]
+        self.blocks = tuple(MID_BLOCKS) if want_mid else ()
+        self.want_last = want_last
+
+    def forward(self, x):
+        x = self.norm(x)
+        mid = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.blocks:
+                flat = x.flatten(2)
+                mid += [flat.mean(2), flat.std(2)]
+        last = x.mean(dim=(2, 3)) if self.want_last else None
+        return last, (torch.cat(mid, dim=1) if mid else None)
+
+
+class _Lite0(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from .features import source_backbone
+
+        self.norm = _Normalise(LITE_MEAN, LITE_STD)
+        self.net = source_backbone("efficientnet_lite0").module
+
+    def forward(self, x):
+        return self.net(self.norm(x))
+
+
+class ImageVAPipeline(nn.Module):
+    """RGB in [0, 1] -> calibrated VA, for one :class:`~imuse_lib.va_model.ArmModel`."""
+
+    def __init__(self, arm):
+        super().__init__()
+        from .models.descriptors import ImageStats
+
+        sources = tuple(arm.sources)
+        unknown = set(sources) - {"mobilenet_v2", "mobilenet_v2_mid", "efficientnet_lite0", "image_stats"}
+        if unknown:
+            raise ImuseError(f"image pipeline: no torch path for source(s) {sorted(unknown)}")
+        self.sources = sources
+        use_last, use_mid = "mobilenet_v2" in sources, "mobilenet_v2_mid" in sources
+        self.mobilenet = _MobileNetTaps(use_last, use_mid) if (use_last or use_mid) else None
+        self.lite0 = _Lite0() if "efficientnet_lite0" in sources else None
+        self.stats = ImageStats() if "image_stats" in sources else None
+        f32 = lambda a: torch.tensor(np.asarray(a, np.float64), dtype=torch.float32)  # noqa: E731
+        # standardisation and block weights folded into one affine map per block
+        self.register_buffer("shift", f32(np.concatenate(arm.mean)))
+        self.register_buffer("mult", f32(np.concatenate([
+            np.full(len(m), w / np.sqrt(len(m))) / s for m, s, w in zip(arm.mean, arm.sd, arm.weights)])))
+        self.kernel = arm.kernel
+        self.gamma = float(arm.gamma)
+        if arm.kernel == "rbf":
+            basis = np.asarray(arm.basis, np.float64)
+            self.register_buffer("basis", f32(basis))
+            self.register_buffer("basis_sq", f32((basis ** 2).sum(1)))
+        self.register_buffer("coef", f32(arm.coef))
+        self.register_buffer("bias", f32(arm.bias))
+        self.register_buffer("centre", f32(arm.centre))
+        self.register_buffer("scale", f32(arm.scale))
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The raw (unstandardised) source features, concatenated in the arm's order."""
+        last = mid = None
+        if self.mobilenet is not None:
+            last, mid = self.mobilenet(x)
+        parts = []
+        for s in self.sources:
+            if s == "mobilenet_v2":
+                parts.append(last)
+            elif s == "mobilenet_v2_mid":
+                parts.append(mid)
+            elif s == "efficientnet_lite0":
+                parts.append(self.lite0(x))
+            else:
+                parts.append(self.stats(x))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (self.features(x) - self.shift) * self.mult
+        if self.kernel == "linear":
+            raw = z @ self.coef + self.bias
+        else:
+            d2 = (z * z).sum(1, keepdim=True) + self.basis_sq[None, :] - 2.0 * z @ self.basis.T
+            raw = torch.exp(-self.gamma * d2.clamp_min(0.0)) @ self.coef + self.bias
+        return (self.centre + (raw - self.centre) * self.scale).clamp(0.0, 1.0)

@@ -1,0 +1,258 @@
+"""Every command under hostile but ordinary input: a table of bad inputs, each run through
+``imuse`` in-process, must give exit 2, ONE line ``imuse: error: ...`` naming the value or
+file (the expected phrase: anything else counts as a misleading message), no traceback,
+and leave every file as it was (sha256 of the data, index, model and outputs before and
+after; the data mirror by size and mtime). Devices, FIFOs and symlinks are made inside
+tmp_path only. The tally printed at the end (``-s``) is the issue's closing-note count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from imuse_lib import cli, config, recommend, training
+
+import recommend_fakes as fk
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A saved joint model (default model), its index of the fake catalog, and hostile files."""
+    monkeypatch.setenv("IMUSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("IMUSE_RESULTS", str(tmp_path / "results"))
+    monkeypatch.delenv("SPOTIPY_CLIENT_ID", raising=False)
+    monkeypatch.delenv("SPOTIPY_CLIENT_SECRET", raising=False)
+    model = fk.make_model(factorised=False)
+    ckpt = training.save_model(tmp_path / "model.pt", model.net, model.meta)
+    monkeypatch.setattr(training, "default_model_path", lambda: ckpt)
+    fakes = {"image": fk.image_backbone, "audio": fk.audio_backbone}
+    monkeypatch.setattr(recommend.Model, "_build", lambda self, which: fakes[which]())
+    catalog, sf_, images, if_ = fk.make_catalog()
+    index = recommend.build_index(recommend.load_model(), None, catalog, sf_, images, if_, progress=False)
+
+    t = tmp_path
+    fk.write_image(t / "photo.jpg")
+    (t / "empty.png").write_bytes(b"")
+    (t / "notes.jpg").write_text("not an image at all\n" * 20)
+    (t / "notes.mp3").write_text("hello, this is text\n" * 50)
+    (t / "folder").mkdir()
+    Image.new("L", (20000, 1)).save(t / "wide.png")  # 99 bytes, 4 GB once resized
+    jpg = (t / "photo.jpg").read_bytes()
+    (t / "truncated.jpg").write_bytes(jpg[: len(jpg) // 3])
+    os.symlink(t / "loop_b", t / "loop_a")
+    os.symlink(t / "loop_a", t / "loop_b")
+    os.symlink(t / "photo.jpg", t / "link.csv")
+    os.mkfifo(t / "fifo")
+    try:
+        os.mknod(t / "full", stat.S_IFCHR | 0o666, os.makedev(1, 7))  # a /dev/full of our own
+    except PermissionError:
+        (t / "full").write_text("mknod needs root; a plain file stands in\n")
+    fk.write_tone(t / "tone.wav", 440)
+    fk.write_tone(t / "tone2.wav", 550)
+    wave = np.sin(np.arange(16000) / 3).astype(np.float32) * 0.3
+    sf.write(t / "cancel.wav", np.stack([wave, -wave], 1), 16000)
+    sf.write(t / "silent.wav", np.zeros(16000, np.float32), 16000)
+    (t / "songs.csv").write_text("artist,title\nAdele,Hello\n")
+    (t / "binary.csv").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)))
+    (t / "bad.json").write_text("{not json")
+    (t / "out.txt").write_text("a file, not a folder\n")
+    return t, index
+
+
+def cases(t: Path, index: Path) -> list[tuple[list, str]]:
+    """(argv, phrase the one-line error must contain)."""
+    photo, tone, idx = t / "photo.jpg", t / "tone.wav", ["--index", index]
+    return [
+        # recommend
+        (["recommend", t / "missing.jpg"], "missing.jpg: file not found"),
+        (["recommend", t / "empty.png"], "empty file"),
+        (["recommend", t / "notes.jpg"], "not an image file"),
+        (["recommend", t / "folder"], "is a directory"),
+        (["recommend", t / "wide.png"], "budget"),
+        (["recommend", t / "loop_a"], "symbolic link loop"),
+        (["recommend", t / "fifo"], "FIFO"),
+        (["recommend", t / "full"], "device" if stat.S_ISCHR(os.stat(t / "full").st_mode) else "not an image"),
+        (["recommend", t / "truncated.jpg"], "truncated"),
+        (["recommend", photo, "--top", "0"], "--top: 0 is out of range"),
+        (["recommend", photo, "--top", "1000000000"], "--top: 1000000000 is out of range"),
+        (["recommend", photo, "--threads", "100000"], "--threads: 100000 is out of range"),
+        (["recommend", photo, "--threads", "many"], "--threads: expected an integer"),
+        (["recommend", photo, "--model", t / "nomodel.pt"], "no trained model"),
+        (["recommend", photo, "--model", t / "folder"], "is a directory"),
+        (["recommend", photo, "--model", t / "notes.jpg"], "not a readable IMUSE checkpoint"),
+        (["recommend", photo, "--index", t / "notes.jpg"], "not an IMUSE song index"),
+        (["recommend", photo, "--index", t / "fifo"], "FIFO"),
+        (["recommend", photo, "--index", t / "nowhere.sqlite"], "no song index there"),
+        # recommend-images
+        (["recommend-images", t / "notes.mp3"], "is a text file, not audio"),
+        (["recommend-images", photo], "is an image file (JPEG), not audio"),
+        (["recommend-images", t / "cancel.wav"], "cancel out"),
+        (["recommend-images", t / "silent.wav"], "silent clip"),
+        (["recommend-images", tone, "--max-audio-seconds", "0.5"], "--max-audio-seconds: 0.5 is out of range"),
+        (["recommend-images", tone, "--top", "-3"], "--top: -3 is out of range"),
+        # index add / remove / list / build
+        (["index", "add", tone, "--title", "", *idx], "is empty"),
+        (["index", "add", tone, "--title", "a\tb", *idx], "control character"),
+        (["index", "add", tone, "--artist", "\x1b[31mred", *idx], "control character"),
+        (["index", "add", tone, "--title", "line\nbreak", *idx], "control character"),
+        (["index", "add", tone, "--id", "", *idx], "is empty"),
+        (["index", "add", tone, "--title", "x" * 300, *idx], "300 characters"),
+        (["index", "add", tone, "--id", "S0001", *idx], "already in the index"),
+        (["index", "add", t / "notes.mp3", *idx], "is a text file"),
+        (["index", "add", tone, t / "tone2.wav", "--title", "a", "--title", "b", "--title", "c", *idx],
+         "3 --title value(s) for 2"),
+        (["index", "remove", "no-such-song", *idx], "nothing removed"),
+        (["index", "remove", "", *idx], "is empty"),
+        (["index", "list", "--index", t / "missing.sqlite"], "no song index there"),
+        (["index", "list", "--index", t / "folder"], "is a directory"),
+        (["index", "build", "--index", t / "notes.jpg"], "refusing to replace"),
+        (["index", "build", "--index", t / "folder"], "is a directory"),
+        (["index", "build", "--index", t / "fifo"], "FIFO"),
+        # pairs and data exports
+        (["pairs", "--seed", "-1", "--out", t / "p.csv"], "--seed: -1 is out of range"),
+        (["pairs", "--seed", "99999999999", "--out", t / "p.csv"], "out of range"),
+        (["pairs", "--out", t / "folder"], "is a directory"),
+        (["pairs", "--out", t / "out.txt" / "p.csv"], "is a file, not a folder"),
+        (["pairs", "--out", t / "link.csv"], "is a symbolic link"),
+        (["pairs", "--out", t / "fifo"], "FIFO"),
+        (["pairs", "--out", t / "full"], "character device" if stat.S_ISCHR(os.stat(t / "full").st_mode)
+         else "wrote"),
+        (["pairs", "--split", "bogus", "--out", t / "p.csv"], "invalid choice"),
+        (["pairs", "--out", t / "loop_a", "--follow-symlinks"], "symbolic link loop"),
+        (["data", "catalog", "--out", t / "folder"], "is a directory"),
+        (["data", "images", "--out", t / "link.csv"], "is a symbolic link"),
+        (["data", "images", "--out", ""], "not a file path"),
+        # acquire
+        (["acquire", t / "songs.csv", "--out", t / "out.txt"], "is a file, not a folder"),
+        (["acquire", t / "missing.csv", "--out", t / "acq"], "song list not found"),
+        (["acquire", t / "binary.csv", "--out", t / "acq"], "binary.csv"),
+        (["acquire", t / "songs.csv", "--out", t / "acq", "--limit", "0"], "--limit: 0 is out of range"),
+        (["acquire", t / "songs.csv", "--out", t / "acq", "--clip-seconds", "-5"], "--clip-seconds: -5"),
+        (["acquire", t / "songs.csv", "--out", t / "acq", "--sample-rate", "0"], "--sample-rate: 0"),
+        (["acquire", t / "songs.csv", "--out", t / "acq", "--min-repeat", "nan"], "--min-repeat: nan"),
+        (["acquire", t / "songs.csv", "--out", t / "acq"], "Spotify credentials missing"),
+        # features, train, evaluate
+        (["features"], "give --image-backbone"),
+        (["features", "--image-backbone", "mobilenet_v2", "--views", "-1"], "--views: -1 is out of range"),
+        (["features", "--audio-backbone", "musicnn", "--seed", "-3"], "--seed: -3 is out of range"),
+        (["train", "--epochs", "0"], "--epochs: 0 is out of range"),
+        (["train", "--jobs", "0"], "--jobs: 0 is out of range"),
+        (["train", "--seeds", "a,b"], "--seeds"),
+        (["train", "--seeds", "-1"], "--seeds"),
+        (["train", "--config", t / "missing.json"], "no such config file"),
+        (["evaluate", "--n-boot", "-5"], "--n-boot: -5 is out of range"),
+        (["evaluate", "--config", t / "bad.json"], "not valid JSON"),
+    ]
+
+
+def snapshot(root: Path) -> dict:
+    """sha256 of every regular file under ``root`` (links and special files by their target / kind)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            out[rel] = "link->" + os.readlink(path)
+        elif stat.S_ISREG(st.st_mode):
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            out[rel] = f"mode {stat.S_IFMT(st.st_mode):o}" if not stat.S_ISDIR(st.st_mode) else "dir"
+    return out
+
+
+def mirror_state(root: Path) -> dict:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_bad_inputs_table(world, capsys, mirror):
+    t, index = world
+    table = cases(t, index)
+    assert len(table) >= 40
+    mirror_before = mirror_state(mirror)
+    problems, tracebacks, misleading, changed = [], 0, 0, 0
+    for argv, phrase in table:
+        argv = [str(a) for a in argv]
+        before = snapshot(t)
+        rc = cli.main(argv)
+        out, err = capsys.readouterr()
+        after = snapshot(t)
+        lines = err.strip().splitlines()
+        where = " ".join(a.replace(str(t), "T") for a in argv)
+        if os.environ.get("IMUSE_SHOW_ERRORS"):
+            print(f"{where!r:.90}\n    -> {err.strip().replace(str(t), 'T')}", file=sys.__stderr__)
+        if "Traceback" in err:
+            tracebacks += 1
+            problems.append(f"{where}: traceback")
+        if rc != 2 or len(lines) != 1 or not lines[0].startswith("imuse: error: ") or phrase not in lines[0]:
+            misleading += 1
+            problems.append(f"{where}: rc {rc}, expected {phrase!r} in one line, got {err.strip()!r}")
+        if before != after:
+            changed += 1
+            diff = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            problems.append(f"{where}: changed on disk: {diff[:4]}")
+    mirror_changed = mirror_state(mirror) != mirror_before
+    print(f"\nHOSTILE: {len(table)} bad inputs, {tracebacks} tracebacks, {misleading} misleading or not one "
+          f"line, {changed} changed files on disk, data mirror changed: {mirror_changed}")
+    assert not problems, "\n".join(problems)
+    assert not mirror_changed
+
+
+def test_debug_shows_the_traceback(world, capsys):
+    t, _ = world
+    with pytest.raises(Exception):
+        cli.main(["--debug", "recommend", str(t / "notes.jpg")])
+    capsys.readouterr()
+
+
+def test_unexpected_errors_are_one_line_with_a_hint(world, capsys, monkeypatch):
+    t, _ = world
+    monkeypatch.setattr(recommend.Recommender, "load", classmethod(lambda cls, *a: 1 / 0))
+    assert cli.main(["recommend", str(t / "photo.jpg")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: ZeroDivisionError" in err and "--debug" in err
+
+
+def test_symlink_is_written_through_only_when_asked(world, capsys):
+    t, _ = world
+    target = t / "target.csv"
+    target.write_text("old\n")
+    (t / "via.csv").symlink_to(target)
+    assert cli.main(["data", "catalog", "--out", str(t / "via.csv")]) == 2
+    assert target.read_text() == "old\n"
+    assert cli.main(["data", "catalog", "--out", str(t / "via.csv"), "--follow-symlinks"]) == 0
+    assert (t / "via.csv").is_symlink() and target.read_text().startswith("song_id,artist,title")
+
+
+def test_control_characters_from_old_files_are_printed_escaped(world, capsys):
+    """Rows written before validation existed (or by hand) print escaped, never raw."""
+    import sqlite3
+
+    t, index = world
+    with sqlite3.connect(index) as conn:
+        conn.execute("UPDATE songs SET title = ? WHERE song_id = 'S0001'", ("evil\x1b[2J\ttitle",))
+    conn.close()
+    assert cli.main(["index", "list", "--index", str(index)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "evil\\x1b[2J\\ttitle"[:24] in out
+
+
+def test_top_beyond_the_index_is_said(world, capsys):
+    t, _ = world
+    assert cli.main(["recommend", str(t / "photo.jpg"), "--top", "500", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)) == 40 and "--top 500, but the index holds 40 songs" in err
+
+
+def test_config_root_untouched(world):
+    """The repository's own cache and results are never written by these tests."""
+    assert str(config.cache_dir()).startswith(str(world[0]))

@@ -1,0 +1,286 @@
+"""`imuse export onnx` and the page's own code: the ONNX export checked against PyTorch on
+real OASIS images, the song file, the pinned onnxruntime-web fetch, and the page's
+preprocessing and ranking (book/_static/tryit/preprocess.js, run with Node) against PIL,
+torchvision and recommend.rank_va."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io as stdio
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imuse_lib import cli, data, export, media, recommend
+from imuse_lib.errors import ExportError, ModelMismatchError
+from imuse_lib.models.base import Backbone
+
+import tryit_helpers as th
+
+PREPROCESS_JS = th.PAGE_SOURCES / "preprocess.js"
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(NODE is None, reason="Node.js runs the page's JavaScript here (apt-get install nodejs)")
+
+
+# --------------------------------------------------------------------------- the export
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A real image path (MobileNetV2 + seeded factorised network), its index of the real
+    catalog, and the page's assets exported and checked on 4 OASIS images."""
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("export")
+    model = th.mobilenet_model()
+    images = data.load_images().iloc[:12]
+    index_path = th.random_index(model, tmp / "index.sqlite", data.load_catalog(), images)
+    check = export.check_images(4)
+    manifest = export.write_page_assets(tmp / "out", model, index_path, images=check)
+    return model, index_path, tmp / "out", manifest, check
+
+
+def test_export_matches_pytorch_on_real_images(exported):
+    model, index_path, out, manifest, check = exported
+    onnx_file = out / manifest["model_file"]
+    assert onnx_file.name == f"model.{model.fingerprint[:16]}.onnx"
+    result = manifest["check"]
+    assert result["images"] == [p.name for p in check]
+    assert result["max_abs_diff_onnx_vs_torch"] <= export.TOLERANCE
+    assert result["max_abs_diff_torch_vs_recommend"] <= export.TOLERANCE
+    # the file stands on its own: onnxruntime on a fresh crop gives what `imuse recommend` gives
+    session = export.onnx_session(onnx_file)
+    path = data.load_images().path.iloc[100]
+    got = session.run(["va"], {"image": export.page_crop(path).unsqueeze(0).numpy()})[0][0]
+    want = recommend.Recommender(model, recommend.open_index(index_path)).image_point(path)[1]
+    np.testing.assert_allclose(got, want, atol=export.TOLERANCE)
+    assert np.ptp(np.array([session.run(["va"], {"image": export.page_crop(p).unsqueeze(0).numpy()})[0][0]
+                            for p in check]), axis=0).min() > 0.01  # real, differing predictions
+
+
+def test_onnx_file_is_valid_and_describes_itself(exported):
+    import onnx
+
+    model, _, out, manifest, _ = exported
+    proto = onnx.load(str(out / manifest["model_file"]))
+    onnx.checker.check_model(proto, full_check=True)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["imuse_fingerprint"] == model.fingerprint
+    assert [i.name for i in proto.graph.input] == ["image"] and [o.name for o in proto.graph.output] == ["va"]
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, export.CROP, export.CROP]
+    assert {o.domain or "ai.onnx" for o in proto.opset_import} >= {"ai.onnx"}
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == export.OPSET
+
+
+def test_song_file_holds_the_index_exactly(exported):
+    model, index_path, out, manifest, _ = exported
+    songs = json.loads((out / "songs.json").read_text(encoding="utf-8"))
+    index = recommend.open_index(index_path)
+    assert songs["format"] == export.SONGS_FORMAT and songs["fingerprint"] == model.fingerprint
+    assert songs["model_file"] == manifest["model_file"]
+    assert songs["columns"] == ["song_id", "artist", "title", "valence", "arousal", "quadrant"]
+    rows = songs["songs"]
+    assert [r[0] for r in rows] == list(index.songs.song_id)  # index order: the ranking's tie-break
+    va = np.array([[r[3], r[4]] for r in rows], dtype=np.float32)
+    assert np.array_equal(va, index.song_va)  # the page's Math.fround recovers the float32 values
+    catalog = data.load_catalog().set_index("song_id")
+    assert [r[5] for r in rows] == [catalog.quadrant[s] for s in index.songs.song_id]
+    assert songs["max_image_pixels"] == media.MAX_IMAGE_PIXELS  # the page refuses what `imuse recommend` refuses
+    assert (songs["resize"], songs["crop"]) == (256, 224)
+    assert manifest["files"]["songs.json"]["bytes"] == (out / "songs.json").stat().st_size
+
+
+def test_songs_outside_the_catalog_have_no_quadrant():
+    catalog = data.load_catalog()
+    index = recommend.SongIndex(path=Path("x"), meta={"fingerprint": "f"},
+                                songs=catalog.iloc[:2][["song_id", "artist", "title"]].assign(
+                                    song_id=[catalog.song_id.iloc[0], "my-own-song"]),
+                                song_va=np.array([[0.25, 0.5], [0.1, 0.9]], np.float32), song_vectors=None)
+    rows = export.song_table(index)["songs"]
+    assert rows[0][5] == catalog.quadrant.iloc[0] and rows[1][5] is None
+
+
+def test_unchanged_export_is_reused_and_a_changed_index_is_not(exported, tmp_path):
+    model, index_path, out, manifest, check = exported
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    onnx_file = copy / manifest["model_file"]
+    mtime = onnx_file.stat().st_mtime_ns
+    assert export.write_page_assets(copy, model, index_path, images=check) == manifest  # nothing redone
+    changed = tmp_path / "index.sqlite"
+    shutil.copyfile(index_path, changed)
+    removed = recommend.open_index(changed).songs.song_id.iloc[0]
+    recommend.remove_songs(changed, [removed])
+    redone = export.write_page_assets(copy, model, changed, images=check)
+    assert redone["n_songs"] == manifest["n_songs"] - 1 and redone["check"] == manifest["check"]
+    assert onnx_file.stat().st_mtime_ns == mtime  # the model file is kept: only the songs changed
+    songs = json.loads((copy / "songs.json").read_text(encoding="utf-8"))
+    assert removed not in {r[0] for r in songs["songs"]}
+    # a corrupted model file is noticed and exported again
+    onnx_file.write_bytes(b"not onnx")
+    again = export.write_page_assets(copy, model, changed, images=check)
+    assert again["files"][manifest["model_file"]] == manifest["files"][manifest["model_file"]]
+
+
+def test_check_catches_an_export_that_differs_from_pytorch(exported):
+    model, index_path, out, manifest, check = exported
+    tampered = th.mobilenet_model()
+    with torch.no_grad():
+        tampered.net.image_head[1].bias.add_(0.01)  # the module no longer matches the exported file
+    with pytest.raises(ExportError, match=r"differs by .* \(ONNX vs PyTorch\)"):
+        export.check_onnx(tampered, recommend.open_index(index_path), out / manifest["model_file"], check[:1])
+
+
+def test_joint_model_and_foreign_preprocessing_are_refused(exported):
+    model = exported[0]
+    from imuse_lib.network import IMUSENet
+
+    with pytest.raises(ModelMismatchError, match="factorised"):
+        export.image_pipeline(model.image_bb(), IMUSENet(1280, 16, factorised=False))
+    odd = Backbone(name="odd", kind="image", dim=1280, weights={}, module=torch.nn.Identity(),
+                   preprocessing={}, eval_transform=lambda img: img)
+    with pytest.raises(ModelMismatchError, match="evaluation view"):
+        export.image_pipeline(odd, model.net)
+
+
+def test_cli_export_onnx(exported, tmp_path, capsys):
+    model, index_path, out, manifest, check = exported
+    model_path = tmp_path / "model.pt"
+    from imuse_lib import training
+
+    training.save_model(model_path, model.net, model.meta)  # the same fingerprint: the export is reused
+    page = tmp_path / "page"
+    shutil.copytree(out, page)
+    code = cli.main(["export", "onnx", "--model", str(model_path), "--index", str(index_path), "--out", str(page),
+                     "--check-images", str(len(check))])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert f"exported {manifest['model_label']} to {page}" in text
+    assert f"check on {len(check)} OASIS images" in text and f"{manifest['model_file']}: 10." in text
+    assert cli.main(["export", "onnx", "--index", str(index_path), "--check-images", "0",
+                     "--model", str(model_path)]) == 2
+    assert "--check-images must be at least 1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- onnxruntime-web from npm
+
+
+def _fake_package(tmp_path: Path, files: dict[str, bytes]) -> tuple[Path, str]:
+    tgz = tmp_path / "onnxruntime-web-9.9.9.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(content)
+            tar.addfile(info, stdio.BytesIO(content))
+    digest = base64.b64encode(hashlib.sha512(tgz.read_bytes()).digest()).decode()
+    return tgz, f"sha512-{digest}"
+
+
+def test_runtime_is_extracted_from_the_pinned_tarball_only(tmp_path, monkeypatch):
+    files = {f: f"content of {f}".encode() for f in export.ONNXRUNTIME_WEB_FILES}
+    files["dist/ort.webgpu.min.js"] = b"not wanted"
+    tgz, integrity = _fake_package(tmp_path, files)
+    monkeypatch.setattr(export, "ONNXRUNTIME_WEB_VERSION", "9.9.9")
+    monkeypatch.setattr(export, "ONNXRUNTIME_WEB_INTEGRITY", integrity)
+    target = export.install_onnxruntime_web(tmp_path / "vendor" / "onnxruntime-web", cache=tmp_path)
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        [Path(f).name for f in export.ONNXRUNTIME_WEB_FILES] + ["VERSION"])
+    assert (target / "ort.wasm.min.js").read_bytes() == b"content of dist/ort.wasm.min.js"
+    # a tarball that is not the pinned one is refused, and nothing is installed from it
+    raw = bytearray(tgz.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    tgz.write_bytes(bytes(raw))
+    shutil.rmtree(target)
+    with pytest.raises(ExportError, match="integrity mismatch"):
+        export.install_onnxruntime_web(target, cache=tmp_path)
+    assert not target.exists()
+
+
+def test_pinned_runtime_version_and_checksum_agree_with_npm_metadata():
+    # the pin is npm's dist.integrity of that version (sha512, base64): well-formed and complete
+    algo, _, digest = export.ONNXRUNTIME_WEB_INTEGRITY.partition("-")
+    assert algo == "sha512" and len(base64.b64decode(digest)) == 64
+    assert export.ONNXRUNTIME_WEB_VERSION.count(".") == 2
+
+
+# --------------------------------------------------------------------------- the page's JavaScript
+
+
+def _run_node(tmp_path: Path, script: str, payload) -> object:
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(payload))
+    driver = tmp_path / "driver.js"
+    driver.write_text(f"const pp = require({json.dumps(str(PREPROCESS_JS))});\n"
+                      f"const fs = require('fs');\nconst job = JSON.parse(fs.readFileSync(process.argv[2]));\n"
+                      + script)
+    proc = subprocess.run([NODE, str(driver), str(job)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@needs_node
+def test_page_preprocessing_is_pils_resize_and_crop_bit_for_bit(tmp_path):
+    """preprocess.js's resizeCrop against torchvision Resize(256) + CenterCrop(224) on PIL:
+    down- and up-scaling, odd sizes, extreme aspect ratios, crops on a .5 offset (Python's
+    round half to even), images already at the output size, and real OASIS photographs."""
+    rng = np.random.default_rng(0)
+    pictures = []
+    for w, h in [(500, 400), (400, 500), (256, 300), (300, 256), (224, 224), (1000, 37), (3001, 2001),
+                 (257, 257), (513, 255), (1920, 1080), (256, 341), (7, 5)]:
+        smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((w, h)))
+        noise = rng.integers(-40, 40, (h, w, 3))
+        pictures.append(Image.fromarray(np.clip(smooth + noise, 0, 255).astype(np.uint8)))
+    pictures += [Image.open(p).convert("RGB") for p in export.check_images(4)]
+    jobs, want = [], []
+    for i, img in enumerate(pictures):
+        raw = tmp_path / f"img{i}.rgba"
+        raw.write_bytes(np.asarray(img.convert("RGBA")).tobytes())
+        jobs.append({"file": str(raw), "w": img.width, "h": img.height})
+        want.append((export.page_crop(img).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    _run_node(tmp_path, """
+const out = [];
+for (const j of job) {
+  const b = fs.readFileSync(j.file);
+  const r = pp.resizeCrop(new Uint8Array(b.buffer, b.byteOffset, b.length), j.w, j.h, 256, 224);
+  fs.writeFileSync(j.file + ".out", Buffer.from(r.rgb.buffer));
+  fs.writeFileSync(j.file + ".chw", Buffer.from(r.chw.buffer));
+  out.push(r.offset);
+}
+console.log(JSON.stringify(out));
+""", jobs)
+    for job, img, expected in zip(jobs, pictures, want):
+        got = np.frombuffer(Path(job["file"] + ".out").read_bytes(), np.uint8).reshape(224, 224, 3)
+        assert np.array_equal(got, expected), f"{img.size}: {np.count_nonzero(got != expected)} values differ"
+        chw = np.frombuffer(Path(job["file"] + ".chw").read_bytes(), np.float32).reshape(3, 224, 224)
+        assert np.array_equal(chw, export.page_crop(img).numpy())  # ToTensor's float32 division too
+
+
+@needs_node
+def test_page_ranking_is_rank_va(tmp_path):
+    """preprocess.js's rank against recommend.rank_va: the same order (ties by position) and the
+    same Eq. 1 values, on float32 VA with exact duplicates."""
+    rng = np.random.default_rng(3)
+    va = rng.random((500, 2)).astype(np.float32)
+    va[100:110] = va[5]  # ties: the lower position must come first
+    va[300] = va[7]
+    queries = np.vstack([rng.random((20, 2)), va[[5, 7]]]).astype(np.float32)
+    payload = {"va": [float(x) for x in va.ravel()], "queries": [[float(q[0]), float(q[1])] for q in queries]}
+    got = _run_node(tmp_path, """
+const va = Float64Array.from(job.va, Math.fround);
+console.log(JSON.stringify(job.queries.map(([v, a]) => {
+  const r = pp.rank(va, v, a, 15);
+  return [r.top, r.top.map((i) => r.sim[i])];
+})));
+""", payload)
+    for q, (top, sims) in zip(queries, got):
+        pos, sim = recommend.rank_va(q, va, 15)
+        assert top == pos.tolist()
+        assert sims == sim.tolist()  # bit for bit

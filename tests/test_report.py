@@ -1,0 +1,144 @@
+"""The book's presentation helpers (imuse_lib.report): numbers by meaning, glue, boxes, tables,
+the forest plot and its sentence."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import nbformat  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from imuse_lib import report  # noqa: E402
+from imuse_lib.errors import ImuseError  # noqa: E402
+
+
+def test_numbers_are_formatted_by_meaning():
+    assert report.fmt_metric(0.41234) == "0.412"
+    assert report.fmt_metric(-0.0001) == "0.000"  # never "-0.000"
+    assert report.fmt_metric(np.float32(0.5)) == "0.500"
+    assert report.fmt_metric(float("nan")) == report.fmt_metric(None) == "n/a"
+    assert report.fmt_va(0.5671) == "0.57"
+    assert [report.fmt_seconds(s) for s in (0.0123, 0.42, 12.34, 245, 7380)] == [
+        "12 ms", "0.42 s", "12.3 s", "4 min 05 s", "2 h 03 min"]
+    assert report.fmt_percent(0.4123) == "41%" and report.fmt_percent(0.4123, 1) == "41.2%"
+    assert report.fmt_count(12345) == "12,345"
+
+
+def test_intervals_are_compact():
+    assert report.fmt_interval(0.4123, 0.3812, 0.4498) == "0.412 (0.38-0.45)"
+    assert report.fmt_interval(-0.0123, -0.031, 0.0088) == "-0.012 (-0.03 to 0.01)"
+    assert report.fmt_interval(0.4123, float("nan"), float("nan")) == "0.412"
+    assert report.fmt_interval(0.5671, 0.51, 0.62, fmt=report.fmt_va) == "0.57 (0.5-0.6)"
+
+
+def test_box_escapes_text_and_knows_bold_and_code():
+    html = report.box(["**41%** of <songs>", "see `imuse train`"])
+    assert report.BOX_CLASS in html and "What this shows" in html
+    assert "<strong>41%</strong> of &lt;songs&gt;" in html and "<code>imuse train</code>" in html
+    assert html.count("<li>") == 2
+    assert "<ul>" not in report.box("one sentence")
+    with pytest.raises(ImuseError, match="nothing to show"):
+        report.box([])
+
+
+def test_table_formats_by_column_and_refuses_unknown_columns():
+    frame = pd.DataFrame({"config": ["a"], "MAE": [0.41234], "valence": [0.5671], "train_s": [245.0]})
+    html = report.table(frame, metric=["MAE"], va=["valence"], seconds=["train_s"]).to_html()
+    assert "0.412" in html and "0.41234" not in html and "0.57" in html and "4 min 05 s" in html
+    times = report.table(pd.DataFrame({"error": [-0.049, 1.7, -0.2]}), seconds=["error"]).to_html()
+    assert "-0.05 s" in times and "1.70 s" in times and "ms" not in times  # one unit per column
+    with pytest.raises(ImuseError, match="no column 'RMSE'"):
+        report.table(frame, metric=["RMSE"])
+
+
+def test_va_summary_is_narrow():
+    frame = pd.DataFrame({"valence": [0.1, 0.5, 0.9], "arousal": [0.2, 0.4, 0.6], "kind": ["x", "x", "y"]})
+    out = report.va_summary({"all": frame})
+    assert list(out.columns) == ["set", "n", "valence mean ± sd", "valence range", "arousal mean ± sd", "arousal range"]
+    assert out.iloc[0].tolist() == ["all", "3", "0.50 ± 0.40", "0.10-0.90", "0.40 ± 0.20", "0.20-0.60"]
+    assert report.va_summary(frame, by="kind")["kind"].tolist() == ["x", "y"]
+
+
+def _comparisons() -> pd.DataFrame:
+    return pd.DataFrame([
+        # MAE: lower is better, so a negative difference is a network win
+        {"comparison": "joint vs ridge", "metric": "MAE", "diff": -0.020, "low": -0.030, "high": -0.010},
+        {"comparison": "joint vs constant", "metric": "MAE", "diff": 0.015, "low": 0.005, "high": 0.025},
+        {"comparison": "joint vs ridge", "metric": "MAP@10", "diff": 0.050, "low": 0.020, "high": 0.080},
+        {"comparison": "joint vs constant", "metric": "MAP@10", "diff": 0.010, "low": -0.010, "high": 0.030},
+    ])
+
+
+def test_forest_sentence_reads_the_direction_of_each_metric():
+    assert report.lower_is_better("MAE") and report.lower_is_better("rmse") and not report.lower_is_better("MAP@10")
+    sentence = report.forest_sentence(_comparisons())
+    assert sentence == ("Of 4 comparisons, the network is clearly better in 2, clearly worse in 1 "
+                        "(MAE: joint vs constant) and within the noise (interval includes 0) in 1.")
+    flipped = report.forest_sentence(_comparisons(), better={"MAE": True})  # told that higher MAE is better
+    assert "clearly better in 2, clearly worse in 1 (MAE: joint vs ridge)" in flipped
+    with pytest.raises(ImuseError, match="no column 'diff'"):
+        report.forest_sentence(_comparisons().rename(columns={"diff": "d"}))
+
+
+def test_forest_plot_has_a_panel_per_metric_and_a_row_per_comparison():
+    import matplotlib.pyplot as plt
+
+    fig = report.forest_plot(_comparisons(), title="network minus baselines")
+    try:
+        axes = fig.axes
+        assert len(axes) == 2
+        # first comparison on top: y positions run downwards
+        labels = sorted(axes[0].get_yticklabels(), key=lambda t: -t.get_position()[1])
+        assert [t.get_text() for t in labels] == ["joint vs ridge", "joint vs constant"]
+        assert "lower is better" in axes[0].get_xlabel() and "higher is better" in axes[1].get_xlabel()
+        lo, hi = axes[0].get_xlim()
+        assert math.isclose(lo, -hi)  # zero in the middle
+        # colours: MAE row 0 (ridge, better) green, row 1 (constant, worse) red
+        colours = {tuple(np.round(matplotlib.colors.to_rgb(line.get_color()), 3)) for line in axes[0].lines
+                   if line.get_marker() == "o"}
+        assert {tuple(np.round(matplotlib.colors.to_rgb(report.VERDICT_COLOURS[v]), 3))
+                for v in ("better", "worse")} == colours
+    finally:
+        plt.close(fig)
+
+
+def test_glue_and_glue_box_in_a_real_kernel():
+    """In a kernel, as the book runs them: strings glue without quotes, a formatted number as its
+    text, the box as HTML; none of them echoes a value when it is a cell's last line."""
+    import importlib.util
+    import sys
+
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("build_book", root / "scripts" / "build_book.py")
+    bb = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("build_book", bb)
+    spec.loader.exec_module(bb)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import numpy as np\n"
+        "from imuse_lib import report\n"
+        "report.glue('name', 'mobilenet_v2')\n"
+        "report.glue('mae', 0.41234, fmt=report.fmt_metric)\n"
+        "report.glue('n', np.int64(7))\n"
+        "report.glue_box(['**7** songs'])")])
+    with tempfile.TemporaryDirectory() as kdir, pytest.MonkeyPatch.context() as mp:
+        for key, value in bb.kernel_env(Path(kdir)).items():  # the kernel the book uses: this venv
+            mp.setenv(key, value)
+        NotebookClient(nb, kernel_name=bb.KERNEL_NAME, timeout=120).execute()
+    outputs = nb.cells[0].outputs
+    assert all(o["output_type"] == "display_data" for o in outputs), outputs  # no echoed value
+    records = {o["metadata"]["scrapbook"]["name"]: o["data"] for o in outputs}
+    prefix = bb.GLUE_PREFIX
+    assert records["name"][prefix + "text/plain"] == "mobilenet_v2"
+    assert records["mae"][prefix + "text/plain"] == "0.412"
+    assert records["n"][prefix + "text/plain"] == "7"
+    assert report.BOX_CLASS in records["what_this_shows"][prefix + "text/html"]

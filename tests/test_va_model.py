@@ -1,0 +1,211 @@
+"""The deployed VA model (imuse_lib.va_model): fitting, tuning on validation only,
+calibration, persistence and its torch image pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imuse_lib import baselines, va_model
+from imuse_lib.errors import ModelMismatchError
+from imuse_lib.pairs import ItemRoles
+
+
+def _synthetic(n, nonlinear, rng, d=8):
+    x = rng.standard_normal((n, d))
+    if nonlinear:
+        y = np.c_[np.sin(2 * x[:, 0]) + 0.5 * x[:, 1] ** 2, np.cos(x[:, 2] * x[:, 3])]
+    else:
+        y = np.c_[x[:, 0] + 0.5 * x[:, 1], x[:, 2] - x[:, 3]]
+    return x, 0.5 + 0.1 * y + 0.02 * rng.standard_normal(y.shape)
+
+
+def _test_mse(nonlinear):
+    rng = np.random.default_rng(1)
+    (x, y), (xv, yv), (xt, yt) = (_synthetic(n, nonlinear, rng) for n in (300, 100, 300))
+    best = va_model.tune_arm([x], y, [xv], yv, ("s",), n_trials=8, seed=0)
+    chosen = va_model.fit_arm([x], y, ("s",), best["weights"], best["kernel"], best["g"])
+    ridge = baselines.fit_ridge(x, y)
+    mse = lambda p: float(np.mean((p - yt) ** 2))  # noqa: E731
+    return mse(chosen.predict([xt])), mse(ridge.predict(xt)), best
+
+
+def test_beats_ridge_where_the_signal_is_nonlinear():
+    model, ridge, best = _test_mse(nonlinear=True)
+    assert best["kernel"] == "rbf"
+    assert model < 0.7 * ridge
+
+
+def test_ties_ridge_where_the_signal_is_linear():
+    model, ridge, _ = _test_mse(nonlinear=False)
+    assert model == pytest.approx(ridge, rel=0.1)
+
+
+def test_leave_one_out_and_calibration_match_brute_force():
+    rng = np.random.default_rng(2)
+    x, y = _synthetic(60, True, rng, d=4)
+    arm = va_model.fit_arm([x], y, ("s",), None, "rbf", 1.0)
+    # refit without each item, with the penalties the closed form chose
+    loo = np.zeros_like(y)
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        sub = va_model.ArmModel(("s",), np.ones(1), "rbf", 1.0, arm.mean, arm.sd)
+        xs = sub.transform([x[keep]])
+        k = va_model._kernel(xs, xs, "rbf", sub.gamma)
+        kc = k - k.mean(0)[None] - k.mean(1)[:, None] + k.mean()
+        for j in range(2):
+            yc = y[keep, j] - y[keep, j].mean()
+            dual = np.linalg.solve(kc + arm.lambdas[j] * np.eye(len(xs)), yc)
+            kx = va_model._kernel(sub.transform([x[i:i + 1]]), xs, "rbf", sub.gamma)
+            loo[i, j] = y[keep, j].mean() + float(((kx - k.mean(0)) @ dual)[0])
+    from imuse_lib.metrics import pearson_r
+
+    for j in range(2):
+        # the closed form standardises with all items; the refits too (same arm.mean/sd), so
+        # the only approximation is the unpenalised mean: r agrees closely
+        assert pearson_r(loo[:, j], y[:, j]) == pytest.approx(arm.loo_r[j], abs=0.02)
+        assert arm.scale[j] == pytest.approx(y[:, j].std() / (loo[:, j] - loo[:, j].mean()).std(), rel=0.05)
+
+
+def test_calibration_restores_the_held_out_spread():
+    rng = np.random.default_rng(3)
+    (x, y), (xt, yt) = _synthetic(600, False, rng), _synthetic(600, False, rng)
+    x, xt = x + rng.standard_normal(x.shape), xt + rng.standard_normal(xt.shape)  # noisy inputs: r ~ 0.6
+    raw = va_model.fit_arm([x], y, ("s",), None, "linear", calibrate=False).predict([xt])
+    cal = va_model.fit_arm([x], y, ("s",), None, "linear").predict([xt])
+    ratio = lambda p: p.std(0) / yt.std(0)  # noqa: E731
+    assert (ratio(raw) < 0.8).all()
+    assert np.all(np.abs(ratio(cal) - 1) < 0.15)
+
+
+# --------------------------------------------------------------------------- the split
+
+
+def _fake_world(rng, n_img=120, n_song=80):
+    images = pd.DataFrame({"image_id": [f"I{i:03d}" for i in range(n_img)]})
+    songs = pd.DataFrame({"song_id": [f"S{i:03d}" for i in range(n_song)]})
+    xi, yi = _synthetic(n_img, True, rng)
+    xs, ys = _synthetic(n_song, False, rng)
+    images[["valence", "arousal"]] = yi
+    songs[["valence", "arousal"]] = ys
+    roles = ItemRoles("cold", pd.Series(np.resize(["train", "train", "val", "test"], n_img), index=images.image_id),
+                      pd.Series(np.resize(["train", "train", "val", "test"], n_song), index=songs.song_id))
+    blocks = {"image": va_model.Blocks(list(images.image_id), ("mobilenet_v2",), [xi], {}),
+              "audio": va_model.Blocks(list(songs.song_id), ("musicnn",), [xs], {})}
+    return images, songs, roles, blocks
+
+
+def test_model_choice_never_reads_the_test_labels(monkeypatch):
+    images, songs, roles, blocks = _fake_world(np.random.default_rng(4))
+    monkeypatch.setattr(va_model, "load_blocks", lambda sources, arm, **kw: blocks[arm])
+    first = va_model.fit(("mobilenet_v2",), ("musicnn",), roles, images=images, songs=songs, n_trials=6)
+    noisy_i, noisy_s = images.copy(), songs.copy()
+    rng = np.random.default_rng(99)
+    ti = noisy_i.image_id.map(roles.images) == "test"
+    ts = noisy_s.song_id.map(roles.songs) == "test"
+    noisy_i.loc[ti, ["valence", "arousal"]] = rng.random((ti.sum(), 2))
+    noisy_s.loc[ts, ["valence", "arousal"]] = rng.random((ts.sum(), 2))
+    second = va_model.fit(("mobilenet_v2",), ("musicnn",), roles, images=noisy_i, songs=noisy_s, n_trials=6)
+    assert first.describe()["image"] == second.describe()["image"]
+    assert first.describe()["audio"] == second.describe()["audio"]
+    np.testing.assert_array_equal(first.predict_images(), second.predict_images())
+    np.testing.assert_array_equal(first.predict_songs(), second.predict_songs())
+    # and validation labels do matter (the check above is not vacuous)
+    vi = noisy_i.image_id.map(roles.images) == "val"
+    noisy_i.loc[vi, ["valence", "arousal"]] = rng.random((vi.sum(), 2))
+    third = va_model.fit(("mobilenet_v2",), ("musicnn",), roles, images=noisy_i, songs=noisy_s, n_trials=6)
+    assert not np.array_equal(first.predict_images(), third.predict_images())
+
+
+def test_save_load_round_trip_and_tamper_check(tmp_path, monkeypatch):
+    images, songs, roles, blocks = _fake_world(np.random.default_rng(5))
+    monkeypatch.setattr(va_model, "load_blocks", lambda sources, arm, **kw: blocks[arm])
+    model = va_model.fit(("mobilenet_v2",), ("musicnn",), roles, images=images, songs=songs, n_trials=4)
+    path = model.save(tmp_path / "m.npz")
+    assert va_model.is_va_model_file(path)
+    back = va_model.load(path)
+    back._image_blocks, back._audio_blocks = blocks["image"], blocks["audio"]
+    np.testing.assert_allclose(back.predict_images(), model.predict_images())
+    np.testing.assert_allclose(back.predict_songs(), model.predict_songs())
+    assert back.fingerprint() == model.fingerprint()
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["image_coef"] = arrays["image_coef"] * 1.01
+    with open(tmp_path / "bad.npz", "wb") as fh:
+        np.savez(fh, **arrays)
+    with pytest.raises(ModelMismatchError, match="fingerprint"):
+        va_model.load(tmp_path / "bad.npz")
+    with pytest.raises(ModelMismatchError, match="feature blocks"):
+        back.image.predict([])
+
+
+def test_image_pipeline_module_matches_the_arm(tmp_path):
+    """The torch path (RGB in [0, 1] -> VA) equals the numpy arm on the same images' features."""
+    torch = pytest.importorskip("torch")
+    from imuse_lib import data, features, media
+    from imuse_lib.models import descriptors
+
+    frame = data.load_images().head(12)
+    sources = ("mobilenet_v2", "mobilenet_v2_mid", "image_stats")
+    bbs = [features.source_backbone(s) for s in sources]
+    raw_t = descriptors.build_image_stats().eval_transform  # RGB in [0, 1]
+    rgb = torch.stack([raw_t(media.load_image(p)) for p in frame.path])
+    blocks = [features.embed_images(bb, list(frame.path)).astype(np.float64) for bb in bbs]
+    y = frame[["valence", "arousal"]].to_numpy(float)
+    for kernel in ("rbf", "linear"):
+        arm = va_model.fit_arm(blocks, y, sources, [1.0, 0.7, 1.3], kernel, 0.8)
+        model = va_model.VAModel(arm, arm, {})
+        with torch.inference_mode():
+            got = model.image_pipeline_module()(rgb).numpy()
+        np.testing.assert_allclose(got, arm.predict(blocks), atol=2e-3)
+
+
+# --------------------------------------------------------------------------- behind `imuse recommend`
+
+
+@pytest.fixture(scope="module")
+def real_image_arm():
+    """An image arm on real MobileNetV2 + image-statistics features of 16 OASIS images."""
+    from imuse_lib import data, features
+
+    frame = data.load_images().sort_values("valence").iloc[np.linspace(0, 899, 16).astype(int)]
+    sources = ("mobilenet_v2", "image_stats")
+    blocks = [features.embed_images(features.source_backbone(s), list(frame.path)).astype(np.float64)
+              for s in sources]
+    arm = va_model.fit_arm(blocks, frame[["valence", "arousal"]].to_numpy(float), sources, None, "linear")
+    return arm, frame
+
+
+def test_recommender_ranks_by_eq1_and_images_with_different_va_get_different_songs(tmp_path, real_image_arm):
+    from imuse_lib import recommend, va_recommend
+
+    arm, frame = real_image_arm
+    rng = np.random.default_rng(6)
+    n_songs = 40
+    song_x = rng.standard_normal((n_songs, 5))
+    song_y = 0.5 + 0.15 * np.tanh(song_x[:, :2])
+    audio = va_model.fit_arm([song_x], song_y, ("audio_descriptors",), None, "linear")
+    model = va_recommend.VARecommendModel.from_va(va_model.VAModel(arm, audio, {"split": "cold"}))
+    catalog = pd.DataFrame({"song_id": [f"S{i:02d}" for i in range(n_songs)], "artist": "a",
+                            "title": [f"t{i}" for i in range(n_songs)]})
+    image_feats = np.concatenate([model.embed_image(p) for p in frame.path])
+    images = frame[["image_id", "category", "path"]].reset_index(drop=True)
+    path = recommend.build_index(model, tmp_path / "idx.sqlite", catalog, song_x, images, image_feats,
+                                 progress=False)
+    rec = recommend.Recommender.load(model, path)
+    pred = arm.predict(np.split(image_feats, [1280], axis=1))
+    far = np.unravel_index(np.argmax(np.hypot(*(pred[:, None] - pred[None]).transpose(2, 0, 1))), (16, 16))
+    tops = []
+    for i in far:
+        res = rec.recommend(frame.path.iloc[i], top=5)
+        np.testing.assert_allclose(res.query_va, pred[i], atol=2e-3)  # the query path = the stored path
+        song_va = audio.predict([song_x])
+        sim = 1 - np.hypot(song_va[:, 0] - res.query_va[0], song_va[:, 1] - res.query_va[1])
+        assert list(res.items.song_id) == [catalog.song_id[j] for j in np.argsort(-sim, kind="stable")[:5]]
+        tops.append(set(res.items.song_id))
+    assert tops[0] != tops[1]
+    # a saved VA model is what load_model returns, and the index accepts it
+    saved = model.va.save(tmp_path / "va.npz")
+    again = recommend.load_model(saved)
+    assert isinstance(again, va_recommend.VARecommendModel) and again.fingerprint == model.fingerprint
