@@ -64,6 +64,7 @@ class Profile:
     e2e_val_batches: int = 1  # validation batches timed end to end
     n_boot: int = 1000  # two-way bootstrap replicates
     select: str = "best_val"  # which epoch's weights a run keeps (training.TrainConfig.select)
+    deploy_va_model: bool = True  # also fit the deployed VA model (imuse_lib.va_model): seconds
     jobs: int = 2  # parallel training processes (one thread each)
     device: str = "auto"
     checkpoint_every: int = 5
@@ -292,9 +293,17 @@ def run_training(profile: str | Profile = "quick", *, force: bool = False, timin
     io.write_csv(profile_dir(prof) / "training_runs.csv", runs)
     table1 = write_table1(prof, configs, runs, timing=timing, retime=retime, progress=progress)
     validation = run_validation(prof, configs, progress=progress)
+    out = {"runs": runs, "table1": table1}
     if write_default:
         write_default_model(prof, configs, validation)
-    return {"runs": runs, "table1": table1, "seconds": time.perf_counter() - t0}
+        if prof.deploy_va_model:
+            from . import va_model
+
+            t1 = time.perf_counter()
+            out["va_model"] = va_model.train_default(prof.name)
+            out["va_model_seconds"] = time.perf_counter() - t1
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -605,6 +614,34 @@ def _evaluate_cell(task: dict) -> dict:
             "ridge": fb[0][2].info, "knn": fb[1][2].info, "ids": (data.image_ids, data.song_ids)}
 
 
+DEPLOYED = "deployed"  # the config label of the deployed VA model's rows
+
+
+def _evaluate_deployed(task: dict) -> dict | None:
+    """The deployed VA model (``va_model.train_default``, fitted on the cold split's training and
+    validation items) on the cold split's test items; None when there is none."""
+    from . import va_model
+
+    path = va_model.default_model_path()
+    if task["split"] != "cold" or not path.exists():
+        return None
+    prof = get_profile(task["profile"], **task["overrides"])
+    data = feature_data(task["image"], task["audio"])
+    model = va_model.load(path)
+    if model.provenance.get("split") != "cold" or model.provenance.get("seed") != config.SEED:
+        raise ImuseError(f"{path}: fitted on another split or seed than the cold split of seed {config.SEED}; "
+                         f"run `imuse train` again")
+    ev = evalset(data, "cold")
+    pred = model.predictor("va_model", image_ids=data.image_ids, song_ids=data.song_ids)
+    rows, reps = _score_group(prof, ev, "cold", [("va_model", 0, pred)], image_only=True)
+    for r in rows:
+        r.update({"config": DEPLOYED, "split": "cold", "image_backbone": "+".join(model.image.sources),
+                  "audio_backbone": "+".join(model.audio.sources), "image_weights": "see va_model provenance",
+                  "audio_weights": "see va_model provenance"})
+    return {"split": "cold", "config": DEPLOYED, "rows": rows, "reps": reps, "label": model.label(),
+            "ids": (data.image_ids, data.song_ids)}
+
+
 def _parallel(fn, tasks: list, jobs: int, desc: str, progress: bool) -> list:
     from tqdm import tqdm
 
@@ -641,6 +678,10 @@ def run_evaluation(profile: str | Profile = "quick", progress: bool = True, **ov
                                       for s in prof.splits], prof.jobs, f"baselines ({prof.name})", progress)
     cells = _parallel(_evaluate_cell, [{**base, "split": s, "image": i, "audio": a} for (i, a) in configs
                                        for s in prof.splits], prof.jobs, f"evaluating ({prof.name})", progress)
+    deployed = _evaluate_deployed({**base, "split": "cold", "image": configs[0][0], "audio": configs[0][1]}) \
+        if "cold" in prof.splits else None
+    if deployed is not None:
+        cells.append(deployed)
     free_by_split = {f["split"]: f for f in free}
     for c in cells:  # the feature-free baselines' replicates are reused: same items, same rows
         if c["ids"] != free_by_split[c["split"]]["ids"]:
@@ -650,7 +691,7 @@ def run_evaluation(profile: str | Profile = "quick", progress: bool = True, **ov
     reps = {("(none)", f["split"], n): v for f in free for n, v in f["reps"].items()}
     reps.update({(c["config"], c["split"], n): v for c in cells for n, v in c["reps"].items()})
     table2 = _aggregate(runs, reps)
-    margins = _margins(table2, reps)
+    margins = _margins(table2, reps, config_name(*configs[0]))
     mapk = _map_at_k(runs)
     out_dir = profile_dir(prof)
     io.write_csv(out_dir / "table2_runs.csv", runs)
@@ -664,9 +705,10 @@ def run_evaluation(profile: str | Profile = "quick", progress: bool = True, **ov
                "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "seconds": round(time.perf_counter() - t0, 2), "paper_table2": PAPER_TABLE2,
                "paper_configs": paper_configurations_status().to_dict("records"),
-               "ridge": {f"{c['config']}/{c['split']}": c["ridge"] for c in cells},
-               "knn": {f"{c['config']}/{c['split']}": c["knn"] for c in cells},
-               "runs": {k: v for c in cells for k, v in c["runs"].items()}, "pairs_seed": config.SEED,
+               "ridge": {f"{c['config']}/{c['split']}": c["ridge"] for c in cells if "ridge" in c},
+               "knn": {f"{c['config']}/{c['split']}": c["knn"] for c in cells if "knn" in c},
+               "deployed": deployed and deployed["label"],
+               "runs": {k: v for c in cells for k, v in c.get("runs", {}).items()}, "pairs_seed": config.SEED,
                "n_boot": prof.n_boot,
                "versions": {"torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
                             "python": platform.python_version()},
@@ -712,14 +754,16 @@ def _aggregate(runs: pd.DataFrame, reps: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _margins(table2: pd.DataFrame, reps: dict) -> pd.DataFrame:
-    """Paired differences (learned predictor - baseline) on the same bootstrap replicates."""
+def _margins(table2: pd.DataFrame, reps: dict, main_config: str) -> pd.DataFrame:
+    """Paired differences (learned predictor - baseline) on the same bootstrap replicates; the
+    deployed model is compared with the feature baselines of ``main_config``."""
     from . import metrics
 
     rows = []
     for _, r in table2[table2.kind == "learned"].iterrows():
         for base in MARGIN_BASELINES:
-            cfg = r.config if base in FEATURE_BASELINES else "(none)"
+            own = main_config if r.config == DEPLOYED else r.config
+            cfg = own if base in FEATURE_BASELINES else "(none)"
             other = table2[(table2.config == cfg) & (table2.split == r.split) & (table2.predictor == base)]
             if other.empty:
                 continue

@@ -506,8 +506,10 @@ def interval(values, level: float = 0.95) -> tuple[float, float]:
 
 
 def paired_difference(a: dict, b: dict, metric: str) -> dict:
-    """a - b on the same replicates: point (mean of replicates is not used: callers give the
-    point estimate), interval, and whether it excludes 0 (a win for a, a loss, or a tie)."""
+    """The interval of ``a - b`` over the same replicates, and its verdict for ``a``: ``win``
+    or ``loss`` when the interval excludes 0 (on the better or worse side of ``metric``),
+    ``tie`` when it holds 0. The point estimate is the callers' (the difference of the two
+    predictors' point estimates)."""
     diff = np.asarray(a[metric]) - np.asarray(b[metric])
     lo, hi = interval(diff)
     better = -1 if metric in LOWER_IS_BETTER else 1

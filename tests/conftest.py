@@ -32,3 +32,13 @@ def fake_root(tmp_path, mirror, monkeypatch):
     monkeypatch.setenv("IMUSE_DATA", str(root))
     monkeypatch.setenv("IMUSE_CACHE", str(tmp_path / "cache"))
     return root
+
+
+@pytest.fixture(autouse=True)
+def _no_deployed_va_model(monkeypatch):
+    """recommend.load_model() prefers the deployed VA model (results/models/va_model.npz) when
+    it exists; tests that install their own default checkpoint must not pick up a real one
+    from the results folder. Tests of the VA model pass its path explicitly."""
+    from imuse_lib import va_model
+
+    monkeypatch.setattr(va_model, "default_model_path", lambda: Path("/nonexistent/imuse/va_model.npz"))

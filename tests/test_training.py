@@ -1,6 +1,7 @@
 """Training on a tiny synthetic feature store: the loss falls, a seed fixes the result,
 a resumed run equals an uninterrupted one, checkpoints load, predictions fit."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -178,6 +179,9 @@ def toy_experiments(monkeypatch, tmp_path):
         p.drop(columns="split"), split, 1, images=data.images, songs=data.songs))
     monkeypatch.setattr(experiments, "item_roles", lambda split: pairs.item_roles(split, data.images, data.songs, 1))
     monkeypatch.setattr(experiments, "configurations", lambda prof: [("mobilenet_v2", "musicnn")])
+    # the deployed VA model reads the real feature store: not part of these synthetic runs
+    monkeypatch.setattr(experiments, "PROFILES", {k: replace(v, deploy_va_model=False)
+                                                  for k, v in experiments.PROFILES.items()})
     return experiments
 
 

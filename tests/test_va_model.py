@@ -209,3 +209,28 @@ def test_recommender_ranks_by_eq1_and_images_with_different_va_get_different_son
     saved = model.va.save(tmp_path / "va.npz")
     again = recommend.load_model(saved)
     assert isinstance(again, va_recommend.VARecommendModel) and again.fingerprint == model.fingerprint
+
+
+def test_the_deployed_va_model_is_the_default(tmp_path, monkeypatch):
+    from imuse_lib import recommend, va_recommend
+
+    images, songs, roles, blocks = _fake_world(np.random.default_rng(8))
+    monkeypatch.setattr(va_model, "load_blocks", lambda sources, arm, **kw: blocks[arm])
+    saved = va_model.fit(("mobilenet_v2",), ("musicnn",), roles, images=images, songs=songs,
+                         n_trials=3).save(tmp_path / "va.npz")
+    monkeypatch.setattr(va_model, "default_model_path", lambda: saved)
+    assert isinstance(recommend.load_model(), va_recommend.VARecommendModel)
+    assert recommend.load_model().label().startswith("factorised")  # what the CLI reads
+
+
+def test_part_metrics_oracle_and_shrunk_predictions():
+    images, songs, roles, _ = _fake_world(np.random.default_rng(7))
+    songs["quadrant"] = [f"Q{q}" for q in __import__("imuse_lib.metrics", fromlist=["x"]).va_quadrant(
+        songs[["valence", "arousal"]].to_numpy())]
+    iva, sva = images[["valence", "arousal"]].to_numpy(), songs[["valence", "arousal"]].to_numpy()
+    oracle = va_model.part_metrics(iva, sva, images, songs, roles, "test")
+    assert oracle["nsg@10"] == pytest.approx(1) and oracle["rev_nsg@10"] == pytest.approx(1)
+    assert oracle["song_4q_acc"] == 1 and oracle["image_r_v"] == pytest.approx(1)
+    shrunk = va_model.part_metrics(0.5 + 0.5 * (iva - 0.5), sva, images, songs, roles, "test")
+    assert shrunk["image_sd_ratio_v"] == pytest.approx(0.5) and shrunk["image_r_a"] == pytest.approx(1)
+    assert oracle["n_images"] == (images.image_id.map(roles.images) == "test").sum()

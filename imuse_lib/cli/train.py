@@ -115,8 +115,10 @@ def cmd_train(args) -> int:
     print("Table 1 (seconds; end_to_end rows are timed over a few batches and extrapolated per epoch):")
     print(t1[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"results: {experiments.profile_dir(prof)}  ({out['seconds']:.0f} s)")
+    if out.get("va_model"):
+        print(f"deployed model (imuse recommend): {out['va_model']}  ({out['va_model_seconds']:.1f} s)")
     if training.default_model_path().exists():
-        print(f"default model: {training.default_model_path()}")
+        print(f"best network on validation: {training.default_model_path()}")
     return 0
 
 

@@ -90,6 +90,8 @@ class Backbone:
         w = self.weights
         if w.get("kind") == "random":
             what = f"RANDOM weights (seed {w.get('init_seed')})"
+        elif w.get("kind") == "handmade":
+            what = f"hand-made descriptors ({w.get('source')}, {w.get('sha256')})"
         else:
             what = f"pretrained: {w.get('source')}, sha256 {str(w.get('sha256'))[:12]}..."
         return f"{self.name} [{self.dim}-d] {what}"
