@@ -115,9 +115,18 @@ class ImageStats(nn.Module):
         feats.append(F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), lap).abs().flatten(1).mean(1))
         # composition: brightness and saturation on a 3x3 grid
         for plane in (lum, sat):
-            grid = F.adaptive_avg_pool2d(plane.unsqueeze(1), GRID).flatten(1)
-            feats += list(grid.unbind(1))
+            feats += _grid_means(plane, GRID)
         return torch.stack(feats, dim=1)
+
+
+def _grid_means(plane: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """Means of [B, H, W] over an n x n grid of windows, row by row: the windows of
+    ``F.adaptive_avg_pool2d`` (start floor(i H / n), end ceil((i + 1) H / n)), written as slices
+    because the ONNX exporter unrolls adaptive pooling into ~10,000 Gather nodes per call."""
+    h, w = plane.shape[-2:]
+    rows = [(i * h // n, -(-(i + 1) * h // n)) for i in range(n)]
+    cols = [(j * w // n, -(-(j + 1) * w // n)) for j in range(n)]
+    return [plane[:, r0:r1, c0:c1].mean(dim=(1, 2)) for r0, r1 in rows for c0, c1 in cols]
 
 
 def stat_names() -> list[str]:
