@@ -405,6 +405,7 @@ def test_missing_notebook_is_an_error_unless_allowed(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.real_deployed_model
 def test_quick_book_builds_offline():
     """`make book` in the quick profile: every page built, glued numbers present, nothing remote."""
     from imuse_lib import data
