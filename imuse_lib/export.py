@@ -49,6 +49,7 @@ from torch import nn
 
 from . import config, io, media
 from .errors import DataError, ExportError, ModelMismatchError
+from .models.base import sha256_file
 
 # The page's preprocessing (torchvision's evaluation view, before normalisation).
 RESIZE, CROP = 256, 224
@@ -276,16 +277,8 @@ def model_file_name(fingerprint: str) -> str:
     return f"model.{fingerprint[:16]}.onnx"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files_info(folder: Path, names: Sequence[str]) -> dict:
-    return {n: {"bytes": (folder / n).stat().st_size, "sha256": _sha256(folder / n)} for n in names}
+    return {n: {"bytes": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in names}
 
 
 def _reusable(out: Path, model_key: str) -> dict | None:
@@ -298,7 +291,7 @@ def _reusable(out: Path, model_key: str) -> dict | None:
         return None
     path = out / manifest["model_file"]
     if manifest.get("model_key") != model_key or not path.is_file() or path.stat().st_size != info.get("bytes") \
-            or _sha256(path) != info.get("sha256"):
+            or sha256_file(path) != info.get("sha256"):
         return None
     return manifest
 
