@@ -17,7 +17,9 @@ counts once (the pair sampling puts a few "worst" songs in hundreds of pairs).
 
 The loss is reported every epoch on the validation pairs (``split == "val"``), never on the
 test split; ``select="best_val"`` keeps the weights of the epoch with the lowest validation
-loss (early stopping without stopping: the curve is still recorded to the end). Seeds: ``torch.manual_seed(seed)`` (initialisation, dropout) and a
+loss (early stopping without stopping: the curve is still recorded to the end).
+
+Seeds: ``torch.manual_seed(seed)`` (initialisation, dropout) and a
 ``numpy`` generator (shuffling, view/crop draws); both states go into every checkpoint,
 so a resumed run continues exactly as an uninterrupted one would.
 """
