@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .metrics import va_quadrant
 from .pairs import similarity
 
 RIDGE_ALPHAS = np.logspace(-2, 5, 15)
@@ -129,18 +130,12 @@ class SongScore:
         return np.broadcast_to(self.song_score[np.asarray(song_rows)], (len(img_rows), len(song_rows))).copy()
 
 
-def quadrant_of(va) -> np.ndarray:
-    from .metrics import va_quadrant
-
-    return va_quadrant(va)
-
-
 def quadrant_only(image_va, song_va, train_image_rows, train_song_rows) -> ItemVAPredictor:
     """Every item gets the mean VA of the training items of its own true quadrant."""
     out = []
     for va, train in ((np.asarray(image_va, float), _unique(train_image_rows)),
                       (np.asarray(song_va, float), _unique(train_song_rows))):
-        quad, pred = quadrant_of(va), np.empty_like(va)
+        quad, pred = va_quadrant(va), np.empty_like(va)
         centres = {}
         for q in (1, 2, 3, 4):
             members = train[quad[train] == q]

@@ -440,9 +440,9 @@ def free_baselines(data, split: str, seeds) -> list:
     where it equals the oracle; on the cold split it would be the constant)."""
     from . import baselines
 
-    ti, ts = _train_rows(data, split)
-    train = split_pairs(split)
-    train = train[train.split == "train"]
+    pairs_ = split_pairs(split)
+    train = pairs_[pairs_.split == "train"]
+    ti, ts = data.rows(train)
     out = [("quadrant", 0, baselines.quadrant_only(data.image_va, data.song_va, ti, ts)),
            ("image_agnostic", 0, baselines.image_agnostic(data.image_va, data.song_va, ti))]
     if split == "paper":

@@ -80,10 +80,11 @@ def sd_ratio(pred, true) -> float:
 
 
 def va_quadrant(va) -> np.ndarray:
-    """Quadrant 1-4 of VA points (midpoint 0.5): Q1 +V+A, Q2 -V+A, Q3 -V-A, Q4 +V-A."""
+    """Quadrant 1-4 of VA points [n, 2]: :func:`imuse_lib.data.quadrant_of` as numbers."""
+    from .data import quadrant_of
+
     va = np.asarray(va, float).reshape(-1, 2)
-    hv, ha = va[:, 0] >= 0.5, va[:, 1] >= 0.5
-    return np.where(ha, np.where(hv, 1, 2), np.where(hv, 4, 3))
+    return np.char.lstrip(quadrant_of(va[:, 0], va[:, 1]).astype(str), "Q").astype(int)
 
 
 # --------------------------------------------------------------------------- ranking

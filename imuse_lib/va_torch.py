@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ImuseError
+from .models.descriptors import pool_block
 from .models.image import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
 
 
@@ -48,8 +49,7 @@ class _MobileNetTaps(nn.Module):
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in self.blocks:
-                flat = x.flatten(2)
-                mid += [flat.mean(2), flat.std(2)]
+                mid += pool_block(x)
         last = x.mean(dim=(2, 3)) if self.want_last else None
         return last, (torch.cat(mid, dim=1) if mid else None)
 

@@ -178,9 +178,15 @@ class PooledBlocks(nn.Module):
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in self.blocks:
-                flat = x.flatten(2)
-                out += [flat.mean(2), flat.std(2)]
+                out += pool_block(x)
         return torch.cat(out, dim=1)
+
+
+def pool_block(x: torch.Tensor) -> list[torch.Tensor]:
+    """An intermediate block's activations [B, C, H, W] -> their mean and sd over positions
+    (2 x [B, C]): the one pooling rule of the feature store and of the query path (va_torch)."""
+    flat = x.flatten(2)
+    return [flat.mean(2), flat.std(2)]
 
 
 def mid_dim(blocks=MID_BLOCKS) -> int:
