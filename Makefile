@@ -5,7 +5,7 @@ VENV := .venv
 PROFILE ?= quick
 STAMP := $(VENV)/.imuse-setup-stamp
 
-.PHONY: setup book book-check test test-fast bench clean-results
+.PHONY: setup book book-check lab test test-fast bench clean-results
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ book: setup
 # The same, then headless Chromium opens every page and logs any request leaving the machine.
 book-check: setup
 	$(VENV)/bin/python scripts/build_book.py --profile $(PROFILE) --browser-check
+
+# The notebooks in JupyterLab, on this environment's Python (its "Python 3 (ipykernel)" kernel).
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Everything, including the slow end-to-end checks (book build in the quick profile).
 test: setup

@@ -6,6 +6,7 @@ torchvision and recommend.rank_va."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io as stdio
 import json
@@ -192,8 +193,14 @@ def test_runtime_is_extracted_from_the_pinned_tarball_only(tmp_path, monkeypatch
     monkeypatch.setattr(export, "ONNXRUNTIME_WEB_INTEGRITY", integrity)
     target = export.install_onnxruntime_web(tmp_path / "vendor" / "onnxruntime-web", cache=tmp_path)
     assert sorted(p.name for p in target.iterdir()) == sorted(
-        [Path(f).name for f in export.ONNXRUNTIME_WEB_FILES] + ["VERSION"])
+        [export.runtime_file_name(f) for f in export.ONNXRUNTIME_WEB_FILES] + ["VERSION"])
     assert (target / "ort.wasm.min.js").read_bytes() == b"content of dist/ort.wasm.min.js"
+    # the wasm binary is served gzipped, byte-identical from one build to the next
+    packed = (target / "ort-wasm-simd-threaded.wasm.gz").read_bytes()
+    assert gzip.decompress(packed) == b"content of dist/ort-wasm-simd-threaded.wasm"
+    shutil.rmtree(target)
+    assert export.install_onnxruntime_web(target, cache=tmp_path) == target
+    assert (target / "ort-wasm-simd-threaded.wasm.gz").read_bytes() == packed
     # a tarball that is not the pinned one is refused, and nothing is installed from it
     raw = bytearray(tgz.read_bytes())
     raw[len(raw) // 2] ^= 0xFF

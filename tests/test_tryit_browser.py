@@ -3,8 +3,9 @@
 refuses bad files with a clear message, sends nothing off the machine, works from the
 keyboard, and says how to serve it when opened as a file.
 
-The model is a small factorised network trained here from the feature store (MobileNetV2 and
-Musicnn features, read from the cache as they are) into a temporary results folder.
+The model is the deployed one: the VA model `imuse train` fits for the book
+(``va_model.train_default``: MobileNetV2 + image statistics, Musicnn songs, kernel ridge),
+fitted from the feature store into a temporary results folder, with its song index.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import tryit_helpers as th
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 10
 N_IMAGES = 12  # three per quadrant
 FIRST_BUDGET_MS, LATER_BUDGET_MS, ASSETS_BUDGET = 3000, 500, 25e6
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -36,21 +36,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
-    """(model path, index path): the default model of a temporary results folder and its index."""
+    """(model path, index path): the deployed VA model, fitted as `imuse train` fits it, and its
+    index, in a temporary results folder."""
     import torch
 
-    from imuse_lib import experiments, training
+    from imuse_lib import va_model
 
     tmp = tmp_path_factory.mktemp("deployed")
     patch = pytest.MonkeyPatch()
     patch.setenv("IMUSE_RESULTS", str(tmp / "results"))
     torch.set_num_threads(1)
-    data = experiments.feature_data("mobilenet_v2", "musicnn")  # computed into the cache only if missing
-    result = training.train(data, experiments.split_pairs("paper"),
-                            # lr 1e-3: at the paper's 1e-2 a short factorised run can leave the image
-                            # head constant, and a page that ranks every picture alike proves little
-                            training.TrainConfig(epochs=EPOCHS, factorised=True, seed=0, device="cpu", lr=1e-3))
-    model_path = training.save_model(training.default_model_path(), result.model, result.meta)
+    # the default build's sources and hyperparameters; features computed into the cache if missing
+    model_path = va_model.train_default(path=tmp / "results" / "models" / "va_model.npz")
     index_path = recommend.build_index(model_path, tmp / "index.sqlite", progress=False)
     yield model_path, index_path
     patch.undo()

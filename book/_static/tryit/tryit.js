@@ -102,19 +102,34 @@
     return songsLoading;
   }
 
+  // The runtime's WebAssembly binary is served gzipped (a quarter of its size, whatever the web
+  // server does); the browser inflates it and the runtime takes the bytes as they are.
+  async function fetchGzipped(url) {
+    if (typeof DecompressionStream === "undefined") {
+      throw new Error("this browser cannot unpack the page's runtime (it needs DecompressionStream: " +
+        "Chrome 80, Firefox 113, Safari 16.4 or later)");
+    }
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(url + ": HTTP " + r.status);
+    const inflated = r.body.pipeThrough(new DecompressionStream("gzip"));
+    return new Uint8Array(await new Response(inflated).arrayBuffer());
+  }
+
   // The runtime and the model (large): fetched on the first picture only.
   function loadModel() {
     if (!modelLoading) {
       modelLoading = (async () => {
         const t0 = performance.now();
-        const [s] = await Promise.all([
+        const [s, , wasmBinary] = await Promise.all([
           loadSongs(),
           window.ort ? Promise.resolve() : loadScript(new URL("ort.wasm.min.js", runtimeDir).href),
+          fetchGzipped(new URL("ort-wasm-simd-threaded.wasm.gz", runtimeDir).href),
         ]);
         const ort = window.ort;
         ort.env.wasm.numThreads = 1; // no cross-origin isolation needed
         ort.env.wasm.proxy = false;
-        ort.env.wasm.wasmPaths = runtimeDir.href;
+        ort.env.wasm.wasmPaths = runtimeDir.href; // the glue module (.mjs) is loaded from here
+        ort.env.wasm.wasmBinary = wasmBinary;
         ort.env.logLevel = "error";
         const session = await ort.InferenceSession.create(new URL(s.songs.model_file, modelDir).href, {
           executionProviders: ["wasm"],
