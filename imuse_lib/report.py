@@ -215,8 +215,10 @@ def glue_box(points: str | Iterable[str], name: str = "what_this_shows", title: 
 
 def table(frame: pd.DataFrame, metric: Iterable[str] = (), va: Iterable[str] = (), seconds: Iterable[str] = (),
           percent: Iterable[str] = (), count: Iterable[str] = (), formats: Mapping[str, Callable] | None = None,
-          index: bool = False):
+          index: bool = False, wrap: Iterable[str] = ()):
     """A pandas Styler that formats columns by meaning and hides the index (``index=True`` keeps it).
+    ``wrap``: text columns whose cells may wrap onto several lines (the book's stylesheet keeps
+    cells on one line, so that a number and its interval stay together).
 
     Every named column must exist, so that a renamed column fails here rather than showing
     ``0.990000`` in the book."""
@@ -226,10 +228,14 @@ def table(frame: pd.DataFrame, metric: Iterable[str] = (), va: Iterable[str] = (
     for c in seconds:
         fmts[c] = seconds_formatter(frame[c]) if c in frame.columns else fmt_seconds
     fmts.update(formats or {})
-    missing = [c for c in fmts if c not in frame.columns]
+    wrap = list(wrap)
+    missing = [c for c in [*fmts, *wrap] if c not in frame.columns]
     if missing:
         raise ImuseError(f"report.table: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
     styler = frame.style.format(fmts, na_rep=MISSING)
+    if wrap:
+        styler = styler.set_properties(subset=wrap, **{"white-space": "normal", "overflow-wrap": "anywhere",
+                                                       "min-width": "12em"})
     return styler if index else styler.hide(axis="index")
 
 

@@ -607,8 +607,13 @@ def write_build_config(repo_url: str, out: Path = BUILD_CONFIG, source: Path | N
     none otherwise (a button to nowhere is worse than none)."""
     import yaml
 
-    config = yaml.safe_load((source or ROOT / "_config.yml").read_text(encoding="utf-8"))
+    source = source or ROOT / "_config.yml"
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
     config.setdefault("repository", {})["url"] = repo_url
+    # Jupyter Book finds local extensions relative to the config file, which moves to _build/
+    extensions = (config.get("sphinx") or {}).get("local_extensions") or {}
+    for name, folder in extensions.items():
+        extensions[name] = str((source.parent / folder).resolve())
     html = config.setdefault("html", {})
     html["use_repository_button"] = bool(repo_url)
     html["use_issues_button"] = bool(repo_url) and "github.com/" in repo_url
@@ -637,6 +642,30 @@ def chapter_title(name: str) -> str:
     return name
 
 
+def tryit_row(sizes: dict | None) -> str:
+    """The build box's line on the "Try it" page: its assets' sizes, and its times in the browser
+    when this model's page has been measured (``--browser-check``)."""
+    from imuse_lib import io, report
+
+    if not sizes:
+        return "| Try it page | not built (no deployed model) |\n"
+    mb = lambda n: f"{n / 1e6:.1f} MB"  # noqa: E731
+    text = (f"{mb(sizes['total'])} of assets (model {mb(sizes['model'])}, runtime {mb(sizes['runtime'])} gzipped, "
+            f"songs {mb(sizes['songs'])})")
+    try:
+        times = io.read_json(TRYIT_TIMES)
+        fingerprint = io.read_json(ROOT / "book" / "_static" / "tryit" / "model" / "manifest.json")["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        times, fingerprint = None, None
+    if times and times.get("fingerprint") == fingerprint:
+        text += (f"; in headless Chromium on this machine: first result {report.fmt_seconds(times['first_ms'] / 1000)}"
+                 f" (model load included), later pictures {report.fmt_seconds(times['later_median_ms'] / 1000)} (median of "
+                 f"{times['images'] - 1})")
+    else:
+        text += "; its times in the browser are measured by `make book-check`"
+    return f"| Try it page | {text} |\n"
+
+
 def write_build_box(info: dict, names: list[str], out: Path = BUILD_BOX) -> Path:
     """The landing page's build box (MyST, included by book/intro.md): profile, commit, date,
     device, verified data and each chapter's execution time, all from this build."""
@@ -660,7 +689,7 @@ def write_build_box(info: dict, names: list[str], out: Path = BUILD_BOX) -> Path
 | device | {info['device']} |
 | data | {report.fmt_count(info['data_files'])} files of {info['data_assets']} data sets, SHA-256 checksums verified |
 | build time | {report.fmt_seconds(info['wall_s'])} (data check and notebooks; the pages follow) |
-
+{tryit_row(info.get('tryit'))}
 | chapter | execution time | executed |
 |---|---|---|
 {chr(10).join(rows)}
@@ -809,124 +838,61 @@ def check_offline(html_dir: Path = HTML_DIR) -> None:
 # --------------------------------------------------------------------------- browser check
 
 
-def page_requests(netlog: Path) -> list[str]:
-    """Remote URLs that pages asked for in a Chromium net log. Chromium's own background
-    traffic (update checks, network time, account probes) has no initiating origin
-    ('not an origin') and is left out; a request from a file:// page has initiator 'null'."""
+def _book_browser():
+    """scripts/book_browser.py (Playwright driving the system Chromium), beside this file."""
+    import importlib.util
+
+    name = "imuse_book_browser"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("book_browser.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+TRYIT_TIMES = ROOT / "_build" / "browser-check" / "tryit-times.json"
+
+
+def browser_check(html_dir: Path = HTML_DIR, out_dir: Path | None = None) -> dict:
+    """Every page of the built book in headless Chromium at a laptop's and a phone's width
+    (``book_browser.check_pages``): screenshots and ``browser-check.json`` in ``out_dir``.
+    Raises BuildError on a request that leaves the machine, a console error or a plotly figure
+    that does not draw; logs what overflows the main column. Returns the summary."""
+    bb = _book_browser()
+    out_dir = out_dir or ROOT / "_build" / "browser-check"
+    pages = sorted(p.relative_to(html_dir).as_posix() for p in (html_dir / "book").rglob("*.html"))
     try:
-        log_ = json.loads(netlog.read_text(errors="replace"))
-    except (OSError, ValueError):
-        # Chromium was killed before closing the JSON: fall back to any remote URL in it
-        text = netlog.read_text(errors="replace") if netlog.exists() else ""
-        return sorted(set(re.findall(r'"url":"((?:https?|wss?)://[^"]+)"', text)))
-    start_job = log_["constants"]["logEventTypes"].get("URL_REQUEST_START_JOB")
-    urls = set()
-    for event in log_.get("events", []):
-        params = event.get("params") or {}
-        url = params.get("url", "")
-        if (event.get("type") == start_job and re.match(r"(?:https?|wss?)://", url)
-                and params.get("initiator") != "not an origin"):
-            urls.add(url)
-    return sorted(urls)
+        measured = bb.check_pages(html_dir, pages, out_dir)
+    except RuntimeError as exc:
+        raise BuildError(str(exc)) from None
+    summary = bb.summarise(measured)
+    log(f"browser: {summary['pages']} pages x {len(bb.WIDTHS)} widths -> {_rel(out_dir)}; sideways scrollers "
+        f"{summary['scroll']}, cut off {summary['cut']}, plotly drawn {summary['plotly_drawn']}/{summary['plotly']}, "
+        f"images without alt text {summary['img_without_alt']}")
+    bad = {k: v for k, v in measured.items() if v["remote"] or v["console"] or v["plotly_drawn"] < v["plotly"]}
+    if bad:
+        shown = "; ".join(f"{k}: {(v['remote'] + v['console'])[:2] or 'a plotly figure did not draw'}"
+                          for k, v in list(bad.items())[:4])
+        raise BuildError(f"browser check: {len(bad)} page-width(s) with a remote request, a console error or an "
+                         f"undrawn figure: {shown}")
+    return summary
 
 
-BROWSER_WIDTHS = (1280, 390)  # a laptop and a phone
+def tryit_times(html_dir: Path = HTML_DIR) -> dict:
+    """The "Try it" page timed on real OASIS pictures in the browser, saved with the model's
+    fingerprint for the build box (:data:`TRYIT_TIMES`)."""
+    from imuse_lib import export, io
 
-# Injected into a temporary copy of a page: after plotly has drawn, record what sticks out of the
-# main column (#main-content article) into a body attribute that --dump-dom prints.
-_LAYOUT_PROBE = """<script>
-window.addEventListener('load', function () { setTimeout(function () {
-  var col = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
-  var right = col.getBoundingClientRect().right + 1, scrolls = [], cut = [];
-  function name(el) { return el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
-    (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : ''); }
-  function scroller(el) { for (var p = el.parentElement; p && p !== col; p = p.parentElement) {
-    var ox = getComputedStyle(p).overflowX; if (ox === 'auto' || ox === 'scroll' || ox === 'hidden') return p; }
-    return null; }
-  col.querySelectorAll('*').forEach(function (el) {
-    if (!el.getClientRects().length || el.closest('details:not([open])')) return;  // folded code: not seen
-    var ox = getComputedStyle(el).overflowX;
-    if ((ox === 'auto' || ox === 'scroll') && el.scrollWidth > el.clientWidth + 1) scrolls.push(name(el));
-    else if (el.getBoundingClientRect().right > right && !scroller(el)) cut.push(name(el));
-  });
-  var plots = document.querySelectorAll('.js-plotly-plot');
-  var drawn = Array.prototype.filter.call(plots, function (p) { return p.querySelector('svg.main-svg'); });
-  var imgs = Array.prototype.filter.call(document.querySelectorAll('img'), function (i) { return !i.alt; });
-  document.body.setAttribute('data-imuse-layout', JSON.stringify({scroll: scrolls, cut: cut,
-    plotly: plots.length, plotly_drawn: drawn.length, img_without_alt: imgs.length}));
-}, 1500); });
-</script>"""
-
-
-def _chromium(chromium: str | None) -> str:
-    chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        raise BuildError("chromium not found (apt-get install -y chromium) - needed for --browser-check")
-    return chromium
-
-
-def _chromium_cmd(chromium: str, profile: str, width: int) -> list[str]:
-    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}",
-            "--virtual-time-budget=20000", "--hide-scrollbars", f"--window-size={width},1600"]
-
-
-def measure_layout(page: Path, width: int, chromium: str | None = None) -> dict:
-    """What sticks out of the main column of ``page`` at ``width`` px: ``scroll`` (elements that
-    scroll sideways), ``cut`` (elements past the column's right edge, not inside a scroller),
-    plotly figures found and drawn, images without alt text."""
-    chromium = _chromium(chromium)
-    probe = page.with_name(f".{page.stem}.layout-probe.html")  # same folder: relative links still work
-    text = page.read_text(encoding="utf-8")
-    probe.write_text(text.replace("</body>", _LAYOUT_PROBE + "</body>", 1), encoding="utf-8")
-    try:
-        with tempfile.TemporaryDirectory(prefix="imuse-chromium-") as profile:
-            proc = subprocess.run(_chromium_cmd(chromium, profile, width) + ["--dump-dom", probe.resolve().as_uri()],
-                                  capture_output=True, text=True, timeout=180)
-    finally:
-        probe.unlink(missing_ok=True)
-    m = re.search(r'data-imuse-layout="([^"]*)"', proc.stdout)
-    if not m:
-        raise BuildError(f"chromium did not measure {_rel(page)} at {width} px: {proc.stderr.strip()[-300:]}")
-    import html
-
-    return json.loads(html.unescape(m.group(1)))
-
-
-def browser_check(pages: list[Path], out_dir: Path, chromium: str | None = None,
-                  widths: tuple[int, ...] = BROWSER_WIDTHS, layout: bool = False) -> list[str]:
-    """Open each page in headless Chromium with name resolution disabled, at each width; save a
-    screenshot per width (``<page>-<width>.png``) and the network log; return every non-file URL
-    the browser tried to fetch. With ``layout``, also measure what overflows the main column
-    (:func:`measure_layout`) into ``layout.json``."""
-    chromium = _chromium(chromium)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    requested: list[str] = []
-    measured: dict[str, dict] = {}
-    for page in pages:
-        urls: set[str] = set()
-        for width in widths:
-            shot = out_dir / f"{page.stem}-{width}.png"
-            netlog = out_dir / f"{page.stem}-{width}.netlog.json"
-            with tempfile.TemporaryDirectory(prefix="imuse-chromium-") as profile:
-                cmd = _chromium_cmd(chromium, profile, width) + [f"--log-net-log={netlog}", f"--screenshot={shot}",
-                                                                 page.resolve().as_uri()]
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-            if proc.returncode or not shot.exists():
-                raise BuildError(f"chromium could not render {page}: {proc.stderr.strip()[-300:]}")
-            urls |= set(page_requests(netlog))
-            if layout:
-                measured[f"{page.stem}@{width}"] = measure_layout(page, width, chromium)
-        requested += [f"{page.name}: {u}" for u in sorted(urls)]
-        log(f"browser: {_rel(page)} at {', '.join(map(str, widths))} px -> {_rel(out_dir)} "
-            f"({len(urls)} remote request(s))")
-    if layout:
-        (out_dir / "layout.json").write_text(json.dumps(measured, indent=1), encoding="utf-8")
-        over = {k: v for k, v in measured.items() if v["cut"] or v["scroll"]}
-        log(f"layout: {len(measured)} page-widths measured; {len(over)} with an element that overflows or "
-            f"scrolls sideways (details in {_rel(out_dir / 'layout.json')})")
-    return requested
+    manifest = io.read_json(ROOT / "book" / "_static" / "tryit" / "model" / "manifest.json")
+    times = _book_browser().measure_tryit(html_dir, export.check_images(4))
+    times.update(fingerprint=manifest["fingerprint"], measured=utc_now())
+    if times["remote"] or times["console"]:
+        raise BuildError(f"Try-it page: {(times['remote'] + times['console'])[:3]}")
+    io.write_json(TRYIT_TIMES, times)
+    log(f"try-it page in the browser: first result {times['first_ms']:.0f} ms (model load "
+        f"{times['model_load_ms']:.0f} ms), later {times['later_median_ms']:.0f} ms (median)")
+    return times
 
 
 # --------------------------------------------------------------------------- main
@@ -999,11 +965,11 @@ def _build(args: argparse.Namespace) -> int:
         changed = [n for n in present_names if present(n, args.profile, repo_url, branch)]
         if changed:
             log(f"reader-first presentation applied to {', '.join(changed)}")
-        write_build_box({"profile": args.profile, "commit": git_commit(), "built": utc_now(),
-                         "device": device_label(), "data_files": data_files, "data_assets": data_assets,
-                         "wall_s": time.perf_counter() - start, "executed": {n: t > 0 for n, t in times.items()},
-                         "tryit": tryit_sizes},
-                        present_names)
+        box_info = {"profile": args.profile, "commit": git_commit(), "built": utc_now(),
+                    "device": device_label(), "data_files": data_files, "data_assets": data_assets,
+                    "wall_s": time.perf_counter() - start, "executed": {n: t > 0 for n, t in times.items()},
+                    "tryit": tryit_sizes}
+        write_build_box(box_info, present_names)
         toc = write_build_toc(missing) if missing else None
         strict = not args.no_strict
         if missing and strict:
@@ -1012,10 +978,11 @@ def _build(args: argparse.Namespace) -> int:
         jupyter_book(strict=strict, toc=toc, all_files=args.force, config=write_build_config(repo_url))
         check_offline(HTML_DIR)
         if args.browser_check:
-            pages = sorted((HTML_DIR / "book").rglob("*.html"))
-            requested = browser_check(pages, ROOT / "_build" / "browser-check", layout=True)
-            if requested:
-                raise BuildError(f"the browser requested {len(requested)} remote URL(s): {'; '.join(requested[:5])}")
+            browser_check(HTML_DIR)
+            if tryit_sizes is not None:  # the box shows the page's times: measured now, box rebuilt
+                tryit_times(HTML_DIR)
+                write_build_box(box_info, present_names)
+                jupyter_book(strict=strict, toc=toc, config=write_build_config(repo_url))
     except BuildError as exc:
         print(f"build_book: error: {exc}", file=sys.stderr)
         return 1

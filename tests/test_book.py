@@ -20,7 +20,7 @@ sys.modules["build_book"] = bb  # dataclasses look their module up there
 _spec.loader.exec_module(bb)
 
 TOC_NOTEBOOKS = ["01_data_selection", "02_pair_formation", "03_training", "04_results",
-                 "05_recommendation", "06_acquisition"]
+                 "05_recommendation", "06_acquisition", "07_scaling"]
 
 
 # --------------------------------------------------------------------------- offline checker
@@ -294,6 +294,13 @@ def test_repository_setting_env_wins_and_config_follows(tmp_path, monkeypatch):
         bb.repository_setting(cfg)
 
 
+def test_build_config_finds_the_local_sphinx_extension_from_build(tmp_path):
+    """The generated config lives in _build/: its local extension folder must still resolve."""
+    out = yaml.safe_load(bb.write_build_config("", tmp_path / "out.yml").read_text())
+    folder = Path(out["sphinx"]["local_extensions"]["imuse_pages"])
+    assert folder.is_absolute() and (folder / "imuse_pages.py").is_file()
+
+
 def test_project_config_has_no_dangling_launch_buttons():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     # JupyterBook's own buttons would link book/_executed/*.ipynb, which is not in the repository
@@ -322,6 +329,26 @@ def test_build_box_lists_profile_commit_and_chapter_times(tmp_path, monkeypatch)
                      "PROFILE=full"):
         assert expected in text, expected
     assert text.startswith("```{admonition}") and text.rstrip().endswith("```")
+    assert "| Try it page | not built (no deployed model) |" in text
+
+
+def test_build_box_prints_the_try_it_page_budgets(tmp_path, monkeypatch):
+    """Sizes always; the times in the browser only when they were measured on this model's page."""
+    from imuse_lib import io
+
+    static = tmp_path / "book" / "_static" / "tryit" / "model"
+    io.write_json(static / "manifest.json", {"fingerprint": "f" * 64})
+    monkeypatch.setattr(bb, "ROOT", tmp_path)
+    monkeypatch.setattr(bb, "TRYIT_TIMES", tmp_path / "times.json")
+    sizes = {"total": 17_060_000, "model": 13_270_000, "runtime": 3_730_000, "songs": 40_000}
+    row = bb.tryit_row(sizes)
+    assert "17.1 MB of assets (model 13.3 MB, runtime 3.7 MB gzipped" in row and "make book-check" in row
+    io.write_json(bb.TRYIT_TIMES, {"fingerprint": "f" * 64, "first_ms": 1450.0, "later_median_ms": 66.0,
+                                   "images": 4, "model_load_ms": 1023.0})
+    row = bb.tryit_row(sizes)
+    assert "first result 1.45 s (model load included), later pictures 66 ms (median of 3)" in row
+    io.write_json(bb.TRYIT_TIMES, {"fingerprint": "0" * 64, "first_ms": 1.0, "later_median_ms": 1.0, "images": 2})
+    assert "make book-check" in bb.tryit_row(sizes)  # another model's times are not shown
 
 
 def test_git_commit_names_the_checkout():
@@ -427,32 +454,47 @@ def test_quick_book_builds_offline():
     assert "This edition" in landing and "SHA-256 checksums verified" in landing
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
-def test_browser_sees_no_remote_request(tmp_path):
-    """Headless Chromium: a CDN script is caught; the built pages request nothing remote."""
-    page = _write(tmp_path / "cdn.html", '<html><head><script src="https://cdn.example.org/x.js"></script>'
-                                         '</head><body>x</body></html>')
-    assert bb.browser_check([page], tmp_path / "shots") == ["cdn.html: https://cdn.example.org/x.js"]
-    built = sorted((bb.HTML_DIR / "book").rglob("*.html"))
-    if not built:
-        pytest.skip("no built book (run the quick build first)")
-    assert bb.browser_check(built, tmp_path / "shots") == []
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
-def test_layout_probe_tells_cut_off_from_scrolling(tmp_path):
-    """A block wider than the column is cut off; a wide table in a scrolling box is not; folded
-    code is not looked at; an image without alt text is counted."""
-    page = _write(tmp_path / "p.html", """<html><body><article class="bd-article" style="width:300px">
+def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
+    """Playwright on a served page: a CDN script is blocked and reported, a console error is
+    caught, a block wider than the column is cut off, a wide table in a scrolling box scrolls,
+    folded code is not looked at, an image without alt text is counted; screenshots written."""
+    _write(tmp_path / "site" / "p.html", """<html><head><script src="https://cdn.example.org/x.js"></script></head>
+<body><article class="bd-article" style="width:300px">
 <div id="wide" style="width:500px">too wide</div>
 <div class="box" style="overflow-x:auto"><table style="width:600px"><tr><td>wide table</td></tr></table></div>
 <details><summary>code</summary><pre id="folded" style="width:900px">folded code</pre></details>
-<img src="data:image/png;base64,iVBORw0KGgo="></article></body></html>""")
-    layout = bb.measure_layout(page, 1280)
-    assert layout["cut"] == ["div#wide"] and layout["scroll"] == ["div.box"]
-    assert layout["img_without_alt"] == 1 and layout["plotly"] == 0
-    assert not (tmp_path / ".p.layout-probe.html").exists()
+<img src="data:image/png;base64,iVBORw0KGgo="><script>console.error("boom")</script></article></body></html>""")
+    measured = bb._book_browser().check_pages(tmp_path / "site", ["p.html"], tmp_path / "shots", widths=(1280,))
+    got = measured["p.html@1280"]
+    assert got["cut"] == ["div#wide"] and got["scroll"] == ["div.box"]
+    assert len(got["img_without_alt"]) == 1 and got["plotly"] == 0
+    assert got["remote"] == ["https://cdn.example.org/x.js"] and "boom" in got["console"]
+    assert (tmp_path / "shots" / "p-1280.png").stat().st_size > 0
+    summary = bb._book_browser().summarise(measured)
+    assert summary["cut"] == {1280: 1} and summary["remote_requests"] == 1
+    assert summary["console_errors"] == len(got["console"]) >= 1  # "boom", and the blocked script's load error
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_built_book_reads_well_in_a_browser(tmp_path):
+    """Every page of the built book (the quick build above) at 1280 and 390 px: loads with no
+    console error, requests nothing remote, draws every plotly figure, gives every image alt
+    text, scrolls nothing sideways at 1280 px and cuts nothing off at either width."""
+    pages = sorted(p.relative_to(bb.HTML_DIR).as_posix() for p in (bb.HTML_DIR / "book").rglob("*.html"))
+    if not pages:
+        pytest.fail("no built book: test_quick_book_builds_offline builds it first")
+    measured = bb._book_browser().check_pages(bb.HTML_DIR, pages, tmp_path / "shots")
+    summary = bb._book_browser().summarise(measured)
+    print(f"\n[browser] {summary}")
+    problems = {k: {f: v[f] for f in ("remote", "console", "cut", "img_without_alt") if v[f]}
+                for k, v in measured.items()}
+    problems.update({k: {"scroll": v["scroll"]} for k, v in measured.items() if k.endswith("@1280") and v["scroll"]})
+    problems.update({k: {"plotly undrawn": v["plotly"] - v["plotly_drawn"]} for k, v in measured.items()
+                     if v["plotly_drawn"] < v["plotly"]})
+    assert {k: v for k, v in problems.items() if v} == {}
+    assert summary["pages"] == len(pages) >= len(TOC_NOTEBOOKS)
 
 
 def test_failing_notebook_names_itself_and_leaves_no_page(tmp_path, monkeypatch):
@@ -494,3 +536,19 @@ def test_results_fingerprint_ignores_the_other_profile(tmp_path, monkeypatch):
     assert bb.results_fingerprint("full") != before
     _write(tmp_path / "quick" / "table2.csv", "x")
     assert bb.results_fingerprint("quick") != before
+
+
+def test_sphinx_extension_drops_duplicate_scripts_only():
+    """book/_ext/imuse_pages.py: sphinx-thebe's inline script added twice (once with filename
+    None, once with "") is kept once; different scripts all stay, in order."""
+    from sphinx.builders.html._assets import _JavaScript
+
+    spec = importlib.util.spec_from_file_location("imuse_pages", ROOT / "book" / "_ext" / "imuse_pages.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    a, b = _JavaScript(None, body="const THEBE_JS_URL = 1"), _JavaScript("", body="const THEBE_JS_URL = 1")
+    other, file_js = _JavaScript(None, body="let x = 2"), _JavaScript("imuse.js")
+    scripts = [a, file_js, b, other, _JavaScript("imuse.js")]
+    context = {"script_files": scripts}
+    ext.drop_duplicate_scripts(None, "p", "page.html", context, None)
+    assert context["script_files"] is scripts and scripts == [a, file_js, other]

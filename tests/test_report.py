@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 
 import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
+import re
+
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -57,6 +59,16 @@ def test_table_formats_by_column_and_refuses_unknown_columns():
     assert "-0.05 s" in times and "1.70 s" in times and "ms" not in times  # one unit per column
     with pytest.raises(ImuseError, match="no column 'RMSE'"):
         report.table(frame, metric=["RMSE"])
+    with pytest.raises(ImuseError, match="no column 'notes'"):
+        report.table(frame, wrap=["notes"])
+
+
+def test_table_lets_named_text_columns_wrap():
+    """A long description (a weights URL) may wrap and break anywhere; other columns stay on one line."""
+    frame = pd.DataFrame({"config": ["a"], "features": ["https://example.org/" + "x" * 80], "MAE": [0.4]})
+    html = report.table(frame, metric=["MAE"], wrap=["features"]).to_html()
+    styled = re.findall(r"#(T_\w+_row0_col(\d))\s*\{([^}]*)\}", html)
+    assert [c for _, c, css in styled if "white-space: normal" in css and "overflow-wrap: anywhere" in css] == ["1"]
 
 
 def test_va_summary_is_narrow():

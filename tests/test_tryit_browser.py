@@ -67,38 +67,13 @@ def site(deployed, tmp_path_factory, pytestconfig):
 def browser():
     if CHROMIUM is None:
         pytest.fail("chromium not found: the browser checks use Debian's chromium (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    with th.book_browser.chromium(CHROMIUM) as b:
         yield b
-        b.close()
 
 
-class Visit:
-    """A fresh page on the served site; records every request and console problem, and
-    aborts (and records) any request for another host."""
-
-    def __init__(self, browser, base: str):
-        self.base = base
-        self.context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        self.context.set_default_timeout(90_000)  # the machine's two cores are shared: waits, not budgets
-        self.requests: list[str] = []
-        self.blocked: list[str] = []
-        self.problems: list[str] = []
-        self.context.route("**/*", self._route)
-        self.page = self.context.new_page()
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
-        self.page.on("pageerror", lambda e: self.problems.append(str(e)))
-
-    def _route(self, route):
-        url = route.request.url
-        if url.startswith(self.base + "/") or url.startswith(("blob:", "data:")):
-            route.continue_()
-        else:
-            self.blocked.append(url)
-            route.abort()
+class Visit(th.book_browser.Visit):
+    """The book's browser visit (requests recorded, any other host aborted, console problems
+    collected) with the page's own steps: open it, choose a picture and wait for its answer."""
 
     def open(self, path: str = "/book/tryit.html"):
         self.page.goto(self.base + path)
@@ -119,9 +94,6 @@ class Visit:
                                     timeout=60_000)
         return self.page.evaluate("({result: window.imuseTryit.results.at(-1), error: window.imuseTryit.errors.at(-1),"
                                   " results: window.imuseTryit.results.length})")
-
-    def close(self):
-        self.context.close()
 
 
 @pytest.fixture

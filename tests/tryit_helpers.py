@@ -3,12 +3,8 @@ built into a folder as the book lays it out, and a local web server for it."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -71,21 +67,19 @@ def build_site(site: Path, model, index, npm_cache: Path, check_images=None) -> 
     return manifest
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep the test output readable
-        pass
+def _book_browser():
+    """scripts/book_browser.py: the book's browser checks (served site, Playwright visits)."""
+    import importlib.util
+    import sys
+
+    name = "imuse_book_browser"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "book_browser.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-@contextlib.contextmanager
-def serve(folder: Path):
-    """A web server for ``folder`` on 127.0.0.1 (a free port), for the duration of the block."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+book_browser = _book_browser()
+serve = book_browser.serve

@@ -1,0 +1,210 @@
+"""The built book in a real browser: Playwright for Python driving the system Chromium.
+
+Used by ``scripts/build_book.py --browser-check`` and by the tests. The book is served over
+HTTP from 127.0.0.1 (as a reader's web server would serve it) and every page is opened at a
+laptop's and a phone's width. For each page and width it records:
+
+* requests for anything but the served book (aborted, so nothing leaves the machine);
+* console errors and uncaught exceptions;
+* layout: elements of the main column that scroll sideways, elements cut off past its right
+  edge (outside any scroller), plotly figures found and drawn, images without alt text;
+* a full-page screenshot ``<page>-<width>.png``.
+
+:func:`measure_tryit` times the "Try it" page on real pictures: model load, first result and
+later results, in the page's own clock (``window.imuseTryit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+from statistics import median
+from typing import Iterator, Sequence
+
+WIDTHS = (1280, 390)  # a laptop and a phone
+WAIT_MS = 90_000  # generous: the machine's two cores may be shared; these are waits, not budgets
+
+# Run in the page once it has settled: what sticks out of the main column.
+LAYOUT_PROBE = """() => {
+  const col = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const right = col.getBoundingClientRect().right + 1, scroll = [], cut = [];
+  const name = (el) => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : '');
+  const scroller = (el) => { for (let p = el.parentElement; p && p !== col; p = p.parentElement) {
+    const ox = getComputedStyle(p).overflowX; if (ox === 'auto' || ox === 'scroll' || ox === 'hidden') return p; }
+    return null; };
+  col.querySelectorAll('*').forEach((el) => {
+    if (!el.getClientRects().length || el.closest('details:not([open])')) return;  // folded code: not seen
+    const ox = getComputedStyle(el).overflowX;
+    if ((ox === 'auto' || ox === 'scroll') && el.scrollWidth > el.clientWidth + 1) scroll.push(name(el));
+    else if (el.getBoundingClientRect().right > right && !scroller(el)) cut.push(name(el));
+  });
+  const plots = document.querySelectorAll('.js-plotly-plot');
+  const drawn = Array.from(plots).filter((p) => p.querySelector('svg.main-svg'));
+  const noAlt = Array.from(document.querySelectorAll('img')).filter((i) => !i.alt).map((i) => i.src.slice(-60));
+  return {scroll, cut, plotly: plots.length, plotly_drawn: drawn.length, img_without_alt: noAlt};
+}"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # the build's log is for the build
+        pass
+
+
+@contextlib.contextmanager
+def serve(folder: str | Path) -> Iterator[str]:
+    """A web server for ``folder`` on 127.0.0.1 (a free port) for the duration of the block."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextlib.contextmanager
+def chromium(executable: str | None = None):
+    """A headless Chromium (the system's: Playwright's wheel carries its driver, not a browser)."""
+    executable = executable or find_chromium()
+    if executable is None:
+        raise RuntimeError("chromium not found: the browser checks use the system's Chromium "
+                           "(apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class Visit:
+    """A fresh browser context on the served book: records every request, aborts (and records)
+    any request for another host, and collects console errors and uncaught exceptions."""
+
+    def __init__(self, browser, base: str, width: int = 1280, height: int = 1000):
+        self.base = base
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.context.set_default_timeout(WAIT_MS)
+        self.requests: list[str] = []
+        self.blocked: list[str] = []
+        self.problems: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
+        self.page.on("pageerror", lambda e: self.problems.append(str(e)))
+
+    def _route(self, route):
+        url = route.request.url
+        if url.startswith(self.base + "/") or url.startswith(("blob:", "data:")):
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def goto(self, path: str):
+        self.page.goto(self.base + "/" + path.lstrip("/"), wait_until="load")
+        return self
+
+    def close(self):
+        self.context.close()
+
+
+def settle(page) -> None:
+    """Wait until every plotly figure has drawn (or stopped trying) and the fonts are in."""
+    page.wait_for_function("Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                           ".every((p) => p.querySelector('svg.main-svg'))", timeout=30_000)
+    page.evaluate("document.fonts ? document.fonts.ready.then(() => true) : true")
+
+
+def check_pages(html_dir: str | Path, pages: Sequence[str], out_dir: str | Path | None = None,
+                widths: Sequence[int] = WIDTHS, browser=None) -> dict[str, dict]:
+    """Open each page (paths relative to ``html_dir``) at each width; returns
+    ``{"<page>@<width>": {scroll, cut, plotly, plotly_drawn, img_without_alt, console, remote}}``
+    and writes the screenshots (and ``browser-check.json``) into ``out_dir`` when given."""
+    import json
+
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    measured: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        if browser is None:
+            browser = stack.enter_context(chromium())
+        base = stack.enter_context(serve(html_dir))
+        for rel in pages:
+            for width in widths:
+                visit = Visit(browser, base, width=width)
+                try:
+                    visit.goto(rel)
+                    try:
+                        settle(visit.page)
+                    except Exception as exc:  # a figure that never draws is reported by the probe
+                        visit.problems.append(f"did not settle: {str(exc).splitlines()[0]}")
+                    result = visit.page.evaluate(LAYOUT_PROBE)
+                    if out is not None:
+                        visit.page.screenshot(path=str(out / f"{Path(rel).stem}-{width}.png"), full_page=True)
+                finally:
+                    visit.close()
+                result["console"] = list(visit.problems)
+                result["remote"] = sorted(set(visit.blocked))
+                measured[f"{rel}@{width}"] = result
+    if out is not None:
+        (out / "browser-check.json").write_text(json.dumps(measured, indent=1), encoding="utf-8")
+    return measured
+
+
+def summarise(measured: dict[str, dict]) -> dict:
+    """Counts over :func:`check_pages`' result: what a reader would notice, by width."""
+    def count(key, width=None):
+        return sum(len(v[key]) for k, v in measured.items() if width is None or k.endswith(f"@{width}"))
+
+    widths = sorted({int(k.rsplit("@", 1)[1]) for k in measured}, reverse=True)
+    return {"page_widths": len(measured), "pages": len({k.rsplit("@", 1)[0] for k in measured}),
+            "scroll": {w: count("scroll", w) for w in widths}, "cut": {w: count("cut", w) for w in widths},
+            "console_errors": count("console"), "remote_requests": count("remote"),
+            "plotly": sum(v["plotly"] for v in measured.values()),
+            "plotly_drawn": sum(v["plotly_drawn"] for v in measured.values()),
+            "img_without_alt": count("img_without_alt")}
+
+
+def measure_tryit(html_dir: str | Path, images: Sequence[str | Path], page: str = "book/tryit.html",
+                  browser=None) -> dict:
+    """The "Try it" page on ``images`` in turn (one fresh page, so the first pays for loading the
+    runtime and the model): times in ms, from the page's own clock."""
+    with contextlib.ExitStack() as stack:
+        if browser is None:
+            browser = stack.enter_context(chromium())
+        base = stack.enter_context(serve(html_dir))
+        visit = Visit(browser, base)
+        stack.callback(visit.close)
+        visit.goto(page)
+        visit.page.wait_for_function("window.imuseTryit !== undefined")
+        times = []
+        for i, image in enumerate(images):
+            visit.page.set_input_files("#tryit-file", str(image))
+            visit.page.wait_for_function(
+                f"window.imuseTryit.results.length + window.imuseTryit.errors.length > {i}", timeout=WAIT_MS)
+            errors = visit.page.evaluate("window.imuseTryit.errors")
+            if errors:
+                raise RuntimeError(f"the Try-it page refused {Path(image).name}: {errors[-1]}")
+            times.append(visit.page.evaluate("window.imuseTryit.results.at(-1).ms"))
+        load_ms = visit.page.evaluate("window.imuseTryit.timings.load_ms")
+    return {"images": len(times), "first_ms": times[0], "model_load_ms": load_ms,
+            "later_median_ms": median(times[1:]) if len(times) > 1 else None,
+            "later_max_ms": max(times[1:]) if len(times) > 1 else None,
+            "console": visit.problems, "remote": sorted(set(visit.blocked))}
