@@ -81,6 +81,16 @@ def fmt_va(x) -> str:
     return MISSING if _missing(x) else _fixed(x, 2)
 
 
+def fmt_bytes(n) -> str:
+    """A size in decimal units: ``"17.1 MB"``, ``"40 kB"``, ``"512 B"``."""
+    if _missing(n):
+        return MISSING
+    n = float(n)
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.0f} kB" if n >= 1e3 else f"{n:.0f} B"
+
+
 def fmt_seconds(seconds) -> str:
     """A duration with its unit: ``"12 ms"``, ``"0.42 s"``, ``"12.3 s"``, ``"4 min 05 s"``, ``"2 h 03 min"``."""
     if _missing(seconds):

@@ -76,15 +76,21 @@ def find_chromium() -> str | None:
 
 @contextlib.contextmanager
 def chromium(executable: str | None = None):
-    """A headless Chromium (the system's: Playwright's wheel carries its driver, not a browser)."""
-    executable = executable or find_chromium()
-    if executable is None:
-        raise RuntimeError("chromium not found: the browser checks use the system's Chromium "
-                           "(apt-get install -y chromium)")
+    """A headless Chromium: the system's (Playwright's wheel carries its driver, not a browser),
+    else one that `playwright install chromium` put in Playwright's cache (a CI runner)."""
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
+    executable = executable or find_chromium()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        except PlaywrightError:
+            if executable is not None:
+                raise
+            raise RuntimeError("chromium not found: the browser checks use the system's Chromium "
+                               "(apt-get install -y chromium) or Playwright's "
+                               "(python -m playwright install chromium)") from None
         try:
             yield browser
         finally:

@@ -642,6 +642,16 @@ def chapter_title(name: str) -> str:
     return name
 
 
+def build_time(info: dict) -> str:
+    """This build's wall time up to the pages, and what it covered."""
+    from imuse_lib import report
+
+    took = report.fmt_seconds(info["wall_s"])
+    if not any(info["executed"].values()):
+        return f"{took} (every notebook from the execution cache: their own times are below)"
+    return f"{took} (data check and notebooks; the pages follow)"
+
+
 def tryit_row(sizes: dict | None) -> str:
     """The build box's line on the "Try it" page: its assets' sizes, and its times in the browser
     when this model's page has been measured (``--browser-check``)."""
@@ -649,9 +659,9 @@ def tryit_row(sizes: dict | None) -> str:
 
     if not sizes:
         return "| Try it page | not built (no deployed model) |\n"
-    mb = lambda n: f"{n / 1e6:.1f} MB"  # noqa: E731
-    text = (f"{mb(sizes['total'])} of assets (model {mb(sizes['model'])}, runtime {mb(sizes['runtime'])} gzipped, "
-            f"songs {mb(sizes['songs'])})")
+    size = report.fmt_bytes
+    text = (f"{size(sizes['total'])} of assets (model {size(sizes['model'])}, runtime {size(sizes['runtime'])} "
+            f"gzipped, songs {size(sizes['songs'])})")
     try:
         times = io.read_json(TRYIT_TIMES)
         fingerprint = io.read_json(ROOT / "book" / "_static" / "tryit" / "model" / "manifest.json")["fingerprint"]
@@ -688,7 +698,7 @@ def write_build_box(info: dict, names: list[str], out: Path = BUILD_BOX) -> Path
 | built | {info['built']} |
 | device | {info['device']} |
 | data | {report.fmt_count(info['data_files'])} files of {info['data_assets']} data sets, SHA-256 checksums verified |
-| build time | {report.fmt_seconds(info['wall_s'])} (data check and notebooks; the pages follow) |
+| build time | {build_time(info)} |
 {tryit_row(info.get('tryit'))}
 | chapter | execution time | executed |
 |---|---|---|

@@ -342,7 +342,8 @@ def test_build_box_prints_the_try_it_page_budgets(tmp_path, monkeypatch):
     monkeypatch.setattr(bb, "TRYIT_TIMES", tmp_path / "times.json")
     sizes = {"total": 17_060_000, "model": 13_270_000, "runtime": 3_730_000, "songs": 40_000}
     row = bb.tryit_row(sizes)
-    assert "17.1 MB of assets (model 13.3 MB, runtime 3.7 MB gzipped" in row and "make book-check" in row
+    assert "17.1 MB of assets (model 13.3 MB, runtime 3.7 MB gzipped, songs 40 kB)" in row
+    assert "make book-check" in row
     io.write_json(bb.TRYIT_TIMES, {"fingerprint": "f" * 64, "first_ms": 1450.0, "later_median_ms": 66.0,
                                    "images": 4, "model_load_ms": 1023.0})
     row = bb.tryit_row(sizes)
@@ -395,7 +396,8 @@ def test_workflow_builds_quick_on_push_and_deploys_the_full_edition():
     text = WORKFLOW.read_text()
     for action in ("actions/configure-pages@", "actions/upload-pages-artifact@", "actions/deploy-pages@"):
         assert action in text, action
-    assert "make book PROFILE=" in text and "imuse data fetch" in text and "imuse data verify" in text
+    assert "make book-check PROFILE=" in text and "playwright install" in text
+    assert "imuse data fetch" in text and "imuse data verify" in text
     assert "IMUSE_REPOSITORY_URL" in text
     assert "/work/" not in text and "shared/imuse-data" not in text  # never a path of one machine
     deploy = wf["jobs"]["deploy"]

@@ -63,6 +63,10 @@ def test_table_formats_by_column_and_refuses_unknown_columns():
         report.table(frame, wrap=["notes"])
 
 
+def test_bytes_in_decimal_units():
+    assert [report.fmt_bytes(n) for n in (17_060_000, 39_536, 512, None)] == ["17.1 MB", "40 kB", "512 B", report.MISSING]
+
+
 def test_table_lets_named_text_columns_wrap():
     """A long description (a weights URL) may wrap and break anywhere; other columns stay on one line."""
     frame = pd.DataFrame({"config": ["a"], "features": ["https://example.org/" + "x" * 80], "MAE": [0.4]})
