@@ -96,7 +96,8 @@ def test_every_toc_notebook_exists_with_a_parameters_cell():
         assert "profile" in code[0].source, f"{path}: no profile parameter"
 
 
-READER_FIRST = ["01_data_selection", "02_pair_formation", "06_acquisition"]  # rewritten with imuse_lib.report
+READER_FIRST = ["01_data_selection", "02_pair_formation", "03_training", "05_recommendation",
+                "06_acquisition"]  # rewritten with imuse_lib.report
 
 
 @pytest.mark.parametrize("name", READER_FIRST)
