@@ -238,9 +238,12 @@ def _train_one(task: dict) -> dict:
 
 def run_training(profile: str | Profile = "quick", *, force: bool = False, timing: bool = True,
                  retime: bool = False, write_default: bool = True, progress: bool = True, log: bool = False,
+                 engine: str = "local", ray_address: str | None = None, tune_va: bool = False,
                  **overrides) -> dict:
     """Train every run of the profile (resuming or reusing finished ones), time cached vs
-    end-to-end epochs, write Table 1, the histories and the default model.
+    end-to-end epochs, write Table 1, the histories and the default model. ``tune_va``: search
+    the deployed VA model's hyperparameters again on validation (on ``engine``) instead of
+    reusing the recorded choice.
 
     Returns ``{"runs": DataFrame, "table1": DataFrame, "seconds": wall time}``."""
     from tqdm import tqdm  # plain: no ipywidgets warning in notebooks
@@ -275,7 +278,13 @@ def run_training(profile: str | Profile = "quick", *, force: bool = False, timin
                   f"{s['final_val_loss'] if s['final_val_loss'] is not None else float('nan'):.4f}{resumed}",
                   file=sys.stderr, flush=True)
 
-    if jobs == 1:
+    if engine == "ray":  # each cell a Ray task (imuse_lib.engine); never imported on the local path
+        from . import engine as ray_engine
+
+        with ray_engine.session(ray_address):
+            for summary in ray_engine.map_tasks(_train_one, tasks, use_gpu=device.type == "cuda"):
+                done(summary)
+    elif jobs == 1:
         for task in tqdm(tasks, desc=f"training ({prof.name})", disable=not progress):
             done(_train_one(task))
     else:
@@ -290,6 +299,7 @@ def run_training(profile: str | Profile = "quick", *, force: bool = False, timin
                 done(summary)
     runs = pd.DataFrame(summaries)
     runs["parallel_processes"] = jobs
+    runs["engine"] = engine
     io.write_csv(profile_dir(prof) / "training_runs.csv", runs)
     table1 = write_table1(prof, configs, runs, timing=timing, retime=retime, progress=progress)
     validation = run_validation(prof, configs, progress=progress)
@@ -300,7 +310,8 @@ def run_training(profile: str | Profile = "quick", *, force: bool = False, timin
             from . import va_model
 
             t1 = time.perf_counter()
-            out["va_model"] = va_model.train_default(prof.name)
+            out["va_model"] = va_model.train_default(prof.name, tune=tune_va, engine=engine,
+                                                     ray_address=ray_address)
             out["va_model_seconds"] = time.perf_counter() - t1
     out["seconds"] = time.perf_counter() - t0
     return out

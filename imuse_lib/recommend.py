@@ -479,7 +479,7 @@ class Recommender:
             pos = top_k(allsim, top)
             sim, song_va, image_va = allsim[pos], mva[pos], iva[pos]
             query_va = iva.mean(axis=0)
-        songs = idx.songs.iloc[pos]
+        songs = idx.song_rows(pos)  # ten rows, not the whole table, on a memory-mapped index
         items = pd.DataFrame({
             "rank": np.arange(1, len(pos) + 1),
             "song_id": songs.song_id.to_numpy(), "artist": songs.artist.to_numpy(),

@@ -24,6 +24,16 @@ Survives a kill at any point, and concurrent writers:
   from their audio files when it is not; ``keep_added=False`` drops them.
 * :func:`check_integrity` runs ``PRAGMA integrity_check`` and checks every stored vector's
   length; ``imuse index list`` runs it and reports the result.
+
+Catalog scale: an index of :data:`ARRAYS_MIN` songs or more also keeps its song ids, VA and
+vectors as ``.npy`` files in ``<index>.arrays/<generation>/``, memory-mapped on load (a
+million songs load in milliseconds instead of seconds from SQLite; the metadata of the
+songs is then read on demand). SQLite stays the truth: every write sets a new random
+``generation`` in ``meta`` inside its transaction and, after its commit and still under
+the writer lock, writes that generation's arrays (to a temporary folder renamed into
+place). A reader uses only the arrays of the generation its SQLite snapshot names, so a
+kill between the commit and the arrays costs speed, never consistency: the reader loads
+from SQLite and writes the missing arrays itself when it may.
 """
 
 from __future__ import annotations
@@ -35,10 +45,13 @@ import fcntl
 import functools
 import json
 import os
+import shutil
 import sqlite3
 import stat
+import tempfile
 import time
-from dataclasses import dataclass, field
+import uuid
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -55,6 +68,9 @@ SCHEMA_VERSION = 1
 JOINT_BATCH = 65536  # rows per fusion batch: fixed, so that results do not depend on N
 LOCK_TIMEOUT = 120.0  # seconds a writer waits for another writer before giving up
 SIDECARS = ("-wal", "-shm", "-journal")
+# Songs from which an index keeps memory-mapped arrays beside it. Below, SQLite loads in
+# well under a second and the index stays one file.
+ARRAYS_MIN = 20_000
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -103,18 +119,47 @@ def _unblob(blobs: list, dim: int) -> np.ndarray | None:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
 
 
-@dataclass
 class SongIndex:
-    """An index loaded into memory: arrays sorted by id, ready for queries."""
+    """An index loaded into memory: arrays sorted by id, ready for queries.
 
-    path: Path
-    meta: dict
-    songs: pd.DataFrame  # song_id, artist, title, source, valence, arousal, true_valence, true_arousal, added
-    song_va: np.ndarray  # [N, 2] float32
-    song_vectors: np.ndarray | None  # [N, 128] float32
-    images: pd.DataFrame = field(default_factory=pd.DataFrame)
-    image_va: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
-    image_vectors: np.ndarray | None = None
+    ``songs`` (the metadata table) is read from SQLite on first use when the index was
+    loaded from its memory-mapped arrays; :meth:`song_rows` reads only the rows asked for.
+    """
+
+    def __init__(self, path: Path, meta: dict, songs: pd.DataFrame | None, song_va: np.ndarray,
+                 song_vectors: np.ndarray | None, images: pd.DataFrame | None = None,
+                 image_va: np.ndarray | None = None, image_vectors: np.ndarray | None = None,
+                 song_ids: np.ndarray | None = None):
+        self.path, self.meta = Path(path), meta
+        self._songs = songs
+        self.song_va = song_va  # [N, 2] float32
+        self.song_vectors = song_vectors  # [N, D] float32 or None
+        self.images = pd.DataFrame() if images is None else images
+        self.image_va = np.zeros((0, 2), np.float32) if image_va is None else image_va
+        self.image_vectors = image_vectors
+        self._song_ids = song_ids  # UTF-8 bytes [N], only where songs is read lazily
+        if songs is None and song_ids is None:
+            raise ValueError("SongIndex needs its songs table or its song ids")
+
+    @property
+    def songs(self) -> pd.DataFrame:
+        """song_id, artist, title, source, valence, arousal, true_valence, true_arousal, added."""
+        if self._songs is None:
+            self._songs = _read_song_table(self.path, self.generation, self._song_ids)
+        return self._songs
+
+    @property
+    def generation(self) -> str:
+        return self.meta.get("generation", "")
+
+    def song_rows(self, positions) -> pd.DataFrame:
+        """The metadata rows at ``positions`` (as ``songs.iloc[positions]``), read from SQLite
+        alone when the table is not loaded: a query over a million songs reads ten rows."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self._songs is not None:
+            return self._songs.iloc[positions]
+        ids = [bytes(b).decode("utf-8") for b in self._song_ids[positions]]
+        return _read_song_table(self.path, self.generation, None, ids)
 
     @property
     def fingerprint(self) -> str:
@@ -133,7 +178,7 @@ class SongIndex:
         return va_columns(self.image_va)
 
     def __len__(self) -> int:
-        return len(self.songs)
+        return len(self.song_va)
 
     def check_model(self, model: "Model") -> None:
         _check_fingerprint(self.path, self.meta, model)
@@ -304,22 +349,32 @@ def _insert_all(conn: sqlite3.Connection, meta: dict, songs: list[tuple], images
 # --------------------------------------------------------------------------- reading
 
 
+SONG_META_COLUMNS = ["song_id", "artist", "title", "source", "valence", "arousal",
+                     "true_valence", "true_arousal", "added"]
+
+
 def open_index(path: str | os.PathLike) -> SongIndex:
-    """Load an index file into memory (read only)."""
+    """Load an index file into memory (read only): from its memory-mapped arrays when it has
+    those of its current generation (see the module notes), else everything from SQLite."""
     path = Path(path)
     _check_index_file(path)
+    arrays = None
     try:
         with contextlib.closing(_connect_read(path)) as conn:
             conn.execute("BEGIN")  # one snapshot for every table
             meta = _read_meta(conn, path)
             dim = int(meta.get("music_dim", 0))
-            rows = conn.execute(
-                "SELECT song_id, artist, title, source, valence, arousal, true_valence, true_arousal, "
-                "added, vector FROM songs ORDER BY song_id").fetchall()
-            cols = ["song_id", "artist", "title", "source", "valence", "arousal",
-                    "true_valence", "true_arousal", "added"]
-            songs = pd.DataFrame([r[:-1] for r in rows], columns=cols)
-            song_vectors = _unblob([r[-1] for r in rows], dim) if dim else None
+            arrays = _load_arrays(path, meta)
+            if arrays is not None:
+                songs, song_ids, song_vectors = None, arrays["song_ids"], arrays.get("song_vectors")
+                va = arrays["song_va"]
+            else:
+                rows = conn.execute(
+                    f"SELECT {', '.join(SONG_META_COLUMNS)}, vector FROM songs ORDER BY song_id").fetchall()
+                songs = pd.DataFrame([r[:-1] for r in rows], columns=SONG_META_COLUMNS)
+                song_vectors = _unblob([r[-1] for r in rows], dim) if dim else None
+                song_ids = None
+                va = songs[["valence", "arousal"]].to_numpy(np.float32).reshape(-1, 2)
             idim = int(meta.get("image_dim_vec", 0))
             irows = conn.execute(
                 "SELECT image_id, category, source, valence, arousal, true_valence, true_arousal, vector "
@@ -333,10 +388,162 @@ def open_index(path: str | os.PathLike) -> SongIndex:
     except ValueError as exc:  # a vector blob of the wrong length
         raise DataError(f"{path}: damaged song index ({exc}); run `imuse index list` for its integrity check "
                         f"and rebuild it with `imuse index build`") from None
-    va = songs[["valence", "arousal"]].to_numpy(np.float32).reshape(-1, 2)
+    if (arrays is None and meta.get("generation") and len(va) >= ARRAYS_MIN
+            and read_meta(path).get("generation") == meta["generation"]):  # never arrays of a replaced state
+        # a writer killed between its commit and its arrays: write them for the next reader
+        ids = np.array([s.encode("utf-8") for s in songs.song_id], dtype=np.bytes_)
+        _write_arrays(path, meta["generation"], ids, va, song_vectors, quiet=True)
     iva = images[["valence", "arousal"]].to_numpy(np.float32).reshape(-1, 2)
     return SongIndex(path=path, meta=meta, songs=songs, song_va=va, song_vectors=song_vectors,
-                     images=images, image_va=iva, image_vectors=image_vectors)
+                     images=images, image_va=iva, image_vectors=image_vectors, song_ids=song_ids)
+
+
+def _read_song_table(path: Path, generation: str, expect_ids: np.ndarray | None,
+                     ids: list[str] | None = None) -> pd.DataFrame:
+    """The songs' metadata (all of it, or the rows of ``ids`` in that order) from the SQLite
+    snapshot of ``generation``; DataError when the index was written since it was loaded."""
+    try:
+        with contextlib.closing(_connect_read(path)) as conn:
+            conn.execute("BEGIN")
+            meta = _read_meta(conn, path)
+            if meta.get("generation", "") != generation:
+                raise DataError(f"{path}: the song index was changed (by `imuse index add/remove/build`) since it "
+                                f"was loaded; load it again")
+            cols = ", ".join(SONG_META_COLUMNS)
+            if ids is None:
+                rows = conn.execute(f"SELECT {cols} FROM songs ORDER BY song_id").fetchall()
+            else:
+                found = {}
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    for r in conn.execute(f"SELECT {cols} FROM songs WHERE song_id IN "
+                                          f"({','.join('?' * len(chunk))})", chunk):
+                        found[r[0]] = r
+                rows = [found[i] for i in ids]  # the generation matched: every id is there
+            conn.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        raise _not_an_index(path, exc) from None
+    table = pd.DataFrame(rows, columns=SONG_META_COLUMNS)
+    if expect_ids is not None and (len(table) != len(expect_ids) or any(
+            a.encode("utf-8") != bytes(b) for a, b in zip(table.song_id, expect_ids))):
+        raise DataError(f"{path}: the arrays in {arrays_dir(path)} do not match the index; delete that folder "
+                        f"(it is rebuilt from the index)")
+    return table
+
+
+# --------------------------------------------------------------------------- memory-mapped arrays
+
+
+def arrays_dir(path: str | os.PathLike) -> Path:
+    """The folder of the index's memory-mapped arrays (one subfolder per generation)."""
+    path = Path(path)
+    return path.with_name(path.name + ".arrays")
+
+
+def _load_arrays(path: Path, meta: dict) -> dict | None:
+    """The arrays of the generation in ``meta``, memory-mapped copy-on-write (writable for
+    callers such as torch, never written back); None when absent or not of that shape."""
+    generation = meta.get("generation")
+    if not generation:
+        return None
+    folder = arrays_dir(path) / generation
+    dim = int(meta.get("music_dim", 0))
+    try:
+        out = {name: np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False)
+               for name in ("song_ids", "song_va") + (("song_vectors",) if dim else ())}
+    except (OSError, ValueError):  # missing (not written yet, or removed by a later writer) or damaged
+        return None
+    n = len(out["song_ids"])
+    if (out["song_ids"].dtype.kind != "S" or out["song_va"].shape != (n, 2) or out["song_va"].dtype != np.float32
+            or (dim and (out["song_vectors"].shape != (n, dim) or out["song_vectors"].dtype != np.float32))):
+        return None
+    return out
+
+
+def _write_arrays(path: Path, generation: str, ids: np.ndarray, va: np.ndarray, vectors: np.ndarray | None,
+                  quiet: bool = False) -> None:
+    """Write the arrays of ``generation`` into place: a temporary folder, each file flushed
+    to disk, renamed as a whole. Arrays are a cache: failing to write them only warns (the
+    index is already committed and readers fall back to SQLite)."""
+    root = arrays_dir(path)
+    final = root / generation
+    if final.is_dir():
+        return
+    tmp = None
+    try:
+        root.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{generation}.{os.getpid()}.", suffix=".tmp", dir=root))
+        arrays = {"song_ids": ids, "song_va": np.ascontiguousarray(va, dtype=np.float32)}
+        if vectors is not None:
+            arrays["song_vectors"] = np.ascontiguousarray(vectors, dtype=np.float32)
+        for name, arr in arrays.items():
+            with open(tmp / f"{name}.npy", "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+        try:
+            os.rename(tmp, final)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # else: another process wrote the same
+                raise
+    except OSError as exc:
+        if not quiet:
+            warnings.warn(f"{path}: could not write its memory-mapped arrays in {root} ({exc.strerror or exc}); "
+                          f"the index is complete but loads from SQLite", RuntimeWarning, stacklevel=3)
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish_arrays(path: Path, generation: str, old_generation: str | None = None,
+                    added: tuple[list[str], np.ndarray, np.ndarray | None] | None = None,
+                    removed: list[str] | None = None) -> None:
+    """After a commit, under the writer lock: the new generation's arrays, and the older
+    generations' (and killed writers' temporary folders) removed. From the previous
+    generation's arrays plus the change when they exist, else read from SQLite."""
+    root = arrays_dir(path)
+    old = _load_arrays(path, {"generation": old_generation, "music_dim": 0}) if old_generation else None
+    arrays = None
+    if old is not None and (added or removed):
+        ids, va = np.asarray(old["song_ids"]), np.asarray(old["song_va"])
+        vec_file = arrays_dir(path) / old_generation / "song_vectors.npy"
+        vecs = np.load(vec_file, mmap_mode="r") if vec_file.exists() else None
+        if added:
+            new_ids = np.array([s.encode("utf-8") for s in added[0]], dtype=np.bytes_)
+            ids = np.concatenate([ids, new_ids])
+            va = np.concatenate([va, np.asarray(added[1], np.float32).reshape(-1, 2)])
+            if vecs is not None and added[2] is not None:
+                vecs = np.concatenate([vecs, np.asarray(added[2], np.float32)])
+            order = np.argsort(ids, kind="stable")  # bytes order = SQLite's ORDER BY song_id (BINARY)
+            ids, va, vecs = ids[order], va[order], (vecs[order] if vecs is not None else None)
+        if removed:
+            keep = ~np.isin(ids, np.array([s.encode("utf-8") for s in removed], dtype=np.bytes_))
+            ids, va, vecs = ids[keep], va[keep], (vecs[keep] if vecs is not None else None)
+        arrays = ids, va, vecs
+    with contextlib.closing(_connect_read(path)) as conn:
+        conn.execute("BEGIN")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        n = conn.execute("SELECT COUNT(*) FROM songs").fetchone()[0]
+        if meta.get("generation") == generation and n >= ARRAYS_MIN and (
+                arrays is None or len(arrays[0]) != n
+                or (arrays[2] is None) != (not int(meta.get("music_dim", 0)))):
+            arrays = _song_arrays(conn, int(meta.get("music_dim", 0)))
+        conn.execute("COMMIT")
+    if meta.get("generation") == generation and n >= ARRAYS_MIN:
+        _write_arrays(path, generation, *arrays)
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name != generation or n < ARRAYS_MIN:
+                shutil.rmtree(entry, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only when empty: an index under ARRAYS_MIN stays one file
+
+
+def _song_arrays(conn: sqlite3.Connection, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    rows = conn.execute("SELECT song_id, valence, arousal, vector FROM songs ORDER BY song_id").fetchall()
+    ids = np.array([r[0].encode("utf-8") for r in rows], dtype=np.bytes_)
+    va = np.array([(r[1], r[2]) for r in rows], dtype=np.float32).reshape(-1, 2)
+    return ids, va, (_unblob([r[3] for r in rows], dim) if dim else None)
 
 
 def check_integrity(path: str | os.PathLike) -> list[str]:
@@ -360,6 +567,13 @@ def check_integrity(path: str | os.PathLike) -> list[str]:
                 bad = conn.execute(f"SELECT {key} FROM {table} WHERE NOT (valence BETWEEN -1e9 AND 1e9) "
                                    f"OR NOT (arousal BETWEEN -1e9 AND 1e9) LIMIT 5").fetchall()
                 problems += [f"{table} {r[0]}: valence/arousal not a finite number" for r in bad]
+            arrays = _load_arrays(path, meta)
+            if arrays is not None and not problems:  # the memory-mapped copy must equal the index
+                ids, va, vecs = _song_arrays(conn, int(meta.get("music_dim", 0)))
+                if not (np.array_equal(ids, arrays["song_ids"]) and np.array_equal(va, arrays["song_va"])
+                        and (vecs is None or np.array_equal(vecs, arrays["song_vectors"]))):
+                    problems.append(f"{arrays_dir(path) / meta['generation']}: memory-mapped arrays differ from "
+                                    f"the index; delete that folder (the next load rebuilds it)")
     except sqlite3.DatabaseError as exc:
         problems.append(f"not readable as a song index ({exc})")
     return problems
@@ -406,7 +620,13 @@ def _meta_rows(model: "Model", music_dim: int, image_dim: int) -> dict:
         "audio_weights": json.dumps(_clean_provenance(m.get("audio_weights")), sort_keys=True, default=str),
         "music_dim": str(music_dim),
         "image_dim_vec": str(image_dim),
+        "generation": _new_generation(),
     }
+
+
+def _new_generation() -> str:
+    """A fresh name for the index's state after a write (names its memory-mapped arrays)."""
+    return uuid.uuid4().hex
 
 
 def _existing_index(path: Path) -> tuple[dict | None, list[tuple]]:
@@ -574,6 +794,7 @@ def build_index(model: "Model | str | os.PathLike | None" = None, path: str | os
                 for suffix in SIDECARS:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(f"{tmp}{suffix}")
+        _publish_arrays(path, meta["generation"])
         bar.update(1)
     bar.close()
     return path
@@ -594,23 +815,12 @@ def check_text(values: Sequence[str], name: str) -> list[str]:
     return out
 
 
-def add_songs(index_path: str | os.PathLike, model: "Model", audio: Sequence, titles: Sequence[str] | None = None,
-              artists: Sequence[str] | None = None, song_ids: Sequence[str] | None = None,
-              true_va: Sequence[tuple[float, float]] | None = None) -> list[str]:
-    """Embed ``audio`` files and add them to the index in one transaction. Returns their ids.
-
-    ``song_id`` defaults to the file name without extension (the catalog's convention).
-    Nothing is written unless every file decodes and no id is already taken. The writer
-    lock is held from the final checks to the commit: a concurrent rebuild either ran
-    before (this adds to the new index) or waits and keeps these songs.
-    """
-    index_path = Path(index_path)
-    meta = read_meta(index_path)
-    _check_fingerprint(index_path, meta, model)
-    audio = [Path(a) for a in audio]
-    if not audio:
-        raise ImuseError("no audio file given to add")
+def per_file_text(audio: Sequence[Path], song_ids=None, titles=None, artists=None):
+    """(ids, titles, artists) for the audio files: given one per file, or defaults (the file
+    name without extension for id and title, "unknown artist"); checked as stored."""
     n = len(audio)
+    if not n:
+        raise ImuseError("no audio file given to add")
 
     def _per_file(values, name, default):
         values = list(values) if values else []
@@ -625,9 +835,37 @@ def add_songs(index_path: str | os.PathLike, model: "Model", audio: Sequence, ti
     artists = _per_file(artists, "artist", lambda a: "unknown artist")
     if len(set(ids)) != n:
         raise ImuseError(f"duplicate song id(s) among the files: {sorted({i for i in ids if ids.count(i) > 1})}")
-    _refuse_taken(index_path, ids)
+    return ids, titles, artists
 
+
+def add_songs(index_path: str | os.PathLike, model: "Model", audio: Sequence, titles: Sequence[str] | None = None,
+              artists: Sequence[str] | None = None, song_ids: Sequence[str] | None = None,
+              true_va: Sequence[tuple[float, float]] | None = None) -> list[str]:
+    """Embed ``audio`` files and add them to the index in one transaction. Returns their ids.
+
+    ``song_id`` defaults to the file name without extension (the catalog's convention).
+    Nothing is written unless every file decodes and no id is already taken. The writer
+    lock is held from the final checks to the commit: a concurrent rebuild either ran
+    before (this adds to the new index) or waits and keeps these songs.
+    """
+    index_path = Path(index_path)
+    meta = read_meta(index_path)
+    _check_fingerprint(index_path, meta, model)
+    audio = [Path(a) for a in audio]
+    ids, titles, artists = per_file_text(audio, song_ids, titles, artists)
+    _refuse_taken(index_path, ids)
     feats = model.embed_audio(audio)  # every file decodes, or MediaError before any write
+    return add_embedded(index_path, model, audio, feats, ids, titles, artists, true_va)
+
+
+def add_embedded(index_path: Path, model: "Model", audio: Sequence[Path], feats: np.ndarray, ids: list[str],
+                 titles: list[str], artists: list[str],
+                 true_va: Sequence[tuple[float, float]] | None = None, publish: bool = True) -> list[str]:
+    """Add songs whose backbone features ``feats`` [n, D] are computed (by :func:`add_songs`,
+    or by the Ray engine's workers): the model's music arm, then one transaction.
+    ``publish=False`` leaves the memory-mapped arrays to a later :func:`publish_arrays` (a job
+    of many transactions writes them once, not once per transaction)."""
+    n = len(ids)
     music_vecs, music_va = model.music_side(feats)
     if not model.factorised:
         idx = open_index(index_path)
@@ -635,18 +873,50 @@ def add_songs(index_path: str | os.PathLike, model: "Model", audio: Sequence, ti
             raise DataError(f"{index_path}: holds no image vectors to place new songs in VA space; rebuild it")
         music_va = _joint_means(model, idx.image_vectors, music_vecs)[1]
     now = _now()
-    with writer_lock(index_path), _writable(index_path) as conn:
-        # what we checked may have changed while we embedded: check again under the lock
-        _check_fingerprint(index_path, dict(conn.execute("SELECT key, value FROM meta").fetchall()), model)
-        _refuse_taken(index_path, ids, conn)
-        conn.executemany(
-            f"INSERT INTO songs VALUES ({', '.join('?' * len(SONG_COLUMNS))})",
-            [(ids[i], artists[i], titles[i], str(audio[i].resolve()),
-              _blob(music_vecs[i]) if music_vecs is not None else None,
-              float(music_va[i, 0]), float(music_va[i, 1]),
-              *(map(float, true_va[i]) if true_va else (None, None)), now) for i in range(n)])
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('modified', ?)", (now,))
+    with writer_lock(index_path):
+        with _writable(index_path) as conn:
+            # what we checked may have changed while we embedded: check again under the lock
+            _check_fingerprint(index_path, dict(conn.execute("SELECT key, value FROM meta").fetchall()), model)
+            _refuse_taken(index_path, ids, conn)
+            conn.executemany(
+                f"INSERT INTO songs VALUES ({', '.join('?' * len(SONG_COLUMNS))})",
+                [(ids[i], artists[i], titles[i], str(Path(audio[i]).resolve()),
+                  _blob(music_vecs[i]) if music_vecs is not None else None,
+                  float(music_va[i, 0]), float(music_va[i, 1]),
+                  *(map(float, true_va[i]) if true_va else (None, None)), now) for i in range(n)])
+            old_generation, generation = _bump_generation(conn, now)
+        if publish:
+            _publish_arrays(index_path, generation, old_generation, added=(ids, music_va, music_vecs))
     return ids
+
+
+def publish_arrays(index_path: str | os.PathLike) -> None:
+    """Write the memory-mapped arrays of the index's current state (after writes made with
+    ``publish=False``); nothing to do below :data:`ARRAYS_MIN` songs."""
+    index_path = Path(index_path)
+    with writer_lock(index_path):
+        _publish_arrays(index_path, read_meta(index_path).get("generation", ""))
+
+
+def stored_sources(index_path: Path, ids: list[str]) -> dict[str, str]:
+    """{song id: its stored source path} for those of ``ids`` already in the index."""
+    found = {}
+    with contextlib.closing(_connect_read(index_path)) as conn:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update(conn.execute(
+                f"SELECT song_id, COALESCE(source, '') FROM songs WHERE song_id IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall())
+    return found
+
+
+def _bump_generation(conn: sqlite3.Connection, now: str) -> tuple[str | None, str]:
+    """Inside a write's transaction: mark it modified and give it a new generation.
+    Returns (previous generation or None, new generation)."""
+    old = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    new = _new_generation()
+    conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("modified", now), ("generation", new)])
+    return (old[0] if old else None), new
 
 
 def _refuse_taken(index_path: Path, ids: list[str], conn: sqlite3.Connection | None = None) -> None:
@@ -675,17 +945,19 @@ def remove_songs(index_path: str | os.PathLike, song_ids: Iterable[str]) -> list
     if not ids:
         raise ImuseError("no song id given to remove")
     _check_index_file(index_path)
-    with writer_lock(index_path), _writable(index_path) as conn:
-        present = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            present |= {r[0] for r in conn.execute(
-                f"SELECT song_id FROM songs WHERE song_id IN ({','.join('?' * len(chunk))})", chunk)}
-        unknown = [s for s in ids if s not in present]
-        if unknown:
-            shown = ", ".join(repr(s) if text_problem(s) else s for s in unknown[:5])
-            raise ImuseError(f"{index_path}: no song with id {shown}"
-                             f"{' ...' if len(unknown) > 5 else ''} in the index; nothing removed")
-        conn.executemany("DELETE FROM songs WHERE song_id = ?", [(s,) for s in ids])
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('modified', ?)", (_now(),))
+    with writer_lock(index_path):
+        with _writable(index_path) as conn:
+            present = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                present |= {r[0] for r in conn.execute(
+                    f"SELECT song_id FROM songs WHERE song_id IN ({','.join('?' * len(chunk))})", chunk)}
+            unknown = [s for s in ids if s not in present]
+            if unknown:
+                shown = ", ".join(repr(s) if text_problem(s) else s for s in unknown[:5])
+                raise ImuseError(f"{index_path}: no song with id {shown}"
+                                 f"{' ...' if len(unknown) > 5 else ''} in the index; nothing removed")
+            conn.executemany("DELETE FROM songs WHERE song_id = ?", [(s,) for s in ids])
+            old_generation, generation = _bump_generation(conn, _now())
+        _publish_arrays(index_path, generation, old_generation, removed=ids)
     return ids

@@ -32,6 +32,7 @@ keep about the true spread.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -271,14 +272,29 @@ def _val_error(pred: np.ndarray, true: np.ndarray, sd: np.ndarray) -> float:
     return float(np.mean(((pred - true) / sd) ** 2))
 
 
+def _trial_loss(shared: tuple, params: dict) -> float:
+    """One trial of the search: fit on the training items, validation loss (module level, so
+    that a Ray worker can run it)."""
+    blocks, y_train, val_blocks, y_val, sources, calibrate, sd = shared
+    arm = fit_arm(blocks, y_train, sources, params["weights"], params["kernel"], params["g"], calibrate)
+    return _val_error(arm.predict(val_blocks), y_val, sd)
+
+
 def tune_arm(blocks: list[np.ndarray], y_train: np.ndarray, val_blocks: list[np.ndarray], y_val: np.ndarray,
              sources, n_trials: int = DEFAULT_TRIALS, seed: int = config.SEED, kernels=KERNELS,
-             calibrate: bool = True) -> dict:
+             calibrate: bool = True, batch: int = 1, engine: str = "local") -> dict:
     """Optuna TPE search of block weights, kernel and ``g``: fit on the training items, loss on
     the validation items (calibrated predictions, in training-sd units). Returns the best
-    parameters and the trial table."""
+    parameters and the trial table.
+
+    Trials are asked ``batch`` at a time and told in order, so the search depends on the seed
+    and the batch size only: ``engine="ray"`` runs each batch's trials as Ray tasks (inside an
+    ``engine.session``) and finds exactly what the local engine finds with the same batch.
+    ``batch=1`` is the plain sequential search."""
     import optuna
 
+    if batch < 1:
+        raise ImuseError(f"search batch must be at least 1, got {batch}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sd = np.asarray(y_train, float).std(0)
 
@@ -288,11 +304,6 @@ def tune_arm(blocks: list[np.ndarray], y_train: np.ndarray, val_blocks: list[np.
         g = trial.suggest_float("g", 0.05, 4.0, log=True) if kernel == "rbf" else 1.0
         return {"kernel": kernel, "weights": weights, "g": g}
 
-    def objective(trial):
-        p = params_of(trial)
-        arm = fit_arm(blocks, y_train, sources, p["weights"], p["kernel"], p["g"], calibrate)
-        return _val_error(arm.predict(val_blocks), y_val, sd)
-
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
     # start from equal weights, each kernel: the search can only improve on them
     for kernel in kernels:
@@ -300,7 +311,19 @@ def tune_arm(blocks: list[np.ndarray], y_train: np.ndarray, val_blocks: list[np.
         if kernel == "rbf":
             start["g"] = 0.5
         study.enqueue_trial(start)
-    study.optimize(objective, n_trials=max(n_trials, len(kernels)))
+    shared = (blocks, y_train, val_blocks, y_val, tuple(sources), calibrate, sd)
+    total = max(n_trials, len(kernels))
+    while len(study.trials) < total:
+        trials = [study.ask() for _ in range(min(batch, total - len(study.trials)))]
+        params = [params_of(t) for t in trials]
+        if engine == "ray":
+            from . import engine as ray_engine
+
+            losses = ray_engine.map_shared(_trial_loss, shared, params)
+        else:
+            losses = [_trial_loss(shared, p) for p in params]
+        for trial, loss in zip(trials, losses):
+            study.tell(trial, loss)
     best = study.best_trial
     kernel = best.params["kernel"]
     weights = [1.0] + [best.params[f"w_{s}"] for s in sources[1:]]
@@ -505,7 +528,7 @@ def _arm_data(blocks: Blocks, frame, id_col: str, role: pd.Series, which: tuple)
 
 def fit_arm_tuned(blocks: Blocks, frame, id_col: str, role, n_trials: int, seed: int, kernels=KERNELS,
                   refit: bool = True, tune: bool = True, calibrate: bool = True,
-                  params: dict | None = None) -> tuple[tuple, dict]:
+                  params: dict | None = None, search: dict | None = None) -> tuple[tuple, dict]:
     """Tune on validation (fit on train), then refit on train + val with the chosen parameters
     (``params``: ``{"kernel", "weights", "g"}`` chosen earlier, no search). Returns
     ((refitted arm, train-only arm), tuning info)."""
@@ -517,7 +540,7 @@ def fit_arm_tuned(blocks: Blocks, frame, id_col: str, role, n_trials: int, seed:
         best = {"kernel": params["kernel"], "weights": list(params["weights"]), "g": float(params["g"]),
                 "val_loss": params.get("val_loss"), "n_trials": 0, "from": "given parameters"}
     elif tune and len(vid) >= 5:
-        best = tune_arm(xt, yt, xv, yv, blocks.sources, n_trials, seed, kernels, calibrate)
+        best = tune_arm(xt, yt, xv, yv, blocks.sources, n_trials, seed, kernels, calibrate, **(search or {}))
     else:
         best = {"kernel": kernels[0], "weights": [1.0] * len(blocks.sources), "g": 1.0, "val_loss": None,
                 "n_trials": 0}
@@ -536,7 +559,7 @@ def fit_arm_tuned(blocks: Blocks, frame, id_col: str, role, n_trials: int, seed:
 def fit(image_sources=None, audio_sources=None, roles=None, *, seed: int = config.SEED,
         n_trials: int = DEFAULT_TRIALS, kernels=KERNELS, refit: bool = True, tune: bool = True,
         calibrate: bool = True, images=None, songs=None, compute: bool = False,
-        return_train_only: bool = False, params: dict | None = None):
+        return_train_only: bool = False, params: dict | None = None, search: dict | None = None):
     """Fit the deployed model on the cold split's non-test items (see the module docstring).
 
     ``image_sources`` / ``audio_sources``: feature sources (default: those of
@@ -546,7 +569,8 @@ def fit(image_sources=None, audio_sources=None, roles=None, *, seed: int = confi
     ``compute=True`` computes missing feature sources (minutes); the default needs them in
     the store. ``return_train_only``: also return the model fitted on ``train`` alone (what is
     scored on validation in the ablation). ``params``: ``{"image": {...}, "audio": {...}}``
-    hyperparameters chosen earlier (see :func:`tuned_params`): no search, seconds."""
+    hyperparameters chosen earlier (see :func:`tuned_params`): no search, seconds. ``search``:
+    ``{"batch": k, "engine": "local" | "ray"}`` for :func:`tune_arm`."""
     t0 = time.perf_counter()
     if image_sources is None or audio_sources is None:
         chosen = tuned_params()
@@ -561,12 +585,13 @@ def fit(image_sources=None, audio_sources=None, roles=None, *, seed: int = confi
     ab = load_blocks(tuple(audio_sources), "audio", compute=compute)
     (img_final, img_train), img_info = fit_arm_tuned(ib, images, "image_id", roles.images, n_trials, seed,
                                                      kernels, refit, tune, calibrate,
-                                                     (params or {}).get("image"))
+                                                     (params or {}).get("image"), search)
     (aud_final, aud_train), aud_info = fit_arm_tuned(ab, songs, "song_id", roles.songs, n_trials, seed,
                                                      kernels, refit, tune, calibrate,
-                                                     (params or {}).get("audio"))
+                                                     (params or {}).get("audio"), search)
     prov = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": int(seed),
             "split": roles.protocol, "tuned_on": "val (fit on train)", "n_trials": int(n_trials),
+            "search": dict(search or {"batch": 1, "engine": "local"}),
             "sources": {"image": ib.provenance, "audio": ab.provenance},
             "tuning": {"image": img_info, "audio": aud_info},
             "tuning_summary": {"image": {k: v for k, v in img_info.items() if k != "trials"},
@@ -622,17 +647,27 @@ def save_tuned_params(model: VAModel) -> Path:
     return PARAMS_FILE
 
 
+RAY_SEARCH_BATCH = 8  # trials asked at a time when the search runs on Ray (one task each)
+
+
 def train_default(profile: str = "quick", path=None, *, tune: bool = False, n_trials: int = DEFAULT_TRIALS,
-                  seed: int = config.SEED) -> Path:
+                  seed: int = config.SEED, engine: str = "local", ray_address: str | None = None) -> Path:
     """Fit the deployed model from the feature store and save it where `imuse recommend` looks.
 
     Default: the sources and hyperparameters of :func:`tuned_params` (chosen on validation by
-    the ablation), refitted on train + val: seconds. ``tune=True`` searches again (minutes).
-    Missing feature sources are computed (minutes each, once)."""
+    the ablation), refitted on train + val: seconds. ``tune=True`` searches again (minutes):
+    sequentially on the local engine, in batches of :data:`RAY_SEARCH_BATCH` trials run as Ray
+    tasks with ``engine="ray"``. Missing feature sources are computed (minutes each, once)."""
     chosen = tuned_params()
-    model = fit(tuple(chosen["image"]["sources"]), tuple(chosen["audio"]["sources"]), seed=seed,
-                n_trials=n_trials, compute=True,
-                params=None if tune else {"image": chosen["image"], "audio": chosen["audio"]})
+    search = {"batch": RAY_SEARCH_BATCH, "engine": "ray"} if engine == "ray" else None
+    with contextlib.ExitStack() as stack:
+        if tune and engine == "ray":
+            from . import engine as ray_engine
+
+            stack.enter_context(ray_engine.session(ray_address))
+        model = fit(tuple(chosen["image"]["sources"]), tuple(chosen["audio"]["sources"]), seed=seed,
+                    n_trials=n_trials, compute=True, search=search,
+                    params=None if tune else {"image": chosen["image"], "audio": chosen["audio"]})
     model.provenance["profile"] = str(profile)
     model.provenance["params_from"] = "search" if tune else PARAMS_FILE.name
     return model.save(path or default_model_path())

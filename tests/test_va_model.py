@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from imuse_lib import baselines, va_model
-from imuse_lib.errors import ModelMismatchError
+from imuse_lib.errors import ImuseError, ModelMismatchError
 from imuse_lib.pairs import ItemRoles
 
 
@@ -234,3 +234,31 @@ def test_part_metrics_oracle_and_shrunk_predictions():
     shrunk = va_model.part_metrics(0.5 + 0.5 * (iva - 0.5), sva, images, songs, roles, "test")
     assert shrunk["image_sd_ratio_v"] == pytest.approx(0.5) and shrunk["image_r_a"] == pytest.approx(1)
     assert oracle["n_images"] == (images.image_id.map(roles.images) == "test").sum()
+
+
+def test_sequential_ask_and_tell_is_optunas_own_sequential_search():
+    """tune_arm asks and tells trials itself (so that a batch can run on Ray); with batch 1 it
+    is exactly Optuna's study.optimize with the same seed and starting trials."""
+    import optuna
+
+    rng = np.random.default_rng(1)
+    x, xv = [rng.normal(size=(60, 4)), rng.normal(size=(60, 2))], [rng.normal(size=(25, 4)), rng.normal(size=(25, 2))]
+    y, yv = 0.5 + 0.2 * np.tanh(x[0][:, :2]), 0.5 + 0.2 * np.tanh(xv[0][:, :2])
+    ours = va_model.tune_arm(x, y, xv, yv, ("a", "b"), n_trials=9, seed=5)
+    sd = y.std(0)
+
+    def objective(trial):
+        kernel = trial.suggest_categorical("kernel", list(va_model.KERNELS))
+        weights = [1.0, trial.suggest_float("w_b", 0.1, 3.0, log=True)]
+        g = trial.suggest_float("g", 0.05, 4.0, log=True) if kernel == "rbf" else 1.0
+        arm = va_model.fit_arm(x, y, ("a", "b"), weights, kernel, g)
+        return va_model._val_error(arm.predict(xv), yv, sd)
+
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=5))
+    for kernel in va_model.KERNELS:
+        study.enqueue_trial({"kernel": kernel, "w_b": 1.0, **({"g": 0.5} if kernel == "rbf" else {})})
+    study.optimize(objective, n_trials=9)
+    assert ours["trials"]["value"].tolist() == [t.value for t in study.trials]
+    assert ours["val_loss"] == study.best_value
+    with pytest.raises(ImuseError, match="at least 1"):
+        va_model.tune_arm(x, y, xv, yv, ("a", "b"), n_trials=2, batch=0)

@@ -7,6 +7,7 @@ import time
 
 from .. import config
 from . import bounded_int
+from .engine_args import add_engine_args, check_engine_args
 
 IMAGE_CHOICES = ("mobilenet_v2", "mobilenet_v3_large", "resnet18", "efficientnet_b4", "efficientnet_lite0")
 AUDIO_CHOICES = ("samplecnn", "musicnn", "fcn")
@@ -32,6 +33,7 @@ def register(sub) -> None:
                    help="let torchvision download missing ImageNet weights (needs internet)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--list", action="store_true", help="list available pretrained backbones and stored feature sets")
+    add_engine_args(p, "computing the features")
     p.set_defaults(func=cmd_features)
 
 
@@ -63,8 +65,11 @@ def cmd_features(args) -> int:
             return 0
     if not (args.image_backbone or args.audio_backbone):
         raise ImuseError("features: give --image-backbone and/or --audio-backbone (or --list)")
+    check_engine_args(args)
     weights = "random" if args.random_weights else "pretrained"
     progress = sys.stderr.isatty()
+    if args.engine == "ray":
+        return _features_on_ray(args, weights)
     if args.image_backbone:
         t0 = time.perf_counter()
         bb = models.build_image_backbone(args.image_backbone, weights=weights, seed=args.seed,
@@ -79,4 +84,36 @@ def cmd_features(args) -> int:
         print(f"audio features: {args.audio_backbone}")
         fs = features.audio_features(ab, crops=args.crops, seed=args.seed, progress=progress, device=args.device)
         _report(fs, "audio", time.perf_counter() - t0)
+    return 0
+
+
+def _features_on_ray(args, weights: str) -> int:
+    """The same store entries, computed by a Ray actor pool (imuse_lib.engine)."""
+    from .. import engine, features, models
+    from ..errors import ImuseError
+
+    jobs = []
+    if args.image_backbone:
+        bb = models.build_image_backbone(args.image_backbone, weights=weights, seed=args.seed,
+                                         download=args.download_weights)
+        jobs.append(("image", bb, features.DEFAULT_VIEWS if args.views is None else args.views))
+    if args.audio_backbone:
+        ab = models.build_audio_backbone(args.audio_backbone, weights=weights, seed=args.seed)
+        jobs.append(("audio", ab, features.DEFAULT_CROPS.get(ab.name, 4) if args.crops is None else args.crops))
+    skipped = []
+    with engine.session(args.ray_address):
+        for arm, bb, n_train in jobs:
+            t0 = time.perf_counter()
+            print(f"{arm} features: {bb.name} (engine ray, {args.workers} workers)")
+            rep = engine.feature_store(bb, arm, n_train, args.seed, workers=args.workers)
+            if rep.result is not None:
+                _report(rep.result, arm, time.perf_counter() - t0)
+            print(f"  ray: {rep.computed} item(s) computed, {rep.reused} reused from an earlier run, "
+                  f"{len(rep.skipped)} skipped, {rep.seconds:.1f} s")
+            skipped += rep.skipped_lines()
+    if skipped:
+        for line in skipped:
+            print(f"  skipped: {line}", file=sys.stderr)
+        raise ImuseError(f"{len(skipped)} file(s) could not be decoded (listed above); the other items are "
+                         f"stored: fix or replace those files and run the command again to finish the entry")
     return 0

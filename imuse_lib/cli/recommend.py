@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import ImuseError
 from . import bounded_float, bounded_int, plain_text, printable
+from .engine_args import add_engine_args, check_engine_args
 
 MAX_THREADS = max(8, 4 * (os.cpu_count() or 1))  # more only thrashes (100000 once ran for minutes)
 MAX_TOP = 100_000
@@ -117,6 +118,7 @@ def register(sub) -> None:
     q.add_argument("--id", action="append", type=plain_text("id"), dest="song_id", metavar="ID",
                    help="song id (once per file; default: file name without extension)")
     _model_index_args(q)
+    add_engine_args(q, "embedding the songs")
     q.set_defaults(func=cmd_index_add)
 
     q = isub.add_parser("remove", help="remove songs by id")
@@ -230,12 +232,34 @@ def cmd_index_build(args) -> int:
 def cmd_index_add(args) -> int:
     from .. import recommend
 
+    check_engine_args(args)
     _apply_audio_limit(args)
     model = recommend.load_model(args.model)
     path = _index_path(args, model)
+    if args.engine == "ray":
+        return _index_add_on_ray(args, model, path)
     ids = recommend.add_songs(path, model, args.audio, titles=args.title, artists=args.artist,
                               song_ids=args.song_id)
     print(f"added {len(ids)} song(s) to {path}: {', '.join(ids)}")
+    return 0
+
+
+def _index_add_on_ray(args, model, path) -> int:
+    """Many files: embedded by a Ray actor pool, committed in batches; bad files skipped and
+    listed; a rerun after an interruption embeds only the songs not yet added."""
+    from .. import engine
+
+    with engine.session(args.ray_address):
+        rep = engine.index_add(path, model, args.audio, titles=args.title, artists=args.artist,
+                               song_ids=args.song_id, workers=args.workers)
+    ids = rep.result
+    print(f"added {len(ids)} song(s) to {path}{': ' + ', '.join(ids[:20]) if ids else ''}"
+          f"{' ...' if len(ids) > 20 else ''} (engine ray, {rep.seconds:.1f} s; {rep.reused} already there)")
+    for line in rep.skipped_lines():
+        print(f"  skipped: {line}", file=sys.stderr)
+    if rep.skipped:
+        raise ImuseError(f"{len(rep.skipped)} file(s) could not be decoded and were skipped (listed above); "
+                         f"the others are in the index")
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import ImuseError
 from . import bounded_int
+from .engine_args import add_engine_args, check_engine_args
 
 IMAGE_CHOICES = ("mobilenet_v2", "mobilenet_v3_large", "resnet18", "efficientnet_b4", "efficientnet_lite0")
 AUDIO_CHOICES = ("samplecnn", "musicnn", "fcn")
@@ -58,8 +59,12 @@ def register(sub) -> None:
                                    "default model used by `imuse recommend`.")
     _common(p)
     p.add_argument("--force", action="store_true", help="retrain runs that are already done")
+    add_engine_args(p, "the training runs (one Ray task each)", workers=False)
     p.add_argument("--no-timing", action="store_true", help="skip the cached vs end-to-end timing (Table 1)")
     p.add_argument("--retime", action="store_true", help="measure Table 1 again even if it was measured here")
+    p.add_argument("--tune-va", action="store_true",
+                   help="search the deployed VA model's hyperparameters again on the validation items (Optuna, "
+                        "minutes; with --engine ray its trials run as Ray tasks) instead of reusing the recorded ones")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score the trained runs and the baselines on the test split; print Table 2",
@@ -107,8 +112,10 @@ def cmd_train(args) -> int:
     print(f"profile {prof.name}: {names}"
           f" x splits {prof.splits} x {prof.variants} x seeds {prof.seeds}, {prof.epochs} epochs, "
           f"device {training.device_name(training.resolve_device(prof.device))}", file=sys.stderr)
+    check_engine_args(args)
     out = experiments.run_training(prof, force=args.force, timing=not args.no_timing, retime=args.retime,
-                                   progress=sys.stderr.isatty(), log=not sys.stderr.isatty())
+                                   progress=sys.stderr.isatty(), log=not sys.stderr.isatty(),
+                                   engine=args.engine, ray_address=args.ray_address, tune_va=args.tune_va)
     t1 = out["table1"]
     cols = [c for c in ["config", "split", "mode", "train_s_per_epoch", "val_s_per_epoch", "train_s_total",
                         "speedup_vs_end_to_end"] if c in t1]
