@@ -153,22 +153,30 @@ def check_pages(html_dir: str | Path, pages: Sequence[str], out_dir: str | Path 
             browser = stack.enter_context(chromium())
         base = stack.enter_context(serve(html_dir))
         for rel in pages:
-            for width in widths:
-                visit = Visit(browser, base, width=width)
-                try:
-                    visit.goto(rel)
+            # one load per page, then each width in turn (the page reflows as a window resized
+            # by the reader would); problems and requests are counted from the previous width on
+            visit = Visit(browser, base, width=widths[0])
+            try:
+                visit.goto(rel)
+                for width in widths:
+                    if width != widths[0]:
+                        visit.page.set_viewport_size({"width": width, "height": 1000})
+                    seen_problems, seen_blocked = len(visit.problems), len(visit.blocked)
                     try:
                         settle(visit.page)
                     except Exception as exc:  # a figure that never draws is reported by the probe
                         visit.problems.append(f"did not settle: {str(exc).splitlines()[0]}")
+                    visit.page.wait_for_timeout(300)  # reflow after the resize (plotly listens to it)
                     result = visit.page.evaluate(LAYOUT_PROBE)
                     if out is not None:
                         visit.page.screenshot(path=str(out / f"{Path(rel).stem}-{width}.png"), full_page=True)
-                finally:
-                    visit.close()
-                result["console"] = list(visit.problems)
-                result["remote"] = sorted(set(visit.blocked))
-                measured[f"{rel}@{width}"] = result
+                    problems = visit.problems if width == widths[0] else visit.problems[seen_problems:]
+                    blocked = visit.blocked if width == widths[0] else visit.blocked[seen_blocked:]
+                    result["console"] = list(problems)
+                    result["remote"] = sorted(set(blocked))
+                    measured[f"{rel}@{width}"] = result
+            finally:
+                visit.close()
     if out is not None:
         (out / "browser-check.json").write_text(json.dumps(measured, indent=1), encoding="utf-8")
     return measured
