@@ -591,7 +591,7 @@ def fit(image_sources=None, audio_sources=None, roles=None, *, seed: int = confi
                                                      (params or {}).get("audio"), search)
     prov = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": int(seed),
             "split": roles.protocol, "tuned_on": "val (fit on train)", "n_trials": int(n_trials),
-            "search": dict(search or {"batch": 1, "engine": "local"}),
+            "search": dict(search or {"batch": 1, "engine": "local"}) if tune and params is None else None,
             "sources": {"image": ib.provenance, "audio": ab.provenance},
             "tuning": {"image": img_info, "audio": aud_info},
             "tuning_summary": {"image": {k: v for k, v in img_info.items() if k != "trials"},
