@@ -850,15 +850,12 @@ def check_offline(html_dir: Path = HTML_DIR) -> None:
 
 def _book_browser():
     """scripts/book_browser.py (Playwright driving the system Chromium), beside this file."""
-    import importlib.util
+    scripts = str(Path(__file__).resolve().parent)
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import book_browser
 
-    name = "imuse_book_browser"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("book_browser.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return book_browser
 
 
 TRYIT_TIMES = ROOT / "_build" / "browser-check" / "tryit-times.json"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 N_IMAGES = 12  # three per quadrant
 FIRST_BUDGET_MS, LATER_BUDGET_MS, ASSETS_BUDGET = 3000, 500, 25e6
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = th.book_browser.find_chromium()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,19 +68,8 @@ def build_site(site: Path, model, index, npm_cache: Path, check_images=None) -> 
     return manifest
 
 
-def _book_browser():
-    """scripts/book_browser.py: the book's browser checks (served site, Playwright visits)."""
-    import importlib.util
-    import sys
+if str(ROOT / "scripts") not in sys.path:  # the book's browser checks (scripts/book_browser.py)
+    sys.path.insert(0, str(ROOT / "scripts"))
+import book_browser  # noqa: E402
 
-    name = "imuse_book_browser"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "book_browser.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-book_browser = _book_browser()
 serve = book_browser.serve
