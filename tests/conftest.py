@@ -46,3 +46,20 @@ def _no_deployed_va_model(request, monkeypatch):
         return
 
     monkeypatch.setattr(va_model, "default_model_path", lambda: Path("/nonexistent/imuse/va_model.npz"))
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they deselect
+def pytest_collection_modifyitems(config, items):
+    """test_kill's short sweep (FEW kill points, the fast suite's) draws the first points of its
+    long sweep (MANY, slow) from the same seeded generator: when both are selected, as in
+    `make test`, the long sweep alone runs them."""
+    kill = [it for it in items if getattr(it, "module", None) is not None
+            and it.module.__name__ == "test_kill" and hasattr(it, "callspec")]
+    if not kill:
+        return
+    few = kill[0].module.FEW
+    with_long = {it.originalname for it in kill if it.callspec.params.get("n") != few}
+    drop = {id(it) for it in kill if it.callspec.params.get("n") == few and it.originalname in with_long}
+    if drop:
+        config.hook.pytest_deselected(items=[it for it in items if id(it) in drop])
+        items[:] = [it for it in items if id(it) not in drop]
