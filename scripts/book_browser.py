@@ -6,8 +6,9 @@ laptop's and a phone's width. For each page and width it records:
 
 * requests for anything but the served book (aborted, so nothing leaves the machine);
 * console errors and uncaught exceptions;
-* layout: elements of the main column that scroll sideways, elements cut off past its right
-  edge (outside any scroller), plotly figures found and drawn, images without alt text;
+* layout: elements of the main column that scroll sideways, elements or text cut off past
+  its right edge (outside any scroller; a page that scrolls sideways as a whole counts too),
+  plotly figures found and drawn, images without alt text;
 * a full-page screenshot ``<page>-<width>.png``.
 
 :func:`measure_tryit` times the "Try it" page on real pictures: model load, first result and
@@ -43,6 +44,18 @@ LAYOUT_PROBE = """() => {
     if ((ox === 'auto' || ox === 'scroll') && el.scrollWidth > el.clientWidth + 1) scroll.push(name(el));
     else if (el.getBoundingClientRect().right > right && !scroller(el)) cut.push(name(el));
   });
+  // text running past the edge from a box that fits (a word too long for a phone's line)
+  const words = document.createTreeWalker(col, NodeFilter.SHOW_TEXT), range = document.createRange();
+  for (let t = words.nextNode(); t; t = words.nextNode()) {
+    const el = t.parentElement, ox = getComputedStyle(el).overflowX;
+    if (!t.textContent.trim() || !el.getClientRects().length || el.closest('details:not([open])') ||
+        ox === 'auto' || ox === 'scroll' || ox === 'hidden' || scroller(el)) continue;
+    range.selectNodeContents(t);
+    const label = name(el) + ' (text)';
+    if (Array.from(range.getClientRects()).some((r) => r.right > right) && !cut.includes(label)) cut.push(label);
+  }
+  if ((document.scrollingElement || document.documentElement).scrollWidth > window.innerWidth + 1 && !cut.length)
+    cut.push('html (the page scrolls sideways)');
   const plots = document.querySelectorAll('.js-plotly-plot');
   const drawn = Array.from(plots).filter((p) => p.querySelector('svg.main-svg'));
   const noAlt = Array.from(document.querySelectorAll('img')).filter((i) => !i.alt).map((i) => i.src.slice(-60));

@@ -460,23 +460,30 @@ def test_quick_book_builds_offline():
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
     """Playwright on a served page: a CDN script is blocked and reported, a console error is
-    caught, a block wider than the column is cut off, a wide table in a scrolling box scrolls,
-    folded code is not looked at, an image without alt text is counted; screenshots written."""
+    caught, a block wider than the column and a word longer than its line are cut off, a wide
+    table in a scrolling box scrolls, folded code is not looked at, an image without alt text is
+    counted, a page that scrolls sideways as a whole is caught; screenshots written."""
     _write(tmp_path / "site" / "p.html", """<html><head><script src="https://cdn.example.org/x.js"></script></head>
 <body><article class="bd-article" style="width:300px">
 <div id="wide" style="width:500px">too wide</div>
+<h1 id="long" style="width:300px;font-size:40px">Recommendationsrecommendations</h1>
 <div class="box" style="overflow-x:auto"><table style="width:600px"><tr><td>wide table</td></tr></table></div>
 <details><summary>code</summary><pre id="folded" style="width:900px">folded code</pre></details>
 <img src="data:image/png;base64,iVBORw0KGgo="><script>console.error("boom")</script></article></body></html>""")
     measured = bb._book_browser().check_pages(tmp_path / "site", ["p.html"], tmp_path / "shots", widths=(1280,))
     got = measured["p.html@1280"]
-    assert got["cut"] == ["div#wide"] and got["scroll"] == ["div.box"]
+    assert got["cut"] == ["div#wide", "h1#long (text)"] and got["scroll"] == ["div.box"]
     assert len(got["img_without_alt"]) == 1 and got["plotly"] == 0
     assert got["remote"] == ["https://cdn.example.org/x.js"] and "boom" in got["console"]
     assert (tmp_path / "shots" / "p-1280.png").stat().st_size > 0
     summary = bb._book_browser().summarise(measured)
-    assert summary["cut"] == {1280: 1} and summary["remote_requests"] == 1
+    assert summary["cut"] == {1280: 2} and summary["remote_requests"] == 1
     assert summary["console_errors"] == len(got["console"]) >= 1  # "boom", and the blocked script's load error
+    # nothing in the column sticks out, yet the page as a whole scrolls sideways
+    _write(tmp_path / "site" / "q.html", """<html><body><article class="bd-article" style="width:300px">fine</article>
+<div style="position:absolute;left:1500px;width:10px">far off</div></body></html>""")
+    whole = bb._book_browser().check_pages(tmp_path / "site", ["q.html"], widths=(1280,))["q.html@1280"]
+    assert whole["cut"] == ["html (the page scrolls sideways)"]
 
 
 @pytest.mark.slow
