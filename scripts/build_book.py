@@ -864,8 +864,10 @@ TRYIT_TIMES = ROOT / "_build" / "browser-check" / "tryit-times.json"
 def browser_check(html_dir: Path = HTML_DIR, out_dir: Path | None = None) -> dict:
     """Every page of the built book in headless Chromium at a laptop's and a phone's width
     (``book_browser.check_pages``): screenshots and ``browser-check.json`` in ``out_dir``.
-    Raises BuildError on a request that leaves the machine, a console error or a plotly figure
-    that does not draw; logs what overflows the main column. Returns the summary."""
+    Raises BuildError on a request that leaves the machine, a console error, a plotly figure
+    that does not draw, anything cut off past the main column's edge at either width, or a
+    sideways scroller at a laptop's width (at a phone's, a wide table scrolls inside its own
+    box, as it should). Returns the summary."""
     bb = _book_browser()
     out_dir = out_dir or ROOT / "_build" / "browser-check"
     pages = sorted(p.relative_to(html_dir).as_posix() for p in (html_dir / "book").rglob("*.html"))
@@ -877,12 +879,19 @@ def browser_check(html_dir: Path = HTML_DIR, out_dir: Path | None = None) -> dic
     log(f"browser: {summary['pages']} pages x {len(bb.WIDTHS)} widths -> {_rel(out_dir)}; sideways scrollers "
         f"{summary['scroll']}, cut off {summary['cut']}, plotly drawn {summary['plotly_drawn']}/{summary['plotly']}, "
         f"images without alt text {summary['img_without_alt']}")
-    bad = {k: v for k, v in measured.items() if v["remote"] or v["console"] or v["plotly_drawn"] < v["plotly"]}
+    laptop = max(bb.WIDTHS)
+    bad = {k: v for k, v in measured.items() if v["remote"] or v["console"] or v["plotly_drawn"] < v["plotly"]
+           or v["cut"] or (k.endswith(f"@{laptop}") and v["scroll"])}
     if bad:
-        shown = "; ".join(f"{k}: {(v['remote'] + v['console'])[:2] or 'a plotly figure did not draw'}"
-                          for k, v in list(bad.items())[:4])
-        raise BuildError(f"browser check: {len(bad)} page-width(s) with a remote request, a console error or an "
-                         f"undrawn figure: {shown}")
+        def what(key, v):
+            found = v["remote"] + v["console"] + [f"cut off: {c}" for c in v["cut"]]
+            if key.endswith(f"@{laptop}"):
+                found += [f"scrolls sideways: {c}" for c in v["scroll"]]
+            return found[:2] or ["a plotly figure did not draw"]
+        shown = "; ".join(f"{k}: {what(k, v)}" for k, v in list(bad.items())[:4])
+        raise BuildError(f"browser check: {len(bad)} page-width(s) with a remote request, a console error, an "
+                         f"undrawn figure or a layout a reader would have to scroll: {shown} (screenshots in "
+                         f"{_rel(out_dir)})")
     return summary
 
 

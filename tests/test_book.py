@@ -486,6 +486,25 @@ def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
     assert whole["cut"] == ["html (the page scrolls sideways)"]
 
 
+def test_browser_check_fails_the_build_on_what_a_reader_would_have_to_scroll(tmp_path, monkeypatch):
+    """`make book-check` fails on a cut-off word at either width and a sideways scroller at
+    1280 px; a table scrolling in its own box on a phone passes."""
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "p.html").write_text("<html></html>")
+    clean = {"scroll": [], "cut": [], "plotly": 1, "plotly_drawn": 1, "img_without_alt": [], "console": [], "remote": []}
+    measured = {"book/p.html@1280": dict(clean), "book/p.html@390": {**clean, "scroll": ["div.output"]}}
+    browser = bb._book_browser()
+    monkeypatch.setattr(browser, "check_pages", lambda *a, **k: measured)
+    assert bb.browser_check(tmp_path, tmp_path / "shots")["scroll"] == {1280: 0, 390: 1}
+    measured["book/p.html@390"]["cut"] = ["h1 (text)"]
+    with pytest.raises(bb.BuildError, match=r"p.html@390: \['cut off: h1 \(text\)'\]"):
+        bb.browser_check(tmp_path, tmp_path / "shots")
+    measured["book/p.html@390"]["cut"] = []
+    measured["book/p.html@1280"]["scroll"] = ["div.output.text_html"]
+    with pytest.raises(bb.BuildError, match="scrolls sideways: div.output.text_html"):
+        bb.browser_check(tmp_path, tmp_path / "shots")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_built_book_reads_well_in_a_browser(tmp_path):
