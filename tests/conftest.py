@@ -50,9 +50,10 @@ def _no_deployed_va_model(request, monkeypatch):
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they deselect
 def pytest_collection_modifyitems(config, items):
-    """test_kill's short sweep (FEW kill points, the fast suite's) draws the first points of its
-    long sweep (MANY, slow) from the same seeded generator: when both are selected, as in
-    `make test`, the long sweep alone runs them."""
+    """test_kill's short sweep (FEW kill points, the fast suite's) draws its points from the same
+    seeded generator as the long sweep (MANY, slow): for the pairs, feature-store and checkpoint
+    writers they are the long sweep's first points, for the index writers points drawn the same
+    way. When both are selected, as in `make test`, the long sweep runs alone."""
     kill = [it for it in items if getattr(it, "module", None) is not None
             and it.module.__name__ == "test_kill" and hasattr(it, "callspec")]
     if not kill:
