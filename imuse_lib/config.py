@@ -44,15 +44,52 @@ def data_root() -> Path | None:
     return None
 
 
-def cache_dir() -> Path:
+def cache_dir(create: bool = True) -> Path:
     path = _env_path("IMUSE_CACHE") or (
         PROJECT_ROOT / "data" / "cache" if _CHECKOUT else Path.home() / ".cache" / "imuse"
     )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _made(path, "IMUSE_CACHE", "the cache of derived data") if create else path
 
 
-def results_dir() -> Path:
+def results_dir(create: bool = True) -> Path:
     path = _env_path("IMUSE_RESULTS") or PROJECT_ROOT / "results"
-    path.mkdir(parents=True, exist_ok=True)
+    return _made(path, "IMUSE_RESULTS", "the results folder") if create else path
+
+
+def _made(path: Path, env: str, what: str) -> Path:
+    """``path`` as an existing folder, or one line saying why it cannot be (a file there, no
+    permission): "File exists" alone named neither the path nor the variable."""
+    from .errors import DataError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataError(f"{path}: {what} must be a folder, but a file is there (set {env} to a folder)") from None
+    except NotADirectoryError:
+        raise DataError(f"{path}: {what} cannot be made, a parent of it is a file (set {env} to a folder)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: {what} cannot be made ({exc.strerror or exc}; set {env} to a writable folder)"
+                        ) from None
     return path
+
+
+def env_number(name: str, default: float, lo: float, hi: float) -> float:
+    """The number in environment variable ``name`` (``default`` when unset or empty), read when
+    used, not at import: a bad value is one line naming the variable, never a traceback on
+    every command. nan, inf and values outside [lo, hi] are refused."""
+    import math
+
+    from .errors import DataError
+
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"environment variable {name}={text[:40]!r} is not a number "
+                        f"(expected {lo:g} to {hi:g}; unset it for the default {default:g})") from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise DataError(f"environment variable {name}={text[:40]!r} is out of range "
+                        f"(expected {lo:g} to {hi:g}; unset it for the default {default:g})")
+    return value

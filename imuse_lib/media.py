@@ -11,13 +11,16 @@ Budgets, checked from the file's header BEFORE anything is decoded:
 
 * images: :func:`image_working_set` estimates the bytes that decoding, mode conversion,
   EXIF rotation and the backbones' resize (shorter side to ``RESIZE_SHORT``) hold at once,
-  from width, height and the mode's channels and bit depth; over ``IMAGE_MEMORY_BUDGET``
-  the image is refused. (A 143-byte PNG of 20000 x 1 pixels resizes to 5,120,000 x 256:
+  from width, height and the mode's channels and bit depth; over
+  :func:`image_memory_budget` the image is refused. (A 143-byte PNG of 20000 x 1 pixels resizes to 5,120,000 x 256:
   4 GB; counting pixels alone let it through.)
-* audio: a file longer than ``MAX_AUDIO_SECONDS`` is refused unless asked
+* audio: :func:`audio_working_set` counts the bytes of decoded data (frames x channels,
+  float32) and the resampler's buffers, from the header; over :func:`audio_memory_budget`
+  the file is refused. A file longer than :func:`max_audio_seconds` is refused unless asked
   (``max_seconds=None``; on the command line ``--max-audio-seconds``).
 
-Both budgets can be set by environment: ``IMUSE_IMAGE_MEMORY_MB``, ``IMUSE_MAX_AUDIO_SECONDS``.
+The budgets can be set by environment: ``IMUSE_IMAGE_MEMORY_MB``, ``IMUSE_AUDIO_MEMORY_MB``,
+``IMUSE_MAX_AUDIO_SECONDS``; each is read and range-checked when a file is decoded.
 
 Every failure is a :class:`~imuse_lib.errors.MediaError` naming the file and the problem.
 """
@@ -49,10 +52,47 @@ MIN_LOOP_SECONDS = 5.0
 BACKGROUND = (255, 255, 255)
 # The image backbones resize the shorter side to this before cropping (models.image.RESIZE).
 RESIZE_SHORT = 256
+# Defaults of the budgets; the environment variables below override them, read (and checked)
+# when a file is decoded, not at import, so that a bad value never breaks `imuse --help`.
 # Bytes one image may hold in memory while decoded and resized (see image_working_set).
-IMAGE_MEMORY_BUDGET = int(float(os.environ.get("IMUSE_IMAGE_MEMORY_MB", 1024)) * 2**20)
+IMAGE_MEMORY_MB, IMAGE_MEMORY_ENV = 1024, "IMUSE_IMAGE_MEMORY_MB"
+# Bytes one audio file may hold in memory while decoded, mixed and resampled (audio_working_set).
+AUDIO_MEMORY_MB, AUDIO_MEMORY_ENV = 1024, "IMUSE_AUDIO_MEMORY_MB"
 # Longest audio decoded without being asked (seconds): a full song fits, an hour-long mix does not.
-MAX_AUDIO_SECONDS = float(os.environ.get("IMUSE_MAX_AUDIO_SECONDS", 15 * 60))
+# `--max-audio-seconds` sets MAX_AUDIO_SECONDS, which then wins over the environment.
+DEFAULT_MAX_AUDIO_SECONDS, MAX_AUDIO_SECONDS_ENV = 15 * 60, "IMUSE_MAX_AUDIO_SECONDS"
+MAX_AUDIO_SECONDS = DEFAULT_MAX_AUDIO_SECONDS
+# The largest values the variables take (a budget past the machine's memory is no budget).
+MAX_MEMORY_MB, MAX_SECONDS = 1024 * 1024, 24 * 3600
+# Frames decoded at a time: channels are mixed to mono block by block, so a many-channel
+# file never sits in memory whole.
+AUDIO_BLOCK = 1 << 16
+# Float samples this far past full scale (+60 dB) are a corrupt file, not a loud recording:
+# the backbones turn them into inf/NaN.
+MAX_SAMPLE = 1000.0
+
+
+def image_memory_budget() -> int:
+    """Bytes an image may take to decode and resize ($IMUSE_IMAGE_MEMORY_MB, default 1024 MiB)."""
+    from .config import env_number
+
+    return int(env_number(IMAGE_MEMORY_ENV, IMAGE_MEMORY_MB, 1, MAX_MEMORY_MB) * 2**20)
+
+
+def audio_memory_budget() -> int:
+    """Bytes an audio file may take to decode, mix and resample ($IMUSE_AUDIO_MEMORY_MB, default 1024 MiB)."""
+    from .config import env_number
+
+    return int(env_number(AUDIO_MEMORY_ENV, AUDIO_MEMORY_MB, 1, MAX_MEMORY_MB) * 2**20)
+
+
+def max_audio_seconds() -> float:
+    """Longest audio decoded unless asked: --max-audio-seconds, else $IMUSE_MAX_AUDIO_SECONDS, else 900 s."""
+    from .config import env_number
+
+    if MAX_AUDIO_SECONDS != DEFAULT_MAX_AUDIO_SECONDS:
+        return float(MAX_AUDIO_SECONDS)
+    return env_number(MAX_AUDIO_SECONDS_ENV, DEFAULT_MAX_AUDIO_SECONDS, 1, MAX_SECONDS)
 
 
 def check_file(path, what: str = "media") -> Path:
@@ -94,15 +134,27 @@ def to_rgb(img, path: Path):
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # High bit-depth grayscale: scale by the format's range (float: by its own range).
-        arr = np.asarray(img, dtype=np.float64)
-        if mode == "F" or arr.max(initial=0) > 65535 or arr.min(initial=0) < 0:
-            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        # High bit-depth grayscale: scale by the format's range (float: by its own range), a
+        # band of rows at a time into one 8-bit array: float64 copies of the whole image
+        # (four of them before) took 1.4 GB above the budget for a 7694 x 7694 16-bit PNG.
+        arr = np.asarray(img)
+        if arr.dtype.kind in "iu":
+            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
         else:
-            arr = arr / 257.0  # 0..65535 -> 0..255
-        img = Image.fromarray(np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8), "L")
-        return img.convert("RGB")
+            lo, hi = _finite_range(arr)
+        by_range = mode == "F" or hi > 65535 or lo < 0
+        out = np.empty(arr.shape, np.uint8)
+        for start in range(0, arr.shape[0], 256):  # the same float64 arithmetic as a whole-image pass
+            band = arr[start:start + 256].astype(np.float64)
+            if not by_range:
+                band /= 257.0  # 0..65535 -> 0..255
+            elif hi > lo:
+                band = (band - lo) / (hi - lo) * 255.0
+            else:
+                band[:] = 0.0
+            out[start:start + 256] = np.clip(np.nan_to_num(band), 0, 255)
+        del arr
+        return Image.fromarray(out, "L").convert("RGB")
     if mode == "P" or mode == "PA":
         img = img.convert("RGBA")  # keeps palette transparency, if any
         mode = "RGBA"
@@ -114,6 +166,17 @@ def to_rgb(img, path: Path):
         return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
     except (ValueError, OSError) as exc:
         raise MediaError(f"{path}: cannot convert image mode {mode} to RGB ({exc})") from None
+
+
+def _finite_range(arr: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the finite values of a float image, a band at a time (no full mask copy)."""
+    lo, hi = np.inf, -np.inf
+    for start in range(0, arr.shape[0], 256):
+        band = arr[start:start + 256]
+        band = band[np.isfinite(band)]
+        if band.size:
+            lo, hi = min(lo, float(band.min())), max(hi, float(band.max()))
+    return (lo, hi) if lo <= hi else (0.0, 0.0)
 
 
 def _pixel_bytes(mode: str) -> int:
@@ -130,7 +193,7 @@ def image_working_set(width: int, height: int, mode: str = "RGB", resize_short: 
     """Bytes held at once while an image is decoded, converted, rotated and resized.
 
     decoded + its EXIF-rotated copy + the RGB conversion (alpha: the RGBA copy and the
-    composite too; 16-bit/float: a float64 copy and an 8-bit one) + the resize to
+    composite too; 16-bit/float: a numpy copy, an 8-bit one and its RGB) + the resize to
     ``resize_short`` on the shorter side (PIL resizes in two passes: an intermediate,
     then the result), all at PIL's in-memory pixel sizes (RGB is 4 bytes a pixel).
     """
@@ -138,7 +201,7 @@ def image_working_set(width: int, height: int, mode: str = "RGB", resize_short: 
     pixels = w * h
     decoded = pixels * _pixel_bytes(mode)
     if mode.startswith("I") or mode == "F":
-        convert = pixels * (8 + 1 + 4)
+        convert = pixels * (_pixel_bytes(mode) + 1 + 4)  # numpy copy, 8-bit grey, its RGB
     elif mode in ("RGBA", "LA", "La", "RGBa", "P", "PA"):
         convert = pixels * (4 + 4 + 4 + 4)
     else:
@@ -161,7 +224,7 @@ def load_image(path, budget: int | None = None):
     Raises MediaError naming the file when it is missing, a directory, empty, not an
     image, truncated/corrupt, larger than ``MAX_IMAGE_PIXELS`` (decompression bomb), or
     when decoding and resizing it would need more than ``budget`` bytes (default
-    ``IMAGE_MEMORY_BUDGET``), judged from its header before decoding.
+    ``image_memory_budget()``), judged from its header before decoding.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -175,7 +238,7 @@ def load_image(path, budget: int | None = None):
                 if w * h > MAX_IMAGE_PIXELS:
                     raise MediaError(f"{path}: image of {w}x{h} pixels exceeds the limit of "
                                      f"{MAX_IMAGE_PIXELS} (possible decompression bomb)")
-                need, limit = image_working_set(w, h, img.mode), IMAGE_MEMORY_BUDGET if budget is None else budget
+                need, limit = image_working_set(w, h, img.mode), image_memory_budget() if budget is None else budget
                 if need > limit:
                     raise MediaError(f"{path}: image of {w}x{h} pixels ({img.mode}) would need about {_mib(need)} "
                                      f"to decode and resize (shorter side to {RESIZE_SHORT}), over the "
@@ -255,45 +318,96 @@ def _decoder_noise_captured():
             os.close(saved)
 
 
+def audio_working_set(frames: int, channels: int, rate: int, target_rate: int) -> int:
+    """Bytes held at once while ``frames`` x ``channels`` samples at ``rate`` Hz are decoded,
+    mixed to mono and resampled to ``target_rate`` (float32 throughout).
+
+    Channels are mixed block by block (:data:`AUDIO_BLOCK` frames), so the decoded file is
+    never whole in memory: the mono mix (4 bytes a frame), one decoded block and its mix;
+    then torchaudio's resampler: a padded copy of the mono mix, the strided convolution's
+    unfolded input (about the kernel's width per output frame) and the output twice (the
+    convolution's result and its transposed copy). Rate x channels x seconds counted, where
+    seconds alone let 15 min of 192 kHz stereo peak at 4.2 GB.
+    """
+    frames, channels = max(int(frames), 1), max(int(channels), 1)
+    mono = frames * 4
+    block = AUDIO_BLOCK * channels * 4 * 2
+    resample = 0
+    if rate != target_rate:
+        g = math.gcd(int(rate), int(target_rate))
+        orig, new = rate // g, target_rate // g
+        out = math.ceil(frames * new / orig)
+        width = math.ceil(6 * orig / (min(orig, new) * 0.99))  # torchaudio's sinc_interp_hann defaults
+        unfolded = math.ceil(frames / orig) * (orig + 2 * width) * 4
+        resample = frames * 4 + unfolded + out * 4 * 3
+    # + 5 % and 16 MiB for what the sum leaves out (decoder state, allocator slack)
+    return int((mono + block + resample) * 1.05) + 16 * 2**20
+
+
 def load_audio(path, sample_rate: int, max_seconds: float | None = -1.0) -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sample_rate`` Hz.
 
     Raises MediaError naming the file when it is missing, empty, not audio, corrupt,
-    longer than ``max_seconds`` (default ``MAX_AUDIO_SECONDS``; None: no limit), has no
-    samples, holds non-finite values, or is silent (peak below ``SILENCE_PEAK``), saying
-    when its channels cancel each other out in the mono mix.
+    longer than ``max_seconds`` (default :func:`max_audio_seconds`; None: no limit), would
+    need more memory than :func:`audio_memory_budget` (see :func:`audio_working_set`), has
+    no samples, holds non-finite or absurd (past +60 dB) values, or is silent (peak below
+    ``SILENCE_PEAK``), saying when its channels cancel each other out in the mono mix.
+    Damage in the middle of a compressed file is reported with where it starts.
     """
     import soundfile as sf
 
     if not isinstance(sample_rate, (int, np.integer)) or not 1 <= int(sample_rate) <= 384_000:
         raise MediaError(f"sample rate must be an integer from 1 to 384000 Hz, not {sample_rate!r}")
     if max_seconds is not None and max_seconds < 0:
-        max_seconds = MAX_AUDIO_SECONDS
+        max_seconds = max_audio_seconds()
     path = check_file(path, "audio")
     problem = _sniff_audio(path)
     if problem:
         raise MediaError(f"{path}: {problem}")
+    pos = 0
     try:
-        with _decoder_noise_captured():
-            info = sf.info(os.fspath(path))
-            seconds = info.frames / info.samplerate if info.samplerate else 0.0
+        with _decoder_noise_captured(), sf.SoundFile(os.fspath(path)) as fh:
+            sr, channels, frames = int(fh.samplerate), int(fh.channels), int(fh.frames)
+            seconds = frames / sr if sr else 0.0
             if max_seconds is not None and seconds > max_seconds:
                 raise MediaError(f"{path}: audio lasts {seconds / 60:.1f} min, over the {max_seconds / 60:.1f} min "
                                  f"limit; cut it, or raise the limit (--max-audio-seconds, IMUSE_MAX_AUDIO_SECONDS)")
-            data, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+            need, limit = audio_working_set(frames, channels, sr, int(sample_rate)), audio_memory_budget()
+            if need > limit:
+                raise MediaError(f"{path}: {seconds / 60:.1f} min of {channels}-channel audio at {sr} Hz would need "
+                                 f"about {_mib(need)} to decode and resample to {int(sample_rate)} Hz, over the "
+                                 f"{_mib(limit)} budget; cut or downmix it, or raise IMUSE_AUDIO_MEMORY_MB")
+            wave = np.empty(frames, np.float32)
+            peaks = np.zeros(channels, np.float32)
+            while True:
+                block = fh.read(AUDIO_BLOCK, dtype="float32", always_2d=True)
+                n = len(block)
+                if n == 0:
+                    break
+                if not np.isfinite(block).all():
+                    raise MediaError(f"{path}: audio holds non-finite samples at {_clock(pos / sr)} (corrupt decode)")
+                np.maximum(peaks, np.abs(block).max(axis=0), out=peaks)
+                if pos + n > len(wave):  # the header under-counted its frames (some MP3s)
+                    wave = np.concatenate([wave[:pos], np.empty(max(n, len(wave) // 8), np.float32)])
+                wave[pos:pos + n] = block.mean(axis=1)
+                pos += n
     except MediaError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
+        if pos:
+            raise MediaError(f"{path}: audio data damaged at {_clock(pos / sr)} of {_clock(seconds)} (decoded "
+                             f"up to there, then: {msg}); repair or re-encode the file") from None
         raise MediaError(f"{path}: not a readable audio file ({msg})") from None
-    if data.shape[0] == 0:
+    wave = wave[:pos]
+    if pos == 0:
         raise MediaError(f"{path}: audio file holds no samples")
-    if not np.isfinite(data).all():
-        raise MediaError(f"{path}: audio holds non-finite samples (corrupt decode)")
-    wave = data.mean(axis=1)  # mono by mean of the channels
+    if float(peaks.max()) > MAX_SAMPLE:
+        raise MediaError(f"{path}: samples reach {float(peaks.max()):.3g}, far past full scale (1.0): a corrupt "
+                         f"float file, not a recording")
     if float(np.abs(wave).max()) < SILENCE_PEAK:
-        if data.shape[1] > 1 and float(np.abs(data).max()) >= SILENCE_PEAK:
-            raise MediaError(f"{path}: its {data.shape[1]} channels cancel out when mixed to mono (one is the "
+        if channels > 1 and float(peaks.max()) >= SILENCE_PEAK:
+            raise MediaError(f"{path}: its {channels} channels cancel out when mixed to mono (one is the "
                              f"other inverted: a wiring or export fault); the mono mix is silent")
         raise MediaError(f"{path}: silent clip (peak amplitude below {SILENCE_PEAK:g})")
     if sr != sample_rate:
@@ -302,6 +416,11 @@ def load_audio(path, sample_rate: int, max_seconds: float | None = -1.0) -> np.n
 
         wave = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), int(sr), int(sample_rate)).numpy()
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(float(seconds), 0.0)
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
 
 def min_length(crop_length: int, sample_rate: int) -> int:
