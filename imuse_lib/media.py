@@ -323,23 +323,18 @@ def audio_working_set(frames: int, channels: int, rate: int, target_rate: int) -
     mixed to mono and resampled to ``target_rate`` (float32 throughout).
 
     Channels are mixed block by block (:data:`AUDIO_BLOCK` frames), so the decoded file is
-    never whole in memory: the mono mix (4 bytes a frame), one decoded block and its mix;
-    then torchaudio's resampler: a padded copy of the mono mix, the strided convolution's
-    unfolded input (about the kernel's width per output frame) and the output twice (the
-    convolution's result and its transposed copy). Rate x channels x seconds counted, where
-    seconds alone let 15 min of 192 kHz stereo peak at 4.2 GB.
+    never whole in memory: the mono mix (4 bytes a frame) and one decoded block and its mix;
+    then torchaudio's resampler, measured at 11 to 18 bytes per input frame (a padded copy,
+    the convolution's working copies) and 12 per output frame: counted as 16 and 12.
+    Rate x channels x seconds counted, where seconds alone let 15 min of 192 kHz stereo
+    peak at 4.2 GB.
     """
     frames, channels = max(int(frames), 1), max(int(channels), 1)
     mono = frames * 4
     block = AUDIO_BLOCK * channels * 4 * 2
     resample = 0
     if rate != target_rate:
-        g = math.gcd(int(rate), int(target_rate))
-        orig, new = rate // g, target_rate // g
-        out = math.ceil(frames * new / orig)
-        width = math.ceil(6 * orig / (min(orig, new) * 0.99))  # torchaudio's sinc_interp_hann defaults
-        unfolded = math.ceil(frames / orig) * (orig + 2 * width) * 4
-        resample = frames * 4 + unfolded + out * 4 * 3
+        resample = frames * 16 + math.ceil(frames * target_rate / rate) * 12
     # + 5 % and 16 MiB for what the sum leaves out (decoder state, allocator slack)
     return int((mono + block + resample) * 1.05) + 16 * 2**20
 

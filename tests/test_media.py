@@ -1,6 +1,7 @@
 """Decoding images and audio: every mode to RGB, mono resampled audio, one-line errors."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -291,28 +292,43 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
 """
 
 
+def _save_big(path: Path, mode: str, size) -> None:
+    """A ``mode`` image of ``size`` in the format that keeps its bit depth (PNG, float TIFF)."""
+    if mode == "I;16":  # a 16-bit grey PNG, with values over the whole range
+        row = (np.arange(size[0], dtype=np.uint32) * 37 % 65536).astype(np.uint16)
+        Image.fromarray(np.broadcast_to(row, (size[1], size[0])).copy()).save(path.with_suffix(".png"))
+    elif mode == "F":
+        row = np.linspace(-3.0, 7.0, size[0], dtype=np.float32)
+        Image.fromarray(np.broadcast_to(row, (size[1], size[0])).copy(), "F").save(path.with_suffix(".tif"))
+    else:
+        Image.new(mode, size).save(path.with_suffix(".png"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["L", "RGBA"])
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "F"])
 def test_largest_admitted_image_stays_within_the_budget(tmp_path, mode):
     """Decode + resize + crop of the largest image the budget admits (widest 1-row grey image;
-    largest square RGBA), measured as the peak RSS added in a fresh process."""
+    largest square RGBA, 16-bit grey PNG and float TIFF), measured as the peak RSS added in
+    a fresh process."""
     import subprocess
     import sys
 
-    budget = media.IMAGE_MEMORY_BUDGET
+    budget = media.image_memory_budget()
     if mode == "L":
         w = max(k for k in range(100, 100_000, 10) if media.image_working_set(k, 1, "L") <= budget)
         size = (w, 1)
     else:
-        n = max(k for k in range(100, 20_000, 10) if media.image_working_set(k, k, "RGBA") <= budget)
+        n = max(k for k in range(100, 20_000, 10)
+                if media.image_working_set(k, k, mode) <= budget and k * k <= media.MAX_IMAGE_PIXELS)
         size = (n, n)
-    path = tmp_path / "big.png"
-    Image.new(mode, size).save(path)
+    ext = ".tif" if mode == "F" else ".png"
+    path = tmp_path / f"big{ext}"
+    _save_big(path, mode, size)
     added = int(subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], capture_output=True, text=True,
                                check=True).stdout)
     print(f"\nPEAK {mode} {size[0]}x{size[1]}: {added / 2**20:.0f} MiB added (budget {budget / 2**20:.0f} MiB)")
     assert added <= budget
-    bigger = tmp_path / "bigger.png"
-    Image.new(mode, (size[0] + 200, size[1] + (200 if mode != "L" else 0))).save(bigger)
-    with pytest.raises(MediaError, match="budget"):
+    bigger = tmp_path / f"bigger{ext}"
+    _save_big(bigger, mode, (size[0] + 200, size[1] + (200 if mode != "L" else 0)))
+    with pytest.raises(MediaError, match="budget|decompression bomb"):
         media.load_image(bigger)
