@@ -4,6 +4,12 @@ regular file at the named path is ever replaced, an interrupted run leaves nothi
 * :func:`check_output_path` refuses, with one line naming the path, a directory, a FIFO,
   a device, a socket, a path under a file, an unwritable folder and a symbolic link
   (unless ``follow_symlinks``: then the link's target is written, the link kept).
+* :func:`check_output` is the one check of a command's ``--out``: the above, ``-`` for
+  standard output (or refused), and no output ever replaces an input (the command's own,
+  a registered data file, a song index, a model or a store entry; links and hard links
+  resolved). :func:`check_output_folder` is its counterpart for a folder.
+* :func:`require_regular_file`, :func:`read_json`, :func:`open_npz`: reading a file that is
+  a FIFO, a device, truncated or not UTF-8 is one line naming it, never a hang or traceback.
 * :func:`atomic_path` writes a temporary file beside the target (``.NAME.<pid>.<rand>.tmp``),
   flushes it to disk and renames it over the target; on any exception (Ctrl-C and, in
   the CLI, SIGTERM/SIGHUP included) the temporary file is removed. A run killed outright
@@ -23,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import DataError
+from .errors import DataError, ImuseError
 
 # Leftover temporary files without a recorded process id (older format) are removed
 # once they are this old: no write takes that long between create and rename.
@@ -86,6 +92,124 @@ def check_output_path(path: str | os.PathLike, follow_symlinks: bool = False) ->
             kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
             raise DataError(f"{path}: is {kind}, not a regular file; refusing to write there")
     _check_parent(path)
+    return path
+
+
+STDOUT = "-"  # `--out -`: standard output, never a file named "-"
+
+# What an output must never replace, judged by the file's first bytes (the layout may move).
+_PROTECTED_MAGIC = ((b"SQLite format 3\x00", "a song index (SQLite database)"),
+                    (b"PK\x03\x04", "a model or array archive (.pt / .npz)"),
+                    (b"\x93NUMPY", "a NumPy array of an index or store"),
+                    (b"\x80\x02\x8a\x0a", "a PyTorch model"))
+
+
+def is_stdout(out) -> bool:
+    """``--out -`` as typed (Path("./-") prints as "-": only the raw string counts)."""
+    return isinstance(out, str) and out == STDOUT
+
+
+def check_output(out, follow_symlinks: bool = False, inputs=(), stdout: bool = False) -> Path | None:
+    """Where a command's ``--out`` goes: None for standard output (``-``, where ``stdout``),
+    else the checked regular-file path (:func:`check_output_path`). Refused, one line each:
+    ``-`` where standard output is not supported, and a path that resolves (links, ``..``,
+    hard links) to one of ``inputs``, to a registered data file, or into the data mirror,
+    the feature store, the index or model folders, or to a file that is a song index, a
+    model or an array (:func:`refuse_replacing_inputs`)."""
+    if is_stdout(out):
+        if stdout:
+            return None
+        raise DataError("--out -: this command writes files, not standard output; give a file path "
+                        "(./- for a file named '-')")
+    path = check_output_path(out, follow_symlinks)
+    refuse_replacing_inputs(path, inputs)
+    return path
+
+
+def _identity(path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _protected_folders() -> list[tuple[Path, str]]:
+    from . import config
+
+    folders = []
+    root = config.data_root()
+    if root is not None:
+        folders.append((root, "the data mirror (registered inputs)"))
+    cache = config.cache_dir(create=False)
+    folders += [(cache / "downloads", "the download cache (registered inputs)"),
+                (cache / "features", "the feature store"), (cache / "index", "the song index folder"),
+                (config.results_dir(create=False) / "models", "the trained models folder")]
+    return [(Path(os.path.realpath(f)), what) for f, what in folders]
+
+
+def _registered_identities() -> dict[tuple[int, int], str]:
+    """(device, inode) -> mirror path, of every registered data file present."""
+    from . import config, data
+
+    roots = [r for r in (config.data_root(), config.cache_dir(create=False) / "downloads") if r is not None]
+    found = {}
+    for rel in data.registry():
+        for root in roots:
+            ident = _identity(root / rel)
+            if ident is not None:
+                found.setdefault(ident, rel)
+    return found
+
+
+def refuse_replacing_inputs(path, inputs=()) -> None:
+    """DataError when writing ``path`` would replace an input: see :func:`check_output`.
+    Compared by resolved path and by (device, inode), so a symbolic link, a ``..`` detour or
+    a hard link to an input is caught as well as the input's own name."""
+    path = Path(path)
+    real = Path(os.path.realpath(path))
+    ident = _identity(real)
+    for inp in inputs:
+        if inp is None:
+            continue
+        if Path(os.path.realpath(inp)) == real or (ident is not None and _identity(inp) == ident):
+            raise DataError(f"{path}: is this command's input {inp}; refusing to replace an input with "
+                            f"its output: write elsewhere")
+    for folder, what in _protected_folders():
+        if real == folder or folder in real.parents:
+            raise DataError(f"{path}: is inside {what} ({folder}); outputs never go there: write elsewhere")
+    if ident is None:
+        return
+    rel = _registered_identities().get(ident)
+    if rel is not None:
+        raise DataError(f"{path}: is the registered data file {rel} (a link to it); refusing to replace "
+                        f"an input: write elsewhere")
+    try:
+        with open(real, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return
+    for magic, what in _PROTECTED_MAGIC:
+        if head.startswith(magic):
+            raise DataError(f"{path}: is {what}, not an output of this command; refusing to replace it: "
+                            f"write elsewhere")
+
+
+def check_output_folder(out, inputs=(), writes=()) -> Path:
+    """A folder a command writes into (``acquire --out DIR``): not standard output, not a file,
+    not inside a protected folder, and none of the files it ``writes`` (names inside it) is
+    one of ``inputs``."""
+    if is_stdout(out):
+        raise DataError("--out -: this command writes a folder, not standard output; give a folder path")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: is a file, not a folder; --out names the folder to write in")
+    real = Path(os.path.realpath(path))
+    for folder, what in _protected_folders():
+        if real == folder or folder in real.parents:
+            raise DataError(f"{path}: is inside {what} ({folder}); outputs never go there: write elsewhere")
+    for name in writes:
+        refuse_replacing_inputs(path / name, inputs)
     return path
 
 
@@ -189,12 +313,89 @@ def write_json(path: str | os.PathLike, obj: Any, follow_symlinks: bool = False)
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", follow_symlinks)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+class CorruptFileError(DataError, ValueError):
+    """A file that is there but cannot be parsed; a ValueError too, so that callers which
+    treat an unparsable file as absent (``except ValueError``) keep doing so."""
 
 
-def write_csv(path: str | os.PathLike, frame, follow_symlinks: bool = False) -> Path:
-    """Write a pandas DataFrame without its index."""
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """The JSON in ``path``; one line naming the file for garbage (not UTF-8, not JSON) or for a
+    FIFO or device there. A missing file stays FileNotFoundError (callers treat it as absent)."""
+    path = Path(path)
+    if os.path.exists(path):
+        try:
+            require_regular_file(path, what)
+        except DataError as exc:
+            raise CorruptFileError(str(exc)) from None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(f"{path}: {what} is not UTF-8 text (byte {exc.start}); it is damaged, "
+                               f"delete or restore it") from None
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(f"{path}: {what} is not valid JSON (line {exc.lineno}: {exc.msg}); it is damaged, "
+                               f"delete or restore it") from None
+    except RecursionError:
+        raise CorruptFileError(f"{path}: {what} is nested too deeply to read") from None
+
+
+def require_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` if it is a readable regular file (links followed), else one line saying what it
+    is: a FIFO or device named where a file is read would block the reader forever."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise DataError(f"{path}: broken symbolic link (to {os.readlink(path)}), not a {what}") from None
+        raise DataError(f"{path}: no such {what}") from None
+    except NotADirectoryError:
+        raise DataError(f"{path}: a parent of this path is a file, not a folder") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataError(f"{path}: symbolic link loop, not a {what}") from None
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a directory, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise DataError(f"{path}: is {kind}, not a {what}; refusing to read it (it could block forever)")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: no permission to read this {what}")
+    return path
+
+
+@contextlib.contextmanager
+def open_npz(path: str | os.PathLike, what: str = "array file") -> Iterator[Any]:
+    """``np.load(path)`` of a regular ``.npz`` without pickles, and one line naming the file for
+    a truncated or damaged archive: inside the ``with`` block too, where members are read."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    path = require_regular_file(path, what)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            yield z
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise CorruptFileError(f"{path}: {what} is truncated or damaged ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:120]}); delete or restore it") from None
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, ImuseError):  # ours, already naming the file
+            raise
+        raise CorruptFileError(f"{path}: {what} cannot be read ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:120]}); delete or restore it") from None
+
+
+def write_csv(path: str | os.PathLike, frame, follow_symlinks: bool = False) -> Path | None:
+    """Write a pandas DataFrame without its index (to standard output for ``-``)."""
+    if is_stdout(path):
+        import sys
+
+        frame.to_csv(sys.stdout, index=False)
+        sys.stdout.flush()
+        return None
     with atomic_path(path, follow_symlinks) as tmp:
         frame.to_csv(tmp, index=False)
     return Path(path)

@@ -53,6 +53,8 @@ BATCH = 50  # songs per Spotify round (search + audio features) before their aud
 WRITE_EVERY = 1.0  # seconds between rewrites of catalog.csv / skipped.csv
 SKIPPED_COLUMNS = ["song_id", "artist", "title", "stage", "reason"]
 MAX_REASON = 160  # characters of a skip reason (downloader messages can run to pages)
+MAX_ECHO = 80  # characters of a refused artist or title echoed into skipped.csv and the terminal
+OUTPUT_FILES = ("catalog.csv", "skipped.csv")  # what a run (re)writes in its folder, besides audio/
 
 
 def _clean_field(text: str) -> str:
@@ -60,6 +62,12 @@ def _clean_field(text: str) -> str:
     text = "".join(" " if c in "\t\n\r\v\f\x85\u2028\u2029" else c for c in str(text)
                    if unicodedata.category(c) not in ("Cc", "Cf") or c in "\t\n\r\v\f\x85")
     return re.sub(r"\s+", " ", text).strip()
+
+
+def excerpt(text: str, limit: int = MAX_ECHO) -> str:
+    """The start of a field too long to echo (a 50 MB title went whole into skipped.csv and the terminal)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text):,} characters)"
 
 
 def short_reason(text: str) -> str:
@@ -109,11 +117,20 @@ def load_acquired(out: str | Path) -> pd.DataFrame:
     path = out / "catalog.csv"
     if not path.exists():
         return pd.DataFrame(columns=CATALOG_COLUMNS)
-    frame = pd.read_csv(path, dtype={"song_id": str, "spotify_id": str, "youtube_id": str},
-                        keep_default_na=False, na_values={"valence": [""], "arousal": [""]})
+    io.require_regular_file(path, "acquisition catalog")
+    hint = "delete it (the clips in audio/ are kept and re-listed by the next run) or restore it"
+    try:
+        frame = pd.read_csv(path, dtype={"song_id": str, "spotify_id": str, "youtube_id": str},
+                            keep_default_na=False, na_values={"valence": [""], "arousal": [""]})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: damaged acquisition catalog ({short_reason(exc)}); {hint}") from None
     missing = [c for c in CATALOG_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; not an `imuse acquire` catalog")
+    audio = (out / "audio").resolve()
+    for p in frame.path:  # a clip path outside DIR/audio (absolute, ../) is not one this command wrote
+        if not isinstance(p, str) or audio not in (out / p).resolve().parents:
+            raise DataError(f"{path}: clip path {excerpt(p)!r} is not inside {out / 'audio'}; {hint}")
     frame["path"] = [out / p for p in frame.path]
     return frame
 
@@ -183,7 +200,7 @@ def acquire(songlist: str | Path | pd.DataFrame, out: str | Path, *, features: s
         for i, problem in bad:
             if problem:
                 r = todo.iloc[i]
-                report.skipped.append({"song_id": r.song_id, "artist": r.artist, "title": r.title,
+                report.skipped.append({"song_id": r.song_id, "artist": excerpt(r.artist), "title": excerpt(r.title),
                                        "stage": "songlist", "reason": f"artist or title {problem}"})
         todo = todo[[not p for _, p in bad]].reset_index(drop=True)
         bar = tqdm(total=len(todo), desc="acquire", disable=not progress)

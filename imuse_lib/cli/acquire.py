@@ -36,14 +36,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
+    from .. import io
     from ..acquisition import pipeline
-    from ..errors import DataError, printable
+    from ..errors import printable
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: is a file, not a folder; --out names the folder to write the catalog in")
+    io.check_output_folder(args.out, inputs=[args.songlist], writes=pipeline.OUTPUT_FILES)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("imuse: %(message)s"))
     logger = logging.getLogger("imuse.acquisition")

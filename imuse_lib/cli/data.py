@@ -22,7 +22,7 @@ def register(sub) -> None:
     for name, helptext in (("images", "the 900 OASIS images with VA on [0, 1]"),
                            ("catalog", "the 500 4Q clips with tag-derived VA on [0, 1]")):
         p = dsub.add_parser(name, help=f"write {helptext} as CSV")
-        p.add_argument("--out", required=True, help="CSV file to write")
+        p.add_argument("--out", required=True, help="CSV file to write (- for standard output)")
         p.add_argument("--scale", choices=data.SCALES, default="fixed", help="VA normalisation (default: fixed)")
         add_follow_symlinks(p)
         p.set_defaults(func=cmd_images if name == "images" else cmd_catalog)
@@ -36,7 +36,7 @@ def register(sub) -> None:
                    help=f"seed of the random pairs and splits, {SEED_RANGE[0]}..{SEED_RANGE[1]} (default {config.SEED})")
     p.add_argument("--split", choices=pairs.SPLITS, default="paper")
     p.add_argument("--scale", choices=data.SCALES, default="fixed")
-    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--out", required=True, help="CSV file to write (- for standard output)")
     add_follow_symlinks(p)
     p.set_defaults(func=cmd_pairs)
 
@@ -58,19 +58,27 @@ def cmd_verify(args) -> int:
     return 1
 
 
+def _wrote(out: str, what: str, detail: str = "") -> None:
+    """The summary line: on stdout after a file, on stderr when the CSV itself went to stdout."""
+    if io.is_stdout(out):
+        print(f"wrote {what} to standard output{detail}", file=sys.stderr)
+    else:
+        print(f"wrote {what} to {out}{detail}")
+
+
 def cmd_images(args) -> int:
-    io.check_output_path(args.out, args.follow_symlinks)  # refuse a bad --out before the work
+    io.check_output(args.out, args.follow_symlinks, stdout=True)  # refuse a bad --out before the work
     frame = data.load_images(args.scale)[["image_id", "theme", "category", "valence", "arousal"]]
     io.write_csv(args.out, frame, args.follow_symlinks)
-    print(f"wrote {len(frame)} images to {args.out}")
+    _wrote(args.out, f"{len(frame)} images")
     return 0
 
 
 def cmd_catalog(args) -> int:
-    io.check_output_path(args.out, args.follow_symlinks)  # refuse a bad --out before the work
+    io.check_output(args.out, args.follow_symlinks, stdout=True)  # refuse a bad --out before the work
     frame = data.load_catalog(args.scale)[["song_id", "artist", "title", "quadrant", "valence", "arousal"]]
     io.write_csv(args.out, frame, args.follow_symlinks)
-    print(f"wrote {len(frame)} songs to {args.out}")
+    _wrote(args.out, f"{len(frame)} songs")
     return 0
 
 
@@ -81,9 +89,9 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_pairs(args) -> int:
-    io.check_output_path(args.out, args.follow_symlinks)  # refuse a bad --out before the work
+    io.check_output(args.out, args.follow_symlinks, stdout=True)  # refuse a bad --out before the work
     frame = pairs.make_pairs(args.split, args.seed, args.scale)
     io.write_csv(args.out, frame[["image_id", "song_id", "similarity", "group", "split"]], args.follow_symlinks)
     counts = frame.split.value_counts().to_dict()
-    print(f"wrote {len(frame)} pairs to {args.out} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
+    _wrote(args.out, f"{len(frame)} pairs", f" ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
     return 0
