@@ -93,3 +93,84 @@ def env_number(name: str, default: float, lo: float, hi: float) -> float:
         raise DataError(f"environment variable {name}={text[:40]!r} is out of range "
                         f"(expected {lo:g} to {hi:g}; unset it for the default {default:g})")
     return value
+
+
+# --------------------------------------------------------------------------- machine limits
+
+# Seconds a Ray cluster address is given to answer a TCP connection before the command stops
+# (`ray.init` itself retried for over 9 minutes, printing warnings, on an address like garbage:1).
+RAY_CONNECT_SECONDS = 10.0
+# Share of the machine's available memory a bootstrap may plan to hold.
+BOOT_MEMORY_SHARE = 0.5
+# Replicate vectors held at once: a float64 per metric, replicate and predictor (seeds averaged),
+# kept until every paired difference of a table is formed.
+BOOT_HELD_VECTORS = 16 * 24
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable), else physical memory."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def bootstrap_bytes(n_boot: int, n_images: int, n_songs: int) -> int:
+    """Peak bytes of ``n_boot`` two-way bootstrap draws of ``n_images`` images and ``n_songs``
+    songs: numpy's int64 multinomial draw of the larger side, the int16 weights of both
+    (metrics.draw_resamples), and the per-replicate metric vectors held until the end."""
+    n_boot = max(int(n_boot), 1)
+    draw = n_boot * max(int(n_images), int(n_songs), 1) * (8 + 2)
+    weights = n_boot * (int(n_images) + int(n_songs)) * 2
+    return draw + weights + n_boot * 8 * BOOT_HELD_VECTORS
+
+
+def check_bootstrap(n_boot: int, n_images: int, n_songs: int) -> int:
+    """``n_boot`` when its draws fit the machine, else one line with the estimate and the
+    largest ``--n-boot`` that fits (the documented 1,000,000 ran out of memory). A run of
+    over 10,000 replicates announces its memory estimate on stderr first: it runs long."""
+    import sys
+
+    from .errors import ImuseError
+
+    need, have = bootstrap_bytes(n_boot, n_images, n_songs), int(available_memory() * BOOT_MEMORY_SHARE)
+    if need > have:
+        fits = max(int(n_boot * have / need), 1)
+        raise ImuseError(f"--n-boot {n_boot}: the bootstrap of {n_images} images x {n_songs} songs would hold "
+                         f"about {need / 2**30:.1f} GiB, over half this machine's available memory "
+                         f"({have / 2**30:.1f} GiB); use --n-boot {fits} or less")
+    if n_boot > 10_000:
+        print(f"imuse: bootstrap of {n_boot:,} replicates ({n_images} images x {n_songs} songs): about "
+              f"{need / 2**30:.2f} GiB; it takes about {n_boot / 1000:.0f} times as long as the default 1,000",
+              file=sys.stderr)
+    return n_boot
+
+
+def ray_address_problem(address: str | None, timeout: float = RAY_CONNECT_SECONDS) -> str | None:
+    """Why the Ray cluster at ``address`` (``host:port`` or ``ray://host:port``) cannot be
+    reached, in one line, or None (reachable, or an address Ray resolves itself: ``auto``,
+    ``local``). A TCP connection with a timeout, before ``ray.init`` retries for minutes."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return None
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"Ray address {address!r} is not host:port (or ray://host:port)"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return f"Ray address {address!r}: unknown host {host!r}"
+    except TimeoutError:
+        return f"Ray address {address!r}: no answer within {timeout:g} s"
+    except OSError as exc:
+        return f"Ray address {address!r}: cannot connect ({exc.strerror or exc})"

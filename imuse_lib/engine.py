@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .config import ray_address_problem
 from .errors import DataError, ImuseError
 
 ENGINES = ("local", "ray")
@@ -62,6 +63,9 @@ def session(address: str | None = None, num_cpus: int | None = None):
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+    problem = ray_address_problem(address)  # one line now, not ray.init's minutes of retries
+    if problem:
+        raise ImuseError(f"cannot connect to the Ray cluster: {problem}")
     try:
         ray.init(logging_level="WARNING", log_to_driver=False, **kwargs)
     except (ConnectionError, RuntimeError) as exc:

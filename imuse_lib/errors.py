@@ -6,7 +6,7 @@ import unicodedata
 MAX_TEXT = 200  # characters of a title, artist or id
 # Unicode categories that corrupt a table or a terminal: controls (tab, newline, ESC of
 # terminal escape codes), format characters (bidi overrides), line/paragraph separators.
-CONTROL_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
+CONTROL_CATEGORIES = ("Cc", "Cf", "Zl", "Zp", "Cs")  # Cs: lone surrogates, undecodable bytes of a file name
 
 
 def text_problem(text: str, max_len: int = MAX_TEXT) -> str | None:
@@ -15,6 +15,8 @@ def text_problem(text: str, max_len: int = MAX_TEXT) -> str | None:
         return "is empty"
     if len(text) > max_len:
         return f"is {len(text)} characters long (at most {max_len})"
+    if any(unicodedata.category(c) == "Cs" for c in text):  # undecodable bytes of the command line
+        return "holds bytes that are not UTF-8 text"
     bad = [c for c in text if unicodedata.category(c) in CONTROL_CATEGORIES]
     if bad:
         return f"holds control character(s) {', '.join(repr(c) for c in dict.fromkeys(bad))}"
@@ -58,3 +60,25 @@ class CredentialsError(ImuseError):
 
 class ExportError(ImuseError):
     """The model cannot be exported for the book's page, or the export does not match PyTorch."""
+
+
+# Evaluation crops a model's metadata may ask for per clip: more would only burn memory and time
+# (each crop is one backbone pass); the backbones use 1 to 16.
+MAX_EVAL_CROPS = 256
+
+
+def meta_int(value, key: str, lo: int, hi: int) -> int:
+    """An integer ``key`` of a model's or checkpoint's metadata within [lo, hi], else one line
+    (ModelMismatchError): an altered checkpoint asking for 10^9 evaluation crops or "abc"
+    must not reach the code that allocates them."""
+    try:
+        number = int(value)
+        if isinstance(value, float) and number != value:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ModelMismatchError(f"model metadata: {key} is {str(value)[:40]!r}, not an integer; "
+                                 f"the model file is altered or damaged") from None
+    if not lo <= number <= hi:
+        raise ModelMismatchError(f"model metadata: {key} is {number}, outside {lo}..{hi}; "
+                                 f"the model file is altered or damaged")
+    return number

@@ -566,6 +566,7 @@ def _draws(prof: Profile, ev, split: str, resample_songs: bool = True):
     from . import metrics
 
     seed = config.SEED + SPLITS.index(split)
+    config.check_bootstrap(prof.n_boot, len(ev.query_images), len(ev.candidate_songs))
     return metrics.draw_resamples(len(ev.query_images), len(ev.candidate_songs), prof.n_boot, seed,
                                   resample_songs=resample_songs)
 

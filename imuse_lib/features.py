@@ -42,7 +42,7 @@ import numpy as np
 
 from . import config, media
 from .errors import DataError, ImuseError
-from .io import atomic_path, read_json, write_json
+from .io import atomic_path, open_npz, read_json, write_json
 from .models.base import Backbone
 
 FORMAT_VERSION = 1
@@ -220,7 +220,7 @@ def _load_entry(folder: Path, key: str):
     meta = read_json(meta_path)
     if meta.get("key") != key:
         return None
-    with np.load(npz_path, allow_pickle=False) as z:
+    with open_npz(npz_path, "feature store entry") as z:
         return [str(i) for i in z["ids"]], z["train"], z["eval"], meta
 
 

@@ -40,8 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config, pairs
-from .errors import DataError, ImuseError, ModelMismatchError
+from . import config, io, pairs
+from .errors import MAX_EVAL_CROPS, DataError, ImuseError, ModelMismatchError, meta_int
 
 JOINT_BATCH = 65536  # rows per fusion batch: fixed, so that results do not depend on N
 PARTITION_MIN = 4096  # below this many rows a full sort is as fast as argpartition
@@ -361,6 +361,7 @@ def load_model(path: str | os.PathLike | None = None) -> Model:
                         f"or pass --model PATH")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a model checkpoint")
+    io.require_regular_file(path, "model file")  # a FIFO would block the reader
     if va_model.is_va_model_file(path):
         from . import va_recommend
 
@@ -396,10 +397,10 @@ def _store_kwargs(meta: dict, which: str) -> dict:
           "weights": _clean_provenance(weights).get("kind", "pretrained")}
     for key in (("views", "seed") if which == "image" else ("crops", "seed")):
         if store.get(key) is not None:
-            kw[key] = int(store[key])
+            kw[key] = meta_int(store[key], key, 0, 2**63 - 1)
     eval_crops = (store.get("spec") or {}).get("eval_crops")
     if which == "audio" and eval_crops is not None:
-        kw["eval_crops"] = int(eval_crops)
+        kw["eval_crops"] = meta_int(eval_crops, "eval_crops", 1, MAX_EVAL_CROPS)
     return kw
 
 

@@ -78,7 +78,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto``: CUDA when present, else CPU. An explicit ``cuda`` without a GPU is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelMismatchError(f"device {str(device)!r} is not a torch device (use cpu, cuda or cuda:N)") from None
+    if dev.type not in ("cpu", "cuda"):  # meta, mps...: no data on meta, and the rest is untested here
+        raise ModelMismatchError(f"device {str(device)!r}: IMUSE runs on cpu or cuda, not {dev.type}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelMismatchError(f"device {device!r} asked for, but no CUDA GPU is available here (use --device cpu)")
     return dev
@@ -428,7 +433,7 @@ def _read(path: Path, *formats: str) -> dict:
     except FileNotFoundError:
         raise DataError(f"{path}: no such model file (train one with `imuse train`)") from None
     except Exception as exc:  # pickle / zip errors: not a checkpoint of ours
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""  # not torch's advice
         raise ModelMismatchError(f"{path}: not a readable IMUSE checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(state, dict) or state.get("format") not in formats:
         raise ModelMismatchError(f"{path}: not an IMUSE model or checkpoint (format "
@@ -442,6 +447,8 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     audio_backbone, image_weights, audio_weights, factorised, image_dim, audio_dim, seed,
     split, config... Raises ModelMismatchError for a file that is not one or does not fit."""
     path = Path(path) if path else default_model_path()
+    if os.path.lexists(path):  # a FIFO there would block torch.load forever
+        io.require_regular_file(path, "model checkpoint")
     state = _read(path, MODEL_FORMAT, CHECKPOINT_FORMAT)
     hp = state.get("hparams") or {}
     try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ import pandas as pd
 
 from . import config
 from .errors import ImuseError, ModelMismatchError
-from .io import atomic_path, write_json
+from .io import atomic_path, open_npz, write_json
 
 FORMAT = "imuse-va-model"
 FORMAT_VERSION = 1
@@ -475,7 +476,7 @@ def is_va_model_file(path) -> bool:
     try:
         with np.load(path, allow_pickle=False) as z:
             return "header" in z.files and json.loads(str(z["header"])).get("format") == FORMAT
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False
 
 
@@ -485,7 +486,7 @@ def load(path) -> VAModel:
     if not path.is_file():
         raise ImuseError(f"{path}: VA model file not found")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_npz(path, "VA model file") as z:
             header = json.loads(str(z["header"]))
             if header.get("format") != FORMAT:
                 raise ModelMismatchError(f"{path}: not an IMUSE VA model file")

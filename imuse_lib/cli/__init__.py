@@ -12,12 +12,17 @@ text :func:`plain_text`, so a value out of range is refused with the accepted ra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
 import os
 import signal
 import sqlite3
 import sys
+import unicodedata
+import warnings
+import zipfile
+from pathlib import Path
 
 from ..errors import MAX_TEXT, DataError, ImuseError, printable, text_problem  # noqa: F401 (re-exported)
 
@@ -81,8 +86,10 @@ def plain_text(name: str = "text", max_len: int = MAX_TEXT):
         problem = text_problem(text, max_len)
         if problem:
             shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
-            raise argparse.ArgumentTypeError(f"{shown} {problem}; expected 1 to {max_len} printable characters")
-        return text.strip()
+            raise argparse.ArgumentTypeError(f"{printable(shown)} {problem}; expected 1 to {max_len} printable characters")
+        # one spelling per text: NFD "é" (e + accent, as macOS file names have it) and NFC "é"
+        # print alike but would be two ids
+        return unicodedata.normalize("NFC", text.strip())
 
     parse.__name__ = name
     return parse
@@ -106,9 +113,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SIGNALLED: list[int] = []  # the signal that is ending this run, if any
+
+
 def _terminate(signum, frame):
-    """SIGTERM / SIGHUP unwind like Ctrl-C, so that `finally` blocks remove temporary files."""
+    """SIGTERM / SIGHUP unwind like Ctrl-C, so that `finally` blocks remove temporary files.
+    Recorded too: Python wraps an exception raised inside some machinery (a class body's
+    ``__set_name__``, a generator's close) in another one, which must still exit 128+N."""
+    _SIGNALLED.append(signum)
     raise SystemExit(128 + signum)
+
+
+# Python's own errors that mean a damaged input file, when the code that read it did not name it
+_DAMAGED_FILE_ERRORS = (zipfile.BadZipFile, UnicodeDecodeError, EOFError)
+_PACKAGE = str(Path(__file__).resolve().parent.parent)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Our own warnings as one ``imuse: warning:`` line; libraries' (PIL's "Corrupt EXIF data",
+    numpy's overflow, torch's UserWarning) are dropped: the results are checked instead
+    (non-finite values are refused), and ``--debug`` shows them."""
+    if str(filename).startswith(_PACKAGE):
+        print(f"imuse: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _tolerant_streams() -> None:
+    """Text that cannot be encoded (a file name with bytes that are not UTF-8) is written
+    escaped instead of raising UnicodeEncodeError in the middle of a report."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            if getattr(stream, "errors", "strict") == "strict":
+                stream.reconfigure(errors="backslashreplace")
 
 
 def _one_line(exc: BaseException, limit: int | None = None) -> str:
@@ -118,33 +153,56 @@ def _one_line(exc: BaseException, limit: int | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_streams()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
         return exc.code if isinstance(exc.code, int) else 2
+    del _SIGNALLED[:]
     for sig in (signal.SIGTERM, signal.SIGHUP):
         try:
             signal.signal(sig, _terminate)
         except (ValueError, OSError):  # not the main thread (in-process callers): leave it
             pass
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         print("imuse: interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        if _SIGNALLED:
+            print(f"imuse: terminated by {signal.Signals(_SIGNALLED[0]).name}", file=sys.stderr)
+            return 128 + _SIGNALLED[0]
+        raise
     except Exception as exc:
+        if _SIGNALLED:  # a SystemExit of _terminate, wrapped by Python in another exception
+            print(f"imuse: terminated by {signal.Signals(_SIGNALLED[0]).name}", file=sys.stderr)
+            return 128 + _SIGNALLED[0]
         if args.debug:
             raise
-        if isinstance(exc, OSError):
+        if isinstance(exc, UnicodeEncodeError):
+            bad = printable(exc.object[max(exc.start - 20, 0):exc.end + 20].encode("utf-8", "backslashreplace")
+                            .decode("utf-8"))
+            exc = DataError(f"{bad!r}: holds bytes that are not UTF-8 text (a file name or value from another "
+                            f"encoding); rename the file or give the text with --title / --id")
+        elif isinstance(exc, OSError):
             exc = DataError(f"{exc.filename or 'file'}: {exc.strerror or exc}")
         elif isinstance(exc, sqlite3.Error):
             exc = DataError(f"song index: {exc}")
         elif isinstance(exc, MemoryError):
             exc = ImuseError("out of memory; try a smaller input")
+        elif isinstance(exc, _DAMAGED_FILE_ERRORS):
+            exc = DataError(f"a file this command read is damaged or not what it should be ({type(exc).__name__}: "
+                            f"{_one_line(exc, 200)}); `imuse --debug ...` shows which")
+        elif isinstance(exc, RecursionError):
+            exc = DataError("an input is nested too deeply to read (a JSON or config file?)")
         if isinstance(exc, ImuseError):
             print(f"imuse: error: {_one_line(exc)}", file=sys.stderr)
             return 2
