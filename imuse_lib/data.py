@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import config
-from .errors import DataError
+from .errors import DataError, NetworkError
 
 REGISTRY_FILE = config.PACKAGE_DIR / "registry.tsv"
 SCALES = ("fixed", "minmax")
@@ -193,10 +193,24 @@ def fetch(asset: str, downloader=None) -> list[Path]:
         raise DataError(f"asset {asset!r} has no direct download address; {spec.how_to_get}")
     dest = config.cache_dir() / "downloads" / spec.folder
     out = []
-    for name, url in spec.urls:
-        relpath = f"{spec.folder}/{name}"
-        out.append(Path(pooch.retrieve(url, known_hash=f"sha256:{registry()[relpath]}", fname=name,
-                                       path=dest, downloader=downloader, progressbar=False)))
+    logger = pooch.get_logger()  # its "Downloading data from ..." line came before our one line
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        for name, url in spec.urls:
+            relpath = f"{spec.folder}/{name}"
+            try:
+                out.append(Path(pooch.retrieve(url, known_hash=f"sha256:{registry()[relpath]}", fname=name,
+                                               path=dest, downloader=downloader, progressbar=False)))
+            except ValueError as exc:  # pooch: the download's hash differs from the registry's
+                raise DataError(f"{url}: downloaded file does not match its registered checksum "
+                                f"({' '.join(str(exc).split())[:160]}); nothing kept") from None
+            except OSError as exc:  # requests' connection errors are OSErrors; their text runs to pages
+                reason = "no network connection or the host is unknown" if "resol" in str(exc).lower() \
+                    or "connect" in str(exc).lower() else " ".join(str(exc).split())[:160]
+                raise NetworkError(f"{url}: cannot download {relpath} ({reason}); {spec.how_to_get}") from None
+    finally:
+        logger.setLevel(level)
     return out
 
 

@@ -66,13 +66,82 @@ def world(tmp_path, monkeypatch):
     (t / "binary.csv").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)))
     (t / "bad.json").write_text("{not json")
     (t / "out.txt").write_text("a file, not a folder\n")
+    # round two (issue 23)
+    os.mkfifo(t / "fifo.npz")
+    os.mkfifo(t / "fifo.pt")
+    (t / "random.pt").write_bytes(bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)))
+    buf = __import__("io").BytesIO()
+    np.savez(buf, header=np.array('{"format": "imuse-va-model"}'), image_w=np.zeros((8, 2)))
+    (t / "truncated.npz").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    crops = dict(model.meta, audio_features={"spec": {"eval_crops": 10**9}})
+    training.save_model(t / "crops.pt", model.net, crops)
+    (t / "index_copy.sqlite").write_bytes(Path(index).read_bytes())
+    os.symlink(config.data_root() / "oasis" / "OASIS.csv", t / "to_oasis.csv")
+    (t / "acq_in").mkdir()
+    (t / "acq_in" / "catalog.csv").write_text("artist,title\nAdele,Hello\n")
+    (t / "acq_old").mkdir()
+    (t / "acq_old" / "catalog.csv").write_bytes(b"song_id,artist\n\xff\xfe\x00garbage\x00\n" * 3)
+    (t / "acq_abs").mkdir()
+    (t / "acq_abs" / "catalog.csv").write_text(",".join(["song_id", "artist", "title", "quadrant", "valence",
+        "arousal", "energy", "features_source", "spotify_id", "youtube_id", "youtube_title", "chorus_start",
+        "chorus_method", "duration", "path"]) + "\nS1,a,b,Q1,0.5,0.5,0.5,s,x,y,z,0,m,30,/etc/passwd\n")
+    sf.write(t / "nan.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    sf.write(t / "huge.wav", np.full(16000, 1e30, np.float32) * np.sin(np.arange(16000)), 16000, subtype="FLOAT")
+    (t / "undecodable").mkdir()
+    fk.write_tone(t / "undecodable" / "tmp.wav", 440)
+    os.rename(os.fsencode(t / "undecodable" / "tmp.wav"), os.fsencode(t / "undecodable") + b"/caf\xe9.wav")
+    (t / "store" / "features" / "k1").mkdir(parents=True)
+    (t / "store" / "features" / "k1" / "meta.json").write_bytes(b"\xff\xfe{garbage")
     return t, index
 
 
-def cases(t: Path, index: Path) -> list[tuple[list, str]]:
-    """(argv, phrase the one-line error must contain)."""
+def cases(t: Path, index: Path) -> list[tuple]:
+    """(argv, phrase the one-line error must contain[, environment variables set for the run])."""
     photo, tone, idx = t / "photo.jpg", t / "tone.wav", ["--index", index]
+    mirror = config.data_root()
+    undecodable = os.fsdecode(os.fsencode(t / "undecodable") + b"/caf\xe9.wav")
     return [
+        # round two (issue 23): outputs never replace inputs
+        (["data", "catalog", "--out", mirror / "4q" / "catalog_500.csv"], "inside the data mirror"),
+        (["data", "images", "--out", mirror / "oasis" / "OASIS.csv"], "inside the data mirror"),
+        (["pairs", "--out", t / "to_oasis.csv", "--follow-symlinks"], "inside the data mirror"),
+        (["pairs", "--out", index], "inside the song index folder"),
+        (["pairs", "--out", t / "index_copy.sqlite"], "is a song index"),
+        (["pairs", "--out", t / "model.pt"], "model or array archive"),
+        (["data", "images", "--out", t / "truncated.npz"], "model or array archive"),
+        (["acquire", t / "acq_in" / "catalog.csv", "--out", t / "acq_in"], "is this command's input"),
+        (["acquire", t / "songs.csv", "--out", "-"], "not standard output"),
+        # hangs: FIFOs where a model is read, an unreachable Ray cluster
+        (["recommend", photo, "--model", t / "fifo.npz"], "FIFO"),
+        (["recommend", photo, "--model", t / "fifo.pt"], "FIFO"),
+        (["index", "add", tone, "--engine", "ray", "--ray-address", "garbage:1", *idx], "unknown host"),
+        # environment values: checked at use, one line naming the variable
+        (["recommend", photo], "IMUSE_IMAGE_MEMORY_MB='lots' is not a number", {"IMUSE_IMAGE_MEMORY_MB": "lots"}),
+        (["recommend", photo], "IMUSE_IMAGE_MEMORY_MB='-1' is out of range", {"IMUSE_IMAGE_MEMORY_MB": "-1"}),
+        (["recommend", photo], "IMUSE_IMAGE_MEMORY_MB='inf' is out of range", {"IMUSE_IMAGE_MEMORY_MB": "inf"}),
+        (["recommend-images", tone], "IMUSE_MAX_AUDIO_SECONDS='nan' is out of range",
+         {"IMUSE_MAX_AUDIO_SECONDS": "nan"}),
+        (["recommend-images", tone], "IMUSE_MAX_AUDIO_SECONDS='1e400' is out of range",
+         {"IMUSE_MAX_AUDIO_SECONDS": "1e400"}),
+        (["recommend-images", tone], "IMUSE_AUDIO_MEMORY_MB='0' is out of range", {"IMUSE_AUDIO_MEMORY_MB": "0"}),
+        (["index", "list"], "must be a folder, but a file is there", {"IMUSE_CACHE": str(t / "out.txt")}),
+        # budgets in bytes of decoded data
+        (["recommend-images", tone], "over the 1 MiB budget", {"IMUSE_AUDIO_MEMORY_MB": "1"}),
+        (["recommend", photo], "over the 1 MiB budget", {"IMUSE_IMAGE_MEMORY_MB": "1"}),
+        # non-finite numbers never pass
+        (["recommend-images", t / "nan.wav"], "non-finite samples"),
+        (["recommend-images", t / "huge.wav"], "far past full scale"),
+        (["index", "add", t / "huge.wav", *idx], "far past full scale"),
+        # internal errors that were exit 1
+        (["recommend", photo, "--model", t / "truncated.npz"], "truncated.npz: not a readable IMUSE checkpoint"),
+        (["recommend", photo, "--model", t / "random.pt"], "random.pt: not a readable IMUSE checkpoint"),
+        (["recommend-images", tone, "--model", t / "crops.pt", *idx], "eval_crops is 1000000000"),
+        (["acquire", t / "songs.csv", "--out", t / "acq_old", "--features", "snapshot"], "damaged acquisition catalog"),
+        (["acquire", t / "songs.csv", "--out", t / "acq_abs", "--features", "snapshot"], "is not inside"),
+        (["index", "add", tone, "--title", "caf\udce9", *idx], "not UTF-8"),
+        (["index", "add", undecodable, *idx], "not UTF-8"),
+        (["features", "--list"], "not UTF-8 text", {"IMUSE_CACHE": str(t / "store")}),
+
         # recommend
         (["recommend", t / "missing.jpg"], "missing.jpg: file not found"),
         (["recommend", t / "empty.png"], "empty file"),
@@ -177,13 +246,22 @@ def mirror_state(root: Path) -> dict:
 def test_bad_inputs_table(world, capsys, mirror):
     t, index = world
     table = cases(t, index)
-    assert len(table) >= 40
+    assert len(table) >= 100
     mirror_before = mirror_state(mirror)
     problems, tracebacks, misleading, changed = [], 0, 0, 0
-    for argv, phrase in table:
+    for argv, phrase, *env in table:
         argv = [str(a) for a in argv]
         before = snapshot(t)
-        rc = cli.main(argv)
+        saved = {k: os.environ.get(k) for k in (env[0] if env else {})}
+        os.environ.update(env[0] if env else {})
+        try:
+            rc = cli.main(argv)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         out, err = capsys.readouterr()
         after = snapshot(t)
         lines = err.strip().splitlines()

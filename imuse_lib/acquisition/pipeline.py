@@ -180,13 +180,13 @@ def acquire(songlist: str | Path | pd.DataFrame, out: str | Path, *, features: s
     if features == "spotify" and client is None:
         client = spotify.SpotifyClient(cache_path=out / "spotify_cache.json")
         client.api  # fail now, with the credentials message, before anything is written
+    catalog = load_acquired(out)  # a damaged catalog is refused before anything is written
     try:
         (out / "audio").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     report = Report(requested=len(songs), out=out)
 
-    catalog = load_acquired(out)
     done = {sid for sid, p in zip(catalog.song_id, catalog.path) if Path(p).is_file()}
     catalog = catalog[catalog.song_id.isin(done)]
     rows = [dict(r) for r in catalog.to_dict("records")]
