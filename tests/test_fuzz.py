@@ -129,3 +129,86 @@ def test_output_path_names(tmp_path_factory, name):
     except OSError:
         pytest.skip("name too long for this file system")
     assert Path(path).parent == folder or not name
+
+
+# --------------------------------------------------------------------------- outputs never replace inputs
+
+# Ways of writing a path that reaches an input: its own name, a detour through "..", a
+# symbolic link to it, a link to its folder, a hard link, a relative path from elsewhere.
+ROUTES = ("direct", "dotdot", "dot", "link", "dirlink", "hardlink", "relative", "double-slash")
+
+
+def _route(base: Path, target: Path, route: str, tag: str) -> str:
+    if route == "direct":
+        return str(target)
+    if route == "dotdot":
+        return str(target.parent / "sub" / ".." / target.name)
+    if route == "dot":
+        return str(target.parent / "." / "." / target.name)
+    if route == "double-slash":
+        return str(target.parent) + "//" + target.name
+    if route == "link":
+        link = base / f"link-{tag}.csv"
+        link.symlink_to(target)
+        return str(link)
+    if route == "dirlink":
+        folder = base / f"dir-{tag}"
+        folder.symlink_to(target.parent, target_is_directory=True)
+        return str(folder / target.name)
+    if route == "hardlink":
+        hard = base / f"hard-{tag}.csv"
+        os.link(target, hard)
+        return str(hard)
+    return os.path.relpath(target, base / "sub")  # relative to a working folder
+
+
+@FUZZ
+@given(st.sampled_from(ROUTES), st.text(st.characters(codec="utf-8", categories=["L", "N"]), min_size=1,
+                                        max_size=12),
+       st.booleans(), st.booleans())
+def test_an_output_resolving_to_an_input_is_refused(tmp_path_factory, route, name, follow, exists):
+    """Property: whatever the route to one of the command's inputs, :func:`io.check_output`
+    refuses it and the input is untouched; an unrelated new path beside it is accepted."""
+    base = tmp_path_factory.mktemp("out")
+    (base / "sub").mkdir()
+    data = base / "in" / f"{name}.csv"
+    data.parent.mkdir()
+    data.write_text("keep,me\n")
+    out = _route(base, data, route, "t")
+    cwd = os.getcwd()
+    os.chdir(base / "sub")
+    try:
+        with pytest.raises(DataError) as info:
+            io.check_output(out, follow_symlinks=follow, inputs=[data])
+        assert "\n" not in str(info.value)
+        # a link is refused as a link unless followed; every other route as the input it is
+        assert ("symbolic link" in str(info.value)) if route == "link" and not follow else \
+            "input" in str(info.value)
+        other = base / "in" / (f"{name}-new.csv" if exists else f"{name}.out.csv")
+        if exists:
+            other.write_text("old output\n")
+        assert io.check_output(str(other), inputs=[data]) == other
+    finally:
+        os.chdir(cwd)
+    assert data.read_text() == "keep,me\n"
+
+
+def test_dash_is_standard_output_or_refused():
+    assert io.check_output("-", stdout=True) is None
+    with pytest.raises(DataError, match="not standard output"):
+        io.check_output("-")
+    with pytest.raises(DataError, match="not standard output"):
+        io.check_output_folder("-")
+
+
+@FUZZ
+@given(st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Cf", "Zl", "Zp"]), min_size=1,
+               max_size=30))
+def test_one_spelling_per_text(text):
+    """NFC and NFD spellings of one title print alike: they must be one value (one id)."""
+    parse = plain_text("title")
+    try:
+        nfc = parse(unicodedata.normalize("NFC", text))
+    except argparse.ArgumentTypeError:
+        return
+    assert parse(unicodedata.normalize("NFD", text)) == nfc == unicodedata.normalize("NFC", nfc)

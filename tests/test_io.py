@@ -126,3 +126,118 @@ def test_sigterm_during_a_cli_write_removes_the_temporary_file(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- round two (issue 23)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir", "missing", "loop"])
+def test_reading_needs_a_regular_file(tmp_path, kind):
+    """A FIFO where a model or array is read blocked the reader forever."""
+    path = tmp_path / "model.npz"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dir":
+        path.mkdir()
+    elif kind == "loop":
+        path.symlink_to(path)
+    expect = {"fifo": "FIFO", "dir": "is a directory", "missing": "no such model", "loop": "symbolic link loop"}
+    with pytest.raises(DataError, match=expect[kind]):
+        io.require_regular_file(path, "model")
+    with pytest.raises(DataError):
+        with io.open_npz(path, "model"):
+            pass
+
+
+def test_damaged_npz_and_json_name_the_file(tmp_path):
+    import numpy as np
+
+    good = tmp_path / "good.npz"
+    with open(good, "wb") as fh:
+        np.savez(fh, ids=np.arange(1000), train=np.ones((1000, 8)))
+    raw = good.read_bytes()
+    for name, data in (("half.npz", raw[: len(raw) // 2]), ("head.npz", raw[:100]),
+                       ("member.npz", raw[:200] + bytes(len(raw) - 400) + raw[-200:])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(io.CorruptFileError, match=name):
+            with io.open_npz(tmp_path / name, "feature store entry") as z:
+                z["ids"], z["train"]
+    with io.open_npz(good) as z:
+        assert z["ids"].sum() == 999 * 500
+    (tmp_path / "meta.json").write_bytes(b"\xff\xfe{garbage")
+    with pytest.raises(io.CorruptFileError, match="meta.json: store entry is not UTF-8"):
+        io.read_json(tmp_path / "meta.json", "store entry")
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    with pytest.raises(DataError, match="deep.json"):
+        io.read_json(tmp_path / "deep.json")
+    with pytest.raises(FileNotFoundError):  # absent stays absent for the callers that expect it
+        io.read_json(tmp_path / "none.json")
+
+
+def test_outputs_never_replace_protected_files(tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setenv("IMUSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("IMUSE_RESULTS", str(tmp_path / "results"))
+    db = tmp_path / "songs.sqlite"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(DataError, match="song index"):
+        io.check_output(db)
+    for folder in ("cache/features/k", "cache/index", "results/models"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        with pytest.raises(DataError, match="outputs never go there"):
+            io.check_output(tmp_path / folder / "x.csv")
+    from imuse_lib import config
+
+    mirror_file = config.data_root() / "oasis" / "OASIS.csv"
+    try:
+        os.link(mirror_file, tmp_path / "hard.csv")
+    except OSError:
+        pytest.skip("the mirror is on another file system: no hard link to it here")
+    with pytest.raises(DataError, match="registered data file oasis/OASIS.csv"):
+        io.check_output(tmp_path / "hard.csv")
+
+
+def test_environment_numbers_are_checked_at_use(monkeypatch):
+    from imuse_lib import config
+
+    for bad in ("abc", "nan", "inf", "-1", "0", "1e400", "2e9"):
+        monkeypatch.setenv("IMUSE_X", bad)
+        with pytest.raises(DataError, match="IMUSE_X"):
+            config.env_number("IMUSE_X", 5, 1, 1e6)
+    monkeypatch.setenv("IMUSE_X", " 12.5 ")
+    assert config.env_number("IMUSE_X", 5, 1, 1e6) == 12.5
+    monkeypatch.setenv("IMUSE_X", "")
+    assert config.env_number("IMUSE_X", 5, 1, 1e6) == 5
+
+
+def test_cache_or_results_that_is_a_file(tmp_path, monkeypatch):
+    from imuse_lib import config
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("IMUSE_CACHE", str(tmp_path / "file"))
+    monkeypatch.setenv("IMUSE_RESULTS", str(tmp_path / "file" / "below"))
+    with pytest.raises(DataError, match="set IMUSE_CACHE to a folder"):
+        config.cache_dir()
+    with pytest.raises(DataError, match="set IMUSE_RESULTS to a folder"):
+        config.results_dir()
+
+
+def test_bootstrap_bounded_by_memory(monkeypatch, capsys):
+    from imuse_lib import config
+    from imuse_lib.errors import ImuseError
+
+    monkeypatch.setattr(config, "available_memory", lambda: 4 * 2**30)
+    assert config.check_bootstrap(1000, 135, 75) == 1000
+    with pytest.raises(ImuseError, match=r"--n-boot 1000000: .* use --n-boot \d+ or less"):
+        config.check_bootstrap(1_000_000, 900, 500)
+    config.check_bootstrap(50_000, 135, 75)
+    assert "GiB" in capsys.readouterr().err
+
+
+def test_ray_address_is_probed_with_a_timeout():
+    from imuse_lib import config
+
+    assert "unknown host" in config.ray_address_problem("garbage:1", 2)
+    assert "not host:port" in config.ray_address_problem("ray://nohostport", 2)
+    assert config.ray_address_problem(None) is None and config.ray_address_problem("auto") is None
