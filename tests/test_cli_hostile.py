@@ -334,3 +334,87 @@ def test_top_beyond_the_index_is_said(world, capsys):
 def test_config_root_untouched(world):
     """The repository's own cache and results are never written by these tests."""
     assert str(config.cache_dir()).startswith(str(world[0]))
+
+
+# --------------------------------------------------------------------------- round two (issue 23)
+
+
+@pytest.mark.parametrize("value", ["lots", "nan", "-1", "inf", ""])
+def test_help_never_tracebacks_on_bad_environment(value):
+    """Environment values are read where they are used: a bad one never breaks `--help`."""
+    import subprocess
+
+    env = dict(os.environ, IMUSE_IMAGE_MEMORY_MB=value, IMUSE_MAX_AUDIO_SECONDS=value, IMUSE_AUDIO_MEMORY_MB=value)
+    done = subprocess.run([sys.executable, "-m", "imuse_lib", "--help"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "usage: imuse" in done.stdout
+
+
+def test_out_dash_is_standard_output(world, capsys):
+    t, _ = world
+    cwd = os.getcwd()
+    os.chdir(t)
+    try:
+        assert cli.main(["data", "catalog", "--out", "-"]) == 0
+    finally:
+        os.chdir(cwd)
+    out, err = capsys.readouterr()
+    assert out.startswith("song_id,artist,title") and len(out.splitlines()) == 501
+    assert "wrote 500 songs to standard output" in err and not (t / "-").exists()
+
+
+def test_a_signal_exits_128_plus_n_even_when_python_wraps_it(world, capsys, monkeypatch):
+    """SIGTERM raised inside `__set_name__` came out as RuntimeError, exit 1, "please report it"."""
+    import signal
+
+    def command(args):
+        class Owner:
+            class Probe:
+                def __set_name__(self, owner, name):
+                    os.kill(os.getpid(), signal.SIGTERM)
+            attr = Probe()
+        return 0
+
+    monkeypatch.setattr("imuse_lib.cli.data.cmd_verify", command)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["data", "verify"]) == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    err = capsys.readouterr().err
+    assert err.strip() == "imuse: terminated by SIGTERM"
+
+
+def test_library_warnings_stay_out_of_normal_output(world, capsys, monkeypatch):
+    """PIL's "Corrupt EXIF data", numpy's overflow: not around a normal recommendation."""
+    import warnings
+
+    t, _ = world
+
+    def noisy(args):
+        warnings.warn("Corrupt EXIF data", UserWarning)  # stands in for PIL's, from a library file
+        return 0
+
+    noisy.__code__ = noisy.__code__.replace(co_filename=np.__file__)
+    monkeypatch.setattr("imuse_lib.cli.data.cmd_verify", noisy)
+    assert cli.main(["data", "verify"]) == 0
+    assert "EXIF" not in capsys.readouterr().err
+
+
+def test_acquire_does_not_echo_a_huge_field(world, capsys):
+    t, _ = world
+    (t / "huge.csv").write_text("artist,title\nAdele," + "x" * 1_000_000 + "\n")
+    assert cli.main(["acquire", str(t / "huge.csv"), "--out", str(t / "acq_huge"), "--features", "snapshot",
+                     "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert len(out) + len(err) < 2000 and "1,000,000 characters" in out
+    assert (t / "acq_huge" / "skipped.csv").stat().st_size < 2000
+
+
+def test_device_must_be_cpu_or_cuda():
+    from imuse_lib.errors import ModelMismatchError
+
+    for bad in ("meta", "garbage", "mps:0"):
+        with pytest.raises(ModelMismatchError, match="device"):
+            training.resolve_device(bad)
+    assert training.resolve_device("cpu").type == "cpu"

@@ -332,3 +332,59 @@ def test_largest_admitted_image_stays_within_the_budget(tmp_path, mode):
     _save_big(bigger, mode, (size[0] + 200, size[1] + (200 if mode != "L" else 0)))
     with pytest.raises(MediaError, match="budget|decompression bomb"):
         media.load_image(bigger)
+
+
+# --------------------------------------------------------------------------- round two (issue 23)
+
+
+def test_damaged_mp3_says_where(tmp_path):
+    """2 kB of an MP3 damaged mid-file: one line saying where, not "Unspecified internal error"."""
+    import soundfile as sf
+
+    t = np.arange(16000 * 20) / 16000
+    sf.write(tmp_path / "ok.mp3", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, format="MP3")
+    raw = bytearray((tmp_path / "ok.mp3").read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 2048] = bytes(np.random.default_rng(1).integers(0, 256, 2048, dtype=np.uint8))
+    (tmp_path / "damaged.mp3").write_bytes(bytes(raw))
+    assert len(media.load_audio(tmp_path / "ok.mp3", 16000)) == 16000 * 20
+    with pytest.raises(MediaError, match=r"damaged.mp3: audio data damaged at 0:\d\d\.\d of 0:20"):
+        media.load_audio(tmp_path / "damaged.mp3", 16000)
+
+
+def test_audio_budget_counts_rate_and_channels(tmp_path, monkeypatch):
+    """Seconds alone let 15 min of 192 kHz stereo through (4.2 GB); bytes do not."""
+    mono = media.audio_working_set(16000 * 900, 1, 16000, 16000)
+    wide = media.audio_working_set(192000 * 900, 2, 192000, 16000)
+    assert wide > 10 * mono and wide > media.audio_memory_budget() > mono
+    import soundfile as sf
+
+    sf.write(tmp_path / "eight.wav", np.random.default_rng(0).normal(0, 0.1, (48000, 8)).astype(np.float32), 48000)
+    monkeypatch.setenv("IMUSE_AUDIO_MEMORY_MB", "17")
+    with pytest.raises(MediaError, match="8-channel audio at 48000 Hz would need about"):
+        media.load_audio(tmp_path / "eight.wav", 16000)
+    monkeypatch.setenv("IMUSE_AUDIO_MEMORY_MB", "64")
+    assert len(media.load_audio(tmp_path / "eight.wav", 16000)) == 16000
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_high_bit_depth_conversion_matches_the_whole_image_formula(mode):
+    """The band-by-band conversion gives the bytes the whole-image float64 formula gave."""
+    rng = np.random.default_rng(3)
+    if mode == "I;16":
+        arr = rng.integers(0, 65536, (600, 300)).astype(np.uint16)
+        arr[0, :5] = [0, 257, 514, 65535, 256]
+    elif mode == "I":
+        arr = rng.integers(-70000, 70000, (600, 300)).astype(np.int32)
+    else:
+        arr = rng.normal(0, 5, (600, 300)).astype(np.float32)
+        arr[1, 1] = np.nan
+    img = Image.fromarray(arr) if mode != "I" else Image.fromarray(arr, "I")
+    got = np.asarray(media.to_rgb(img, Path("x")))[..., 0]
+    ref = np.asarray(img, dtype=np.float64)
+    if mode == "F" or ref.max(initial=0) > 65535 or ref.min(initial=0) < 0:
+        lo, hi = float(np.nanmin(ref)), float(np.nanmax(ref))
+        ref = (ref - lo) / (hi - lo) * 255.0
+    else:
+        ref = ref / 257.0
+    assert np.array_equal(got, np.clip(np.nan_to_num(ref), 0, 255).astype(np.uint8))
