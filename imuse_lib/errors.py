@@ -82,3 +82,14 @@ def meta_int(value, key: str, lo: int, hi: int) -> int:
         raise ModelMismatchError(f"model metadata: {key} is {number}, outside {lo}..{hi}; "
                                  f"the model file is altered or damaged")
     return number
+
+
+def require_finite(what, *arrays) -> None:
+    """MediaError naming ``what`` (the input) when a computed value (features, a prediction)
+    is NaN or infinite: "valence nan" must never be printed as a result."""
+    import numpy as np
+
+    for arr in arrays:
+        if arr is not None and not np.isfinite(np.asarray(arr, dtype=float)).all():
+            raise MediaError(f"{what}: the model's output for this input is not a finite number (NaN or inf); "
+                             f"the input holds values the network cannot take, or the model file is damaged")

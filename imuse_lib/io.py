@@ -405,5 +405,11 @@ def save_torch(path: str | os.PathLike, obj: Any, follow_symlinks: bool = False)
     import torch
 
     with atomic_path(path, follow_symlinks) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a full disk as RuntimeError, not OSError
+            if "write" not in str(exc).lower():
+                raise
+            raise DataError(f"{path}: cannot be written ({str(exc).strip().splitlines()[-1][-120:]}; a full disk?); "
+                            f"the file is unchanged") from None
     return Path(path)

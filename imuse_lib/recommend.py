@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from . import config, io, pairs
-from .errors import MAX_EVAL_CROPS, DataError, ImuseError, ModelMismatchError, meta_int
+from .errors import MAX_EVAL_CROPS, DataError, ImuseError, ModelMismatchError, meta_int, require_finite
 
 JOINT_BATCH = 65536  # rows per fusion batch: fixed, so that results do not depend on N
 PARTITION_MIN = 4096  # below this many rows a full sort is as fast as argpartition
@@ -467,6 +467,7 @@ class Recommender:
         self._require_songs()
         top = _check_top(top)
         vec, va = self.image_point(image)
+        require_finite(_name(image), vec, va)
         idx = self.index
         if self.model.factorised:
             pos, sim = rank_va(va, idx.song_va_columns, top)
@@ -500,6 +501,7 @@ class Recommender:
             raise DataError(f"{idx.path}: holds no images; rebuild it with `imuse index build`")
         feats = self.model.embed_audio([audio])
         vec, va = self.model.music_side(feats)
+        require_finite(_name(audio), vec, va)
         if self.model.factorised:
             pos, sim = rank_va(va[0], idx.image_va_columns, top)
             image_va, song_va = idx.image_va[pos], np.repeat(va, len(pos), axis=0)

@@ -418,3 +418,20 @@ def test_device_must_be_cpu_or_cuda():
         with pytest.raises(ModelMismatchError, match="device"):
             training.resolve_device(bad)
     assert training.resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize("side", ["image_side", "music_side"])
+def test_a_nan_prediction_is_never_printed(world, capsys, monkeypatch, side):
+    """"valence nan" was printed with exit 0; now one line naming the input, exit 2."""
+    t, _ = world
+    real = getattr(recommend.Model, side)
+
+    def poisoned(self, feats):
+        return tuple(None if x is None else np.full_like(x, np.nan) for x in real(self, feats))
+
+    monkeypatch.setattr(recommend.Model, side, poisoned)
+    query = t / ("photo.jpg" if side == "image_side" else "tone.wav")
+    rc = cli.main(["recommend" if side == "image_side" else "recommend-images", str(query)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "nan" not in out.lower() and err.count("\n") == 1
+    assert f"{query}: the model's output for this input is not a finite number" in err

@@ -241,3 +241,18 @@ def test_ray_address_is_probed_with_a_timeout():
     assert "unknown host" in config.ray_address_problem("garbage:1", 2)
     assert "not host:port" in config.ray_address_problem("ray://nohostport", 2)
     assert config.ray_address_problem(None) is None and config.ray_address_problem("auto") is None
+
+
+def test_torch_write_failure_is_one_line(tmp_path, monkeypatch):
+    """A full disk under torch.save is a RuntimeError ("file write failed"), not an OSError."""
+    import torch
+
+    def full(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed "
+                           "writing file data/0: file write failed")
+
+    (tmp_path / "m.pt").write_text("old")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DataError, match="m.pt: cannot be written .*file write failed.*unchanged"):
+        io.save_torch(tmp_path / "m.pt", {"a": 1})
+    assert (tmp_path / "m.pt").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
