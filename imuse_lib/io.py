@@ -339,27 +339,35 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise CorruptFileError(f"{path}: {what} is nested too deeply to read") from None
 
 
-def require_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
-    """``path`` if it is a readable regular file (links followed), else one line saying what it
-    is: a FIFO or device named where a file is read would block the reader forever."""
-    path = Path(path)
+def regular_file_problem(path: str | os.PathLike, noun: str = "a file") -> str | None:
+    """Why ``path`` cannot be read as a regular file (missing, a folder, a FIFO or device,
+    a link loop...), phrased with ``noun`` ("an image file"), or None when it can."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            raise DataError(f"{path}: broken symbolic link (to {os.readlink(path)}), not a {what}") from None
-        raise DataError(f"{path}: no such {what}") from None
+            return f"broken symbolic link (to {os.readlink(path)}), not {noun}"
+        return f"file not found (expected {noun})"
     except NotADirectoryError:
-        raise DataError(f"{path}: a parent of this path is a file, not a folder") from None
+        return "a parent of this path is a file, not a folder"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise DataError(f"{path}: symbolic link loop, not a {what}") from None
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+            return f"symbolic link loop, not {noun}"
+        return f"cannot be read ({exc.strerror or exc})"
     if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{path}: is a directory, not a {what}")
-    if not stat.S_ISREG(st.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-        raise DataError(f"{path}: is {kind}, not a {what}; refusing to read it (it could block forever)")
+        return f"is a directory, not {noun}"
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block the reader or never end
+        return f"is {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a regular file')}, not {noun}"
+    return None
+
+
+def require_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` if it is a readable regular file (links followed), else one line saying what it
+    is: a FIFO or device named where a file is read would block the reader forever."""
+    path = Path(path)
+    problem = regular_file_problem(path, f"a {what}")
+    if problem:
+        raise DataError(f"{path}: {problem}")
     if not os.access(path, os.R_OK):
         raise DataError(f"{path}: no permission to read this {what}")
     return path

@@ -28,10 +28,8 @@ Every failure is a :class:`~imuse_lib.errors.MediaError` naming the file and the
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import os
-import stat
 import sys
 import tempfile
 import warnings
@@ -97,25 +95,13 @@ def max_audio_seconds() -> float:
 
 def check_file(path, what: str = "media") -> Path:
     """A clear error for a path that cannot be a media file, before any decoder sees it."""
+    from .io import regular_file_problem
+
     path = Path(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise MediaError(f"{path}: broken symbolic link (to {os.readlink(path)}), not an {what} file") from None
-        raise MediaError(f"{path}: file not found (expected an {what} file)") from None
-    except NotADirectoryError:
-        raise MediaError(f"{path}: a parent of this path is a file, not a folder") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise MediaError(f"{path}: symbolic link loop, not an {what} file") from None
-        raise MediaError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise MediaError(f"{path}: is a directory, not an {what} file")
-    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        kind = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
-                stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(st.st_mode), "special")
-        raise MediaError(f"{path}: is {kind}, not an {what} file")
+    problem = regular_file_problem(path, f"an {what} file")
+    if problem:
+        raise MediaError(f"{path}: {problem}")
+    st = os.stat(path)
     if st.st_size == 0:
         raise MediaError(f"{path}: empty file (0 bytes), not an {what} file")
     if not os.access(path, os.R_OK):

@@ -141,7 +141,7 @@ def test_reading_needs_a_regular_file(tmp_path, kind):
         path.mkdir()
     elif kind == "loop":
         path.symlink_to(path)
-    expect = {"fifo": "FIFO", "dir": "is a directory", "missing": "no such model", "loop": "symbolic link loop"}
+    expect = {"fifo": "FIFO", "dir": "is a directory", "missing": "file not found", "loop": "symbolic link loop"}
     with pytest.raises(DataError, match=expect[kind]):
         io.require_regular_file(path, "model")
     with pytest.raises(DataError):
