@@ -349,6 +349,8 @@ def load_audio(path, sample_rate: int, max_seconds: float | None = -1.0) -> np.n
     try:
         with _decoder_noise_captured(), sf.SoundFile(os.fspath(path)) as fh:
             sr, channels, frames = int(fh.samplerate), int(fh.channels), int(fh.frames)
+            if not 1 <= sr <= 10_000_000 or channels < 1:
+                raise MediaError(f"{path}: header says {sr} Hz and {channels} channel(s): not a playable file")
             seconds = frames / sr if sr else 0.0
             if max_seconds is not None and seconds > max_seconds:
                 raise MediaError(f"{path}: audio lasts {seconds / 60:.1f} min, over the {max_seconds / 60:.1f} min "

@@ -388,3 +388,45 @@ def test_high_bit_depth_conversion_matches_the_whole_image_formula(mode):
     else:
         ref = ref / 257.0
     assert np.array_equal(got, np.clip(np.nan_to_num(ref), 0, 255).astype(np.uint8))
+
+
+AUDIO_PEAK_SCRIPT = r"""
+import resource, sys
+from imuse_lib import media
+media.load_audio(sys.argv[2], 16000)  # the libraries and the resampler warmed on a short clip
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+media.load_audio(sys.argv[1], 16000)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rate,channels", [(192000, 2), (96000, 8)])
+def test_largest_admitted_audio_stays_within_the_budget(tmp_path, rate, channels):
+    """Decode + mix + resample to 16 kHz of the longest file the audio budget admits at this
+    rate and channel count, measured as the peak RSS added in a fresh process."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    budget = media.audio_memory_budget()
+    lo, hi = 1, 10**10
+    while lo < hi:  # the most frames admitted
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if media.audio_working_set(mid, channels, rate, 16000) <= budget else (lo, mid - 1)
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(tmp_path / "big.wav", "w", rate, channels, subtype="PCM_16") as fh:
+        for start in range(0, lo, 1 << 20):
+            fh.write((rng.standard_normal((min(1 << 20, lo - start), channels)) * 0.1).astype(np.float32))
+    sf.write(tmp_path / "short.wav", (rng.standard_normal((rate, channels)) * 0.1).astype(np.float32), rate)
+    added = int(subprocess.run([sys.executable, "-c", AUDIO_PEAK_SCRIPT, str(tmp_path / "big.wav"),
+                                str(tmp_path / "short.wav")], capture_output=True, text=True, check=True).stdout)
+    print(f"\nPEAK {rate} Hz x {channels}, {lo / rate:.0f} s: {added / 2**20:.0f} MiB added "
+          f"(budget {budget / 2**20:.0f} MiB)")
+    assert added <= budget
+    with sf.SoundFile(tmp_path / "big.wav", "r+") as fh:  # a little longer: refused before decoding
+        fh.seek(0, sf.SEEK_END)
+        fh.write(np.zeros((rate, channels), np.float32))
+    with pytest.raises(MediaError, match="budget"):
+        media.load_audio(tmp_path / "big.wav", 16000)
