@@ -124,12 +124,12 @@ def available_memory() -> int:
 
 def bootstrap_bytes(n_boot: int, n_images: int, n_songs: int) -> int:
     """Peak bytes of ``n_boot`` two-way bootstrap draws of ``n_images`` images and ``n_songs``
-    songs: numpy's int64 multinomial draw of the larger side, the int16 weights of both
-    (metrics.draw_resamples), and the per-replicate metric vectors held until the end."""
+    songs: numpy's int64 multinomial draws of both sides and their int16 copies, held at once
+    in metrics.draw_resamples (measured: 401 MiB for 200,000 x (135 + 75), as counted), and
+    the per-replicate metric vectors held until the end."""
     n_boot = max(int(n_boot), 1)
-    draw = n_boot * max(int(n_images), int(n_songs), 1) * (8 + 2)
-    weights = n_boot * (int(n_images) + int(n_songs)) * 2
-    return draw + weights + n_boot * 8 * BOOT_HELD_VECTORS
+    draw = n_boot * (int(n_images) + int(n_songs)) * (8 + 2)
+    return draw + n_boot * 8 * BOOT_HELD_VECTORS
 
 
 def check_bootstrap(n_boot: int, n_images: int, n_songs: int) -> int:
