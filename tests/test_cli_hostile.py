@@ -111,6 +111,9 @@ def cases(t: Path, index: Path) -> list[tuple]:
         (["data", "images", "--out", t / "truncated.npz"], "model or array archive"),
         (["acquire", t / "acq_in" / "catalog.csv", "--out", t / "acq_in"], "is this command's input"),
         (["acquire", t / "songs.csv", "--out", "-"], "not standard output"),
+        (["export", "onnx", "--out", "-", "--no-check"], "not standard output"),
+        (["export", "onnx", "--out", t / "out.txt", "--no-check"], "is a file, not a folder"),
+        (["acquire", t / "songs.csv", "--out", mirror / "acquired"], "inside the data mirror"),
         # hangs: FIFOs where a model is read, an unreachable Ray cluster
         (["recommend", photo, "--model", t / "fifo.npz"], "FIFO"),
         (["recommend", photo, "--model", t / "fifo.pt"], "FIFO"),

@@ -34,12 +34,13 @@ def register(sub) -> None:
 
 
 def cmd_export_onnx(args) -> int:
-    from .. import config, export
+    from .. import config, export, io
 
     n = export.CHECK_IMAGES if args.check_images is None else args.check_images
     if n < 1:
         raise ImuseError(f"--check-images must be at least 1, not {n}")
     out = args.out or config.results_dir() / "tryit"
+    io.check_output_folder(str(out), inputs=[args.model, args.index], writes=("manifest.json", "songs.json"))
     images = None if args.no_check else export.check_images(n)
     manifest = export.write_page_assets(out, args.model, args.index, images=images, check=not args.no_check,
                                         force=args.force)
