@@ -6,6 +6,11 @@
   ``$IMUSE_CACHE`` or ``<project>/data/cache`` (git-ignored).
 * ``results_dir()``: training/evaluation outputs read by the book. ``$IMUSE_RESULTS`` or
   ``<project>/results`` (git-ignored).
+
+And the limits of this machine, read when used (never at import): :func:`env_number` (an
+``IMUSE_*`` number, range-checked, one line naming the variable), :func:`check_bootstrap`
+(the memory a bootstrap may take), :func:`ray_address_problem` (a Ray address probed with a
+timeout).
 """
 
 from __future__ import annotations
