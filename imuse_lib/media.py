@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import image_view
 from .errors import MediaError
 
 # Largest image we decode (pixels): PIL's own default guard against decompression bombs.
@@ -47,8 +48,8 @@ SILENCE_PEAK = 1e-4
 MIN_LOOP_SECONDS = 5.0
 # Transparent pixels are composited onto this background (white, like a page or viewer).
 BACKGROUND = (255, 255, 255)
-# The image backbones resize the shorter side to this before cropping (models.image.RESIZE).
-RESIZE_SHORT = 256
+# The image backbones resize the shorter side to this before cropping (the image-view spec).
+RESIZE_SHORT = image_view.RESIZE
 # Bytes one image may hold in memory while decoded and resized (see image_working_set).
 IMAGE_MEMORY_BUDGET = int(float(os.environ.get("IMUSE_IMAGE_MEMORY_MB", 1024)) * 2**20)
 # Longest audio decoded without being asked (seconds): a full song fits, an hour-long mix does not.

@@ -21,6 +21,8 @@ import soundfile as sf
 from PIL import Image
 
 from imuse_lib import cli, config, recommend, training
+from imuse_lib import deployed
+from imuse_lib.index import building as index_building
 
 import recommend_fakes as fk
 
@@ -36,9 +38,9 @@ def world(tmp_path, monkeypatch):
     ckpt = training.save_model(tmp_path / "model.pt", model.net, model.meta)
     monkeypatch.setattr(training, "default_model_path", lambda: ckpt)
     fakes = {"image": fk.image_backbone, "audio": fk.audio_backbone}
-    monkeypatch.setattr(recommend.Model, "_build", lambda self, which: fakes[which]())
+    monkeypatch.setattr(deployed.DeployedModel, "_build", lambda self, which: fakes[which]())
     catalog, sf_, images, if_ = fk.make_catalog()
-    index = recommend.build_index(recommend.load_model(), None, catalog, sf_, images, if_, progress=False)
+    index = index_building.build_index(deployed.load_deployed(), None, catalog, sf_, images, if_, progress=False)
 
     t = tmp_path
     fk.write_image(t / "photo.jpg")
