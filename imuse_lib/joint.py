@@ -22,6 +22,12 @@ FUSION_BATCH = 65536  # rows per fusion batch: fixed, so that results do not dep
 SCORER_BATCH = 16384  # stored rows per step of JointScorer.score (its work buffer's size)
 
 
+def pair_similarity(image_va: np.ndarray, music_va: np.ndarray) -> np.ndarray:
+    """Eq. 1 between the two predicted VA points of each pair (float64 from the heads' float32)."""
+    return pairs.similarity(image_va[:, 0].astype(np.float64), image_va[:, 1].astype(np.float64),
+                            music_va[:, 0].astype(np.float64), music_va[:, 1].astype(np.float64))
+
+
 def _torch():
     import torch
 
@@ -45,9 +51,7 @@ def fuse_pairs(net, image_vecs: np.ndarray, music_vecs: np.ndarray,
             iva, mva = net.fuse(img, mus)
             ivas[start:start + k] = iva.numpy()
             mvas[start:start + k] = mva.numpy()
-    sim = pairs.similarity(ivas[:, 0].astype(np.float64), ivas[:, 1].astype(np.float64),
-                           mvas[:, 0].astype(np.float64), mvas[:, 1].astype(np.float64))
-    return sim, ivas, mvas
+    return pair_similarity(ivas, mvas), ivas, mvas
 
 
 def score_joint(net, image_vec: np.ndarray, music_vecs: np.ndarray,
@@ -117,9 +121,7 @@ class JointScorer:
                     h.relu_()
                 ivas[start:start + len(chunk)] = self.net.image_head(h).numpy()
                 mvas[start:start + len(chunk)] = self.net.music_head(h).numpy()
-        sim = pairs.similarity(ivas[:, 0].astype(np.float64), ivas[:, 1].astype(np.float64),
-                               mvas[:, 0].astype(np.float64), mvas[:, 1].astype(np.float64))
-        return sim, ivas, mvas
+        return pair_similarity(ivas, mvas), ivas, mvas
 
 
 def joint_means(net, image_vecs: np.ndarray, music_vecs: np.ndarray,

@@ -205,7 +205,7 @@ def test_recommender_ranks_by_eq1_and_images_with_different_va_get_different_son
         assert list(res.items.song_id) == [catalog.song_id[j] for j in np.argsort(-sim, kind="stable")[:5]]
         tops.append(set(res.items.song_id))
     assert tops[0] != tops[1]
-    # a saved VA model is what load_model returns, and the index accepts it
+    # a saved VA model is what load_deployed returns, and the index accepts it
     saved = model.va.save(tmp_path / "va.npz")
     again = deployed.load_deployed(saved)
     assert isinstance(again, deployed.VADeployedModel) and again.fingerprint == model.fingerprint

@@ -102,8 +102,8 @@ class DeployedModel:
                 f"[{weights_label(m.get('audio_weights'))}]")
 
     def image_pipeline_module(self):
-        """The image path as one torch module (what the book's page runs, via ONNX): float RGB
-        [N, 3, 224, 224] in [0, 1] (resize shorter side to 256, centre crop 224, as PIL does)
+        """The image path as one torch module (what the book's page runs, via ONNX): the
+        evaluation crop, float RGB [N, 3, 224, 224] in [0, 1] (:mod:`imuse_lib.image_view`)
         -> predicted VA [N, 2]; normalisation happens inside. Factorised models only."""
         from .. import image_path
 

@@ -60,20 +60,22 @@ def stored_sources(index_path: Path, ids: list[str]) -> dict[str, str]:
     return found
 
 
-def refuse_taken(index_path: Path, ids: list[str], conn: sqlite3.Connection | None = None) -> None:
-    def taken_in(c):
-        found = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            found |= {r[0] for r in c.execute(
-                f"SELECT song_id FROM songs WHERE song_id IN ({','.join('?' * len(chunk))})", chunk)}
-        return found
+def ids_present(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """Those of ``ids`` that are song ids in the index (asked 500 at a time)."""
+    found = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        found |= {r[0] for r in conn.execute(
+            f"SELECT song_id FROM songs WHERE song_id IN ({','.join('?' * len(chunk))})", chunk)}
+    return found
 
+
+def refuse_taken(index_path: Path, ids: list[str], conn: sqlite3.Connection | None = None) -> None:
     if conn is None:
         with contextlib.closing(connect_read(index_path)) as c:
-            taken = taken_in(c)
+            taken = ids_present(c, ids)
     else:
-        taken = taken_in(conn)
+        taken = ids_present(conn, ids)
     if taken:
         raise ImuseError(f"{index_path}: song id(s) already in the index: {', '.join(sorted(taken)[:5])}; "
                          f"remove them first (`imuse index remove`) or pass --id")
@@ -88,11 +90,7 @@ def remove_songs(index_path: str | os.PathLike, song_ids: Iterable[str]) -> list
     check_index_file(index_path)
     with writer_lock(index_path):
         with writable(index_path) as conn:
-            present = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                present |= {r[0] for r in conn.execute(
-                    f"SELECT song_id FROM songs WHERE song_id IN ({','.join('?' * len(chunk))})", chunk)}
+            present = ids_present(conn, ids)
             unknown = [s for s in ids if s not in present]
             if unknown:
                 shown = ", ".join(repr(s) if text_problem(s) else s for s in unknown[:5])

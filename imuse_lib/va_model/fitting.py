@@ -41,7 +41,7 @@ def tune_arm(blocks: list[np.ndarray], y_train: np.ndarray, val_blocks: list[np.
 
     Trials are asked ``batch`` at a time and told in order, so the search depends on the seed
     and the batch size only: ``engine="ray"`` runs each batch's trials as Ray tasks (inside an
-    ``engine.session``) and finds exactly what the local engine finds with the same batch.
+    ``parallel.session``) and finds exactly what the local engine finds with the same batch.
     ``batch=1`` is the plain sequential search."""
     import optuna
 
