@@ -7,12 +7,13 @@ item, view) has one feature vector; training then never runs a CNN again.
     fs = features.audio_features("musicnn", crops=4)        # 500 4Q clips
     fs.ids, fs.train [N, K, D], fs.eval [N, D], fs.meta
 
-Views. Images: ``K`` random training views (Resize 256 + random 224 crop + horizontal flip
-p = 0.5), each seeded by (seed, image_id, view), plus the evaluation view (Resize 256 +
-centre crop 224). Clips: ``M`` random crops of the backbone's input length (start drawn
-uniformly, seeded by (seed, song_id)) plus the backbone's fixed evaluation crops (evenly
-spaced over the clip; the centre one when there is one), whose features are averaged
-into ``eval``. Clips shorter than a crop follow :func:`imuse_lib.media.fit_length`.
+Views (made by :mod:`imuse_lib.feature_views`). Images: ``K`` random training views
+(the spec of :mod:`imuse_lib.image_view`: random crop + horizontal flip), each seeded by
+(seed, image_id, view), plus the evaluation view (centre crop). Clips: ``M`` random crops of
+the backbone's input length (start drawn uniformly, seeded by (seed, song_id)) plus the
+backbone's fixed evaluation crops (evenly spaced over the clip; the centre one when there is
+one), whose features are averaged into ``eval``. Clips shorter than a crop follow
+:func:`imuse_lib.media.fit_length`.
 
 On-disk format (``cache_dir()/features/<backbone>-<key>/``):
 

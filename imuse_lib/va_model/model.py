@@ -71,8 +71,8 @@ class VAModel:
 
     # ---- query time: raw inputs -> VA
     def image_pipeline_module(self):
-        """torch.nn.Module: RGB [N, 3, 224, 224] in [0, 1] (evaluation preprocessing: resize the
-        shorter side to 256, centre crop 224) -> calibrated VA [N, 2]. Backbone normalisation and
+        """torch.nn.Module: RGB [N, 3, 224, 224] in [0, 1] (the evaluation crop of
+        :mod:`imuse_lib.image_view`) -> calibrated VA [N, 2]. Backbone normalisation and
         the image statistics run inside, in torch ops (ONNX-exportable)."""
         from .torch_path import ImageVAPipeline
 
