@@ -25,7 +25,7 @@ from ..joint import joint_means
 from . import arrays as mmap_arrays
 from .editing import per_file_text, refuse_taken
 from .files import (SCHEMA_VERSION, SIDECARS, SONG_COLUMNS, blob, bump_generation, connect_read, connect_write,
-                    file_kind, insert_all, new_generation, utc_now, read_meta, writable, writer_lock)
+                    file_kind, insert_all, new_generation, read_meta, transaction, utc_now, writable, writer_lock)
 from .reading import check_fingerprint, default_index_path, open_index
 
 
@@ -185,20 +185,11 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
                                     image_vecs, music_dim)
                 song_rows += kept
                 meta["added_kept"] = str(len(kept))  # said by `imuse index build`
-            try:
-                conn = connect_write(path)
-            except sqlite3.DatabaseError as exc:
-                raise DataError(f"{path}: cannot rewrite the song index ({exc})") from None
-            with contextlib.closing(conn):
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for table in ("meta", "songs", "images"):
-                        conn.execute(f"DROP TABLE IF EXISTS {table}")
-                    insert_all(conn, meta, song_rows, image_rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+            conn = connect_write(path, "cannot rewrite the song index")
+            with contextlib.closing(conn), transaction(conn):
+                for table in ("meta", "songs", "images"):
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+                insert_all(conn, meta, song_rows, image_rows)
         else:
             for suffix in SIDECARS:  # journals of an index deleted by hand: never replay them onto this one
                 with contextlib.suppress(FileNotFoundError):

@@ -178,14 +178,31 @@ def writer_lock(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT):
         os.close(fd)  # releases the lock
 
 
-def connect_write(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=LOCK_TIMEOUT)
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        conn.close()
-        raise DataError(f"{path}: cannot switch the song index to WAL journal mode (got {mode})")
-    conn.execute("PRAGMA synchronous=FULL")
+def connect_write(path: Path, failing: str = "not an IMUSE song index") -> sqlite3.Connection:
+    """A connection for writing, in WAL mode; SQLite's refusal becomes one line (``failing``)."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=LOCK_TIMEOUT)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise DataError(f"{path}: cannot switch the song index to WAL journal mode (got {mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.DatabaseError as exc:
+        raise DataError(f"{path}: {failing} ({exc})") from None
     return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection):
+    """One write transaction on ``conn`` (taken at once: BEGIN IMMEDIATE), committed at the end
+    of the block, rolled back on any error or interruption."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 @contextlib.contextmanager
@@ -195,19 +212,11 @@ def writable(path: Path):
     check_index_file(path)
     if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
         raise DataError(f"{path}: song index is not writable")
-    try:
-        conn = connect_write(path)
-    except sqlite3.DatabaseError as exc:
-        raise DataError(f"{path}: not an IMUSE song index ({exc})") from None
+    conn = connect_write(path)
     try:
         meta_of(conn, path)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     except sqlite3.DatabaseError as exc:
         raise DataError(f"{path}: cannot update the song index ({exc})") from None
     finally:
