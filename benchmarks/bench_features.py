@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from imuse_lib import config, data, features, io, media, models
+from imuse_lib import feature_views
 
 PHOTOS = ["Acorns 1", "Monkey 3", "Car 1", "Beach 1", "Dog 4", "Lake 1"]
 STORE_BACKBONES = [("image", "mobilenet_v2"), ("image", "efficientnet_lite0"), ("audio", "musicnn"), ("audio", "fcn")]
@@ -140,7 +141,7 @@ def sanity_audio(n: int = 4, top: int = 5, seed: int = config.SEED) -> dict:
         res = {}
         for row in picks.itertuples():
             wave = media.fit_length(media.load_audio(row.path, ab.sample_rate), ab.input_length, ab.sample_rate, row.path)
-            starts = features.eval_starts(len(wave), ab.input_length, ab.eval_crops)
+            starts = feature_views.eval_starts(len(wave), ab.input_length, ab.eval_crops)
             x = torch.from_numpy(np.stack([wave[s:s + ab.input_length] for s in starts]))
             with torch.inference_mode():
                 probs = ab.head(ab.module(x)).mean(0)

@@ -19,7 +19,7 @@ Measures, on this machine's CPU (the machine may be shared: the load average is 
    model (Eq. 1 nearest neighbours + the metadata of the top 10) both ways;
 4. the joint model at ``--songs`` songs (the trained quick-profile network where `imuse train`
    has run): the exact scoring with the precomputed music half of the fusion layer
-   (``recommend.JointScorer``, what a query runs) against an approximate index of the same
+   (``joint_model.JointScorer``, what a query runs) against an approximate index of the same
    score (k-means clusters of the precomputed halves, exact rescoring of the best clusters'
    songs), with its recall of the exact top 10.
 
@@ -43,7 +43,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imuse_lib import config, data, engine, io, recommend, song_index
+from imuse_lib import config, data, deployed, engine, io, parallel, ranking
+from imuse_lib import joint as joint_model
+from imuse_lib.index import arrays as index_arrays
+from imuse_lib.index import files as index_files
+from imuse_lib.index import reading as index_reading
 from imuse_lib.models import build_audio_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +135,7 @@ def bench_embedding(clips: list[str], small: list[str], n_eval: int) -> dict:
     # a whole 20-file `--engine ray` job, Ray started and stopped with it, against the local path
     local_small = _local(bb, small, n_eval)
     t = time.perf_counter()
-    with engine.session(num_cpus=2):
+    with parallel.session(num_cpus=2):
         DataContext.get_current().enable_progress_bars = False
         _ray_job(bb, small, n_eval, 2)
     whole = time.perf_counter() - t
@@ -149,10 +153,10 @@ def _synthetic_index(path: Path, n: int, seed: int) -> None:
     va = rng.random((n, 2), dtype=np.float32)
     vecs = np.maximum(rng.standard_normal((n, 128), dtype=np.float32), 0)
     with sqlite3.connect(path) as conn:
-        for stmt in song_index.SCHEMA.split(";"):
+        for stmt in index_files.SCHEMA.split(";"):
             if stmt.strip():
                 conn.execute(stmt)
-        meta = {"schema_version": str(song_index.SCHEMA_VERSION), "fingerprint": "synthetic",
+        meta = {"schema_version": str(index_files.SCHEMA_VERSION), "fingerprint": "synthetic",
                 "music_dim": "128", "image_dim_vec": "0", "generation": "bench"}
         conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         conn.executemany("INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, '')",
@@ -167,7 +171,7 @@ def _queries(idx, n_queries: int, seed: int) -> dict:
     times, answers = [], []
     for k, q in enumerate(points):
         t = time.perf_counter()
-        pos, sim = recommend.rank_va(q, cols, 10)
+        pos, sim = ranking.rank_va(q, cols, 10)
         rows = idx.song_rows(pos)
         took = time.perf_counter() - t
         if k >= 2:  # two warm-up queries
@@ -183,23 +187,23 @@ def bench_index(n: int, n_queries: int, seed: int) -> dict:
         t = time.perf_counter()
         _synthetic_index(path, n, seed)
         write_s = time.perf_counter() - t
-        write_arrays = song_index._write_arrays
-        song_index._write_arrays = lambda *a, **k: None  # the load alone, as every index loaded before
+        write_arrays = index_arrays.write_arrays
+        index_arrays.write_arrays = lambda *a, **k: None  # the load alone, as every index loaded before
         try:
             t = time.perf_counter()
-            before = song_index.open_index(path)  # no arrays yet: SQLite
+            before = index_reading.open_index(path)  # no arrays yet: SQLite
             before_s = time.perf_counter() - t
         finally:
-            song_index._write_arrays = write_arrays
+            index_arrays.write_arrays = write_arrays
         assert not isinstance(before.song_va, np.memmap)
         t = time.perf_counter()
-        song_index._publish_arrays(path, "bench")  # what a write does after its commit
+        index_arrays.publish_generation(path, "bench")  # what a write does after its commit
         arrays_write_s = time.perf_counter() - t
         q_before = _queries(before, n_queries, seed)
         loads = []
         for _ in range(3):
             t = time.perf_counter()
-            after = song_index.open_index(path)
+            after = index_reading.open_index(path)
             loads.append(time.perf_counter() - t)
         assert isinstance(after.song_va, np.memmap)
         q_after = _queries(after, n_queries, seed)
@@ -209,16 +213,16 @@ def bench_index(n: int, n_queries: int, seed: int) -> dict:
         torch.manual_seed(seed)
         net = IMUSENet(256, 200).eval()  # the paper's joint network; only its fusion layers are used
         t = time.perf_counter()
-        scorer = recommend.JointScorer(net, after.song_vectors)
+        scorer = joint_model.JointScorer(net, after.song_vectors)
         pre_s = time.perf_counter() - t
         image_vec = np.maximum(np.random.default_rng(seed).standard_normal(256), 0).astype(np.float32)
         joint = []
         for k in range(7):
             t = time.perf_counter()
-            recommend.top_k(scorer.score(image_vec)[0], 10)
+            ranking.top_k(scorer.score(image_vec)[0], 10)
             if k >= 2:
                 joint.append(time.perf_counter() - t)
-        size_mb = sum(f.stat().st_size for f in song_index.arrays_dir(path).rglob("*.npy")) / 1e6
+        size_mb = sum(f.stat().st_size for f in index_arrays.arrays_dir(path).rglob("*.npy")) / 1e6
     print(f"index {n:,} songs: load SQLite {before_s:.2f} s -> arrays {min(loads) * 1000:.0f} ms; "
           f"VA query {q_before['median_ms']:.1f} -> {q_after['median_ms']:.1f} ms; joint query "
           f"{_summary(joint)['median_ms']:.0f} ms (+{pre_s:.1f} s once per load)", flush=True)
@@ -240,9 +244,9 @@ def _joint_world(n: int, seed: int, model_path: Path | None):
     path = model_path or config.results_dir() / "quick" / "runs" / "mobilenet_v2+musicnn" / "cold" / "joint" / \
         "seed0" / "model.pt"
     if path.exists():
-        model = recommend.load_model(path)
-        afs = features.audio_features(**recommend._store_kwargs(model.meta, "audio"), progress=False)
-        ifs = features.image_features(**recommend._store_kwargs(model.meta, "image"), progress=False)
+        model = deployed.load_deployed(path)
+        afs = features.audio_features(**deployed.store_kwargs(model.meta, "audio"), progress=False)
+        ifs = features.image_features(**deployed.store_kwargs(model.meta, "image"), progress=False)
         a, b = rng.integers(0, len(afs.eval), (2, n))
         lam = rng.random((n, 1), dtype=np.float32)
         feats = lam * afs.eval[a] + (1 - lam) * afs.eval[b]
@@ -261,7 +265,7 @@ def _joint_world(n: int, seed: int, model_path: Path | None):
 def _scorer_on(scorer, pre: torch.Tensor):
     """``scorer``'s exact fusion over other precomputed music halves (centroids, or a subset
     of the songs): JointScorer.score reads only its weights, ``pre`` and a work buffer."""
-    other = recommend.JointScorer.__new__(recommend.JointScorer)
+    other = joint_model.JointScorer.__new__(joint_model.JointScorer)
     other.__dict__.update(scorer.__dict__)
     other.pre = pre
     other._work = torch.empty((min(scorer.batch, max(len(pre), 1)), pre.shape[1]))
@@ -271,7 +275,7 @@ def _scorer_on(scorer, pre: torch.Tensor):
 def bench_joint(n: int, seed: int, model_path: Path | None, clusters: int = 1024,
                 probes: tuple = (16, 64, 256)) -> dict:
     """The joint model at ``n`` songs: exact scoring with the precomputed music half
-    (``recommend.JointScorer``, what a query runs) against an approximate index of the same
+    (``joint_model.JointScorer``, what a query runs) against an approximate index of the same
     scores - k-means clusters of the precomputed halves; a query scores the centroids
     exactly, then rescores exactly the songs of its ``nprobe`` best clusters - with its
     recall of the exact top 10."""
@@ -280,12 +284,12 @@ def bench_joint(n: int, seed: int, model_path: Path | None, clusters: int = 1024
     torch.set_num_threads(1)
     net, music, queries, label = _joint_world(n, seed, model_path)
     t = time.perf_counter()
-    scorer = recommend.JointScorer(net, music)
+    scorer = joint_model.JointScorer(net, music)
     pre_s = time.perf_counter() - t
     exact, times = [], []
     for k, q in enumerate(queries):
         t = time.perf_counter()
-        exact.append(recommend.top_k(scorer.score(q)[0], 10))
+        exact.append(ranking.top_k(scorer.score(q)[0], 10))
         times.append(time.perf_counter() - t)
     out = {"songs": n, "network": label, "exact": {**_summary(times[2:]), "precompute_s": round(pre_s, 3)}}
     print(f"joint {n:,} songs ({label}): exact {out['exact']['median_ms']:.0f} ms a query", flush=True)
@@ -302,10 +306,10 @@ def bench_joint(n: int, seed: int, model_path: Path | None, clusters: int = 1024
         times, recall = [], []
         for k, q in enumerate(queries):
             t = time.perf_counter()
-            best = recommend.top_k(centre_scorer.score(q)[0], nprobe)
+            best = ranking.top_k(centre_scorer.score(q)[0], nprobe)
             cand = np.sort(np.concatenate([members[c] for c in best]))
             sub = _scorer_on(scorer, scorer.pre[torch.from_numpy(cand)])
-            got = cand[recommend.top_k(sub.score(q)[0], 10)]
+            got = cand[ranking.top_k(sub.score(q)[0], 10)]
             times.append(time.perf_counter() - t)
             recall.append(len(set(got) & set(exact[k])) / 10)
         row = {"nprobe": nprobe, **_summary(times[2:]), "recall_at_10": round(float(np.mean(recall)), 3)}

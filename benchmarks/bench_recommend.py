@@ -15,7 +15,7 @@ Measures, on this machine's CPU:
 4. query time against synthetic catalogs of 1k..1M songs for the factorised path
    (Eq. 1 nearest neighbours over stored VA, numpy) and the joint path, both as the stored
    music vectors scored through ``net.fuse`` in batches and as the deployed
-   ``recommend.JointScorer`` (music half of the first fusion layer precomputed once per
+   ``joint.JointScorer`` (music half of the first fusion layer precomputed once per
    index), plus loading such an index from SQLite.
 
 Targets (issue 5): warm query under 100 ms; 1M-song VA search under 50 ms.
@@ -40,6 +40,12 @@ import torch
 
 from imuse_lib import config, data, io, recommend, training
 from imuse_lib.network import IMUSENet
+from imuse_lib import deployed
+from imuse_lib.index import building as index_building
+from imuse_lib.index import files as index_files
+from imuse_lib.index import reading as index_reading
+from imuse_lib import joint
+from imuse_lib import ranking
 
 
 def _ms(seconds: float) -> float:
@@ -61,22 +67,22 @@ def _summary(times: list[float]) -> dict:
             "min_ms": _ms(ts[0]), "n": len(ts)}
 
 
-def bench_build(model: recommend.Model, path: Path, repeats: int) -> dict:
+def bench_build(model: deployed.DeployedModel, path: Path, repeats: int) -> dict:
     from imuse_lib import features
 
     t = time.perf_counter()
-    afs = features.audio_features(**recommend._store_kwargs(model.meta, "audio"), progress=False)
-    ifs = features.image_features(**recommend._store_kwargs(model.meta, "image"), progress=False)
+    afs = features.audio_features(**deployed.store_kwargs(model.meta, "audio"), progress=False)
+    ifs = features.image_features(**deployed.store_kwargs(model.meta, "image"), progress=False)
     store_s = time.perf_counter() - t
     catalog, images = data.load_catalog(), data.load_images()
     pos = {s: i for i, s in enumerate(afs.ids)}
     song_feats = afs.eval[[pos[s] for s in catalog.song_id]]
     ipos = {s: i for i, s in enumerate(ifs.ids)}
     image_feats = ifs.eval[[ipos[s] for s in images.image_id]]
-    times = _timeit(lambda: recommend.build_index(model, path, catalog, song_feats, images, image_feats,
+    times = _timeit(lambda: index_building.build_index(model, path, catalog, song_feats, images, image_feats,
                                                   progress=False), repeats)
     # the full `imuse index build` path once (store load + catalog load + build)
-    full = _timeit(lambda: recommend.build_index(model, path, progress=False), 1)[0]
+    full = _timeit(lambda: index_building.build_index(model, path, progress=False), 1)[0]
     return {"songs": len(catalog), "images": len(images), "build": _summary(times),
             "full_build_incl_store_load_ms": _ms(full), "feature_store_load_ms": _ms(store_s),
             "index_bytes": path.stat().st_size}
@@ -113,10 +119,10 @@ def bench_warm(rec: recommend.Recommender, images: list[Path], warmup: int = 3) 
         total.append(t2 - t1)
     # ranking alone (stored arrays, the image point known)
     if rec.model.factorised:
-        rank = _timeit(lambda: recommend.rank_va(va, rec.index.song_va_columns, 10), 50)
+        rank = _timeit(lambda: ranking.rank_va(va, rec.index.song_va_columns, 10), 50)
     else:
         scorer = rec.joint_scorer()
-        rank = _timeit(lambda: recommend.top_k((scorer.score(vec) if scorer else recommend.score_joint(
+        rank = _timeit(lambda: ranking.top_k((scorer.score(vec) if scorer else joint.score_joint(
             rec.model.net, vec, rec.index.song_vectors))[0], 10), 50)
     return {"songs": len(rec.index), "model": rec.model.label(), "query_incl_image_arm": _summary(total),
             "image_arm_only": _summary(arm), "ranking_only": _summary(rank)}
@@ -130,17 +136,17 @@ def bench_scaling(sizes: list[int], net_joint: IMUSENet, seed: int, sqlite_max: 
     for n in sizes:
         va = rng.random((n, 2), dtype=np.float32)
         vecs = np.maximum(rng.standard_normal((n, 128), dtype=np.float32), 0)
-        cols = recommend.va_columns(va)  # prepared once when an index is loaded
-        recommend.rank_va(query_va, cols, 10)  # warm-up
-        t_va = _timeit(lambda: recommend.rank_va(query_va, cols, 10), 15 if n <= 100_000 else 7)
+        cols = ranking.va_columns(va)  # prepared once when an index is loaded
+        ranking.rank_va(query_va, cols, 10)  # warm-up
+        t_va = _timeit(lambda: ranking.rank_va(query_va, cols, 10), 15 if n <= 100_000 else 7)
         reps = 5 if n <= 100_000 else 3
-        recommend.score_joint(net_joint, image_vec, vecs[: min(n, 1000)])
-        t_joint = _timeit(lambda: recommend.top_k(recommend.score_joint(net_joint, image_vec, vecs)[0], 10), reps)
+        joint.score_joint(net_joint, image_vec, vecs[: min(n, 1000)])
+        t_joint = _timeit(lambda: ranking.top_k(joint.score_joint(net_joint, image_vec, vecs)[0], 10), reps)
         t0 = time.perf_counter()
-        scorer = recommend.JointScorer(net_joint, vecs)  # once per loaded index
+        scorer = joint.JointScorer(net_joint, vecs)  # once per loaded index
         t_pre = time.perf_counter() - t0
         scorer.score(image_vec)
-        t_fast = _timeit(lambda: recommend.top_k(scorer.score(image_vec)[0], 10), 15 if n <= 100_000 else 7)
+        t_fast = _timeit(lambda: ranking.top_k(scorer.score(image_vec)[0], 10), 15 if n <= 100_000 else 7)
         row = {"songs": n, "va_nn_median_ms": _ms(statistics.median(t_va)), "va_nn_min_ms": _ms(min(t_va)),
                "joint_fuse_median_ms": _ms(statistics.median(t_joint)), "joint_fuse_min_ms": _ms(min(t_joint)),
                "joint_precomputed_median_ms": _ms(statistics.median(t_fast)),
@@ -161,17 +167,17 @@ def _sqlite_load(n: int, va: np.ndarray, vecs: np.ndarray) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "synthetic.sqlite"
         with sqlite3.connect(path) as conn:
-            for stmt in recommend.SCHEMA.split(";"):
+            for stmt in index_files.SCHEMA.split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
-            meta = {"schema_version": str(recommend.SCHEMA_VERSION), "fingerprint": "synthetic",
+            meta = {"schema_version": str(index_files.SCHEMA_VERSION), "fingerprint": "synthetic",
                     "music_dim": "128", "image_dim_vec": "0"}
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             conn.executemany("INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, '')",
                              ((f"SYN{i:08d}", "artist", f"title {i}", None, vecs[i].tobytes(),
                                float(va[i, 0]), float(va[i, 1])) for i in range(n)))
         t = time.perf_counter()
-        idx = recommend.open_index(path)
+        idx = index_reading.open_index(path)
         load = time.perf_counter() - t
         assert len(idx) == n
         return {"sqlite_load_ms": _ms(load), "sqlite_mb": round(path.stat().st_size / 1e6, 1)}
@@ -194,7 +200,7 @@ def main(argv=None) -> int:
 
     threads = list(dict.fromkeys(int(t) for t in args.threads.split(",") if t)) or [torch.get_num_threads()]
     model_path = args.model or training.default_model_path()
-    model = recommend.load_model(model_path)
+    model = deployed.load_deployed(model_path)
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                           "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
@@ -228,11 +234,11 @@ def main(argv=None) -> int:
 
         result["other_models"] = []
         for k, extra in enumerate(args.also):
-            other = recommend.load_model(extra)
+            other = deployed.load_deployed(extra)
             path = Path(tmp) / f"other{k}.sqlite"
             print(f"other model {other.label()} ...", flush=True)
             t0 = time.perf_counter()
-            recommend.build_index(other, path, progress=False)
+            index_building.build_index(other, path, progress=False)
             entry = {"path": str(extra), "label": other.label(), "build_ms": _ms(time.perf_counter() - t0)}
             other_rec = recommend.Recommender.load(other, path)
             for k in threads:

@@ -1,11 +1,37 @@
 """IMUSE: reproducible companion to *Music recommendation based on affective image
 content analysis* (Chheda et al., ICMLDE 2023).
 
-One module per concept: ``data`` (assets and loaders), ``pairs`` (Eq. 1, sampling,
-splits), ``media`` (decoding images and audio), ``models`` (the frozen backbones),
-``features`` (the feature store), ``network`` / ``training`` / ``metrics`` /
-``baselines`` (the paper's model and its evaluation), ``recommend`` (the deployed
-song index), ``acquisition`` (Spotify / YouTube / chorus pipeline).
+The package map, one home per concept, from the top layer down (the layers contract in
+``pyproject.toml``, checked by ``tests/test_layers.py``, keeps every import pointing down):
+
+* ``cli``: the ``imuse`` command (one module per command group).
+* ``experiments``: the paper's experiment grid, its tables and the profiles it runs under.
+* ``export``: the deployed recommender for the book's in-browser page (ONNX + song file).
+* ``engine``: Ray embedding jobs (``imuse features`` / ``imuse index add --engine ray``).
+* ``recommend``: queries on a song index: ranked songs for an image, images for a song.
+* ``index``: the song index (SQLite + memory-mapped arrays); storage apart from building.
+* ``deployed``: the deployed model (``DeployedModel``, ``load_deployed``, its one default).
+* ``va_model``: the per-item VA regressors (the default deployed model), fit and ablation.
+* ``training``: training the paper's IMUSE network and scoring it.
+* ``baselines``: the predictors the network is compared with.
+* ``features``: the feature store (frozen-backbone features, computed once).
+* ``feature_views``: how an item becomes backbone inputs (views, crops) and features.
+* ``network``: the paper's two-arm network (``IMUSENet``) and its factorised variant.
+* ``joint``: the joint network at serving time (Eq. 1 through the fusion layers).
+* ``metrics``: the paper's metrics, bootstrap intervals and tests.
+* ``ranking``: top-k and Eq. 1 nearest neighbours in VA space.
+* ``models``: the frozen image and audio backbones (weights, provenance).
+* ``image_path``: the image path in torch, from the evaluation crop to VA.
+* ``acquisition``: the Spotify / YouTube / chorus acquisition pipeline.
+* ``pairs``: Eq. 1, pair sampling and splits.
+* ``media``: decoding images and audio, with their limits.
+* ``data``: the data assets and their loaders.
+* ``io``: atomic writes and checked output paths.
+* ``parallel``: a Ray session and lists of calls run as Ray tasks.
+* ``report``: formatting and glue for the book.
+* ``image_view``: the image-view spec (resize, crop, normalisation), written once.
+* ``config``: folders, seeds and settings from the environment.
+* ``errors``: the exceptions that become one ``imuse: error:`` line.
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,6 @@
 """Ray as an optional engine for the two jobs that outgrow one machine (issue 11).
 
-The default engine is ``local`` (this process, or a ``ProcessPoolExecutor`` for the grid)
-and never imports Ray. With ``--engine ray``:
+The default engine is ``local`` (this process) and never imports Ray. With ``--engine ray``:
 
 * **Embedding many files** (:func:`feature_store` for ``imuse features``, :func:`index_add`
   for ``imuse index add``): Ray Data reads the files by path and ``map_batches`` runs them
@@ -9,83 +8,32 @@ and never imports Ray. With ``--engine ray``:
   the cluster has GPUs, else ``cpus_per_worker`` CPUs). The driver writes the results with
   the local path's own atomic, resumable writes: finished chunks of the feature store
   (``features.py``: the same files, then the same entry), or index transactions of
-  ``commit_every`` songs (``song_index.add_embedded``). A file that fails to decode is
+  ``commit_every`` songs (``index.building.add_embedded``). A file that fails to decode is
   reported in the ``skipped`` list and does not stop the job. A job interrupted as a whole
   resumes: finished chunks are reused, songs already in the index from the same file are
   not embedded again. A worker killed mid-job is restarted by Ray and its batch retried
   (``max_restarts``/``max_task_retries`` below).
-* **The experiment grid** (:func:`map_tasks`, used by ``experiments.run_training``): each
-  training cell is a Ray task with one CPU (or one GPU), retried when its worker dies. A
-  cell resumes from its own checkpoint, so a retried cell does not start over.
 
-``RAY_ADDRESS`` (or ``--ray-address``) names an existing cluster; without one, :func:`session`
-starts a local Ray and stops it when the command ends. On a cluster, every node needs this
+The Ray session and the generic task plumbing (also used by the experiment grid and the VA
+model's search) live in :mod:`imuse_lib.parallel`. On a cluster, every node needs this
 package installed and the data, weights and results folders at the same paths (a shared
-filesystem): workers read files by path and the grid's cells write their runs there.
+filesystem): workers read files by path.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .config import ray_address_problem
+from . import feature_views, parallel
 from .errors import DataError, ImuseError
+from .parallel import RETRIES
 
-ENGINES = ("local", "ray")
-RETRIES = 3  # restarts of a killed actor / retries of a task whose worker died
 COMMIT_EVERY = 256  # songs per index transaction in `index add --engine ray`
-
-
-def require_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ImuseError("--engine ray needs Ray, which is not installed: pip install '.[scale]' "
-                         "(or pip install -r requirements-scale.txt)") from None
-    return ray
-
-
-@contextlib.contextmanager
-def session(address: str | None = None, num_cpus: int | None = None):
-    """Ray for the length of a command: the cluster at ``address`` (or ``RAY_ADDRESS``), else a
-    local Ray started here and shut down at the end. A Ray already initialised by the caller
-    (a notebook, a test's cluster) is used and left running."""
-    ray = require_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
-    problem = ray_address_problem(address)  # one line now, not ray.init's minutes of retries
-    if problem:
-        raise ImuseError(f"cannot connect to the Ray cluster: {problem}")
-    try:
-        ray.init(logging_level="WARNING", log_to_driver=False, **kwargs)
-    except (ConnectionError, RuntimeError) as exc:
-        raise ImuseError(f"cannot connect to the Ray cluster at {address or 'a new local Ray'}: {exc}") from None
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-def _runtime_env() -> dict:
-    """The driver's IMUSE_* settings (data, cache, results folders) for every worker."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("IMUSE_")}
-    return {"env_vars": env} if env else {}
-
-
-def _resources(ray, cpus_per_worker: float) -> dict:
-    """One GPU per actor where the cluster has GPUs, else CPUs."""
-    gpus = ray.cluster_resources().get("GPU", 0)
-    return {"num_gpus": 1} if gpus >= 1 else {"num_cpus": cpus_per_worker}
 
 
 # --------------------------------------------------------------------------- embedding
@@ -110,24 +58,18 @@ class _Embedder:
     def __init__(self, backbone, spec: EmbedSpec, threads: int = 1):
         import torch
 
-        from . import features
-
         torch.set_num_threads(threads)
         self.bb, self.spec = backbone, spec
-        self.dev = features._device(None)
+        self.dev = feature_views.pick_device(None)
         backbone.to(self.dev)
 
     def _inputs(self, item_id: str, path: str) -> list:
-        from . import features
-
         s = self.spec
         if s.kind == "image":
-            return features._image_inputs(self.bb, item_id, path, s.n_train, s.seed)
-        return features._audio_inputs(self.bb, item_id, path, s.n_train, s.seed, s.n_eval)
+            return feature_views.image_inputs(self.bb, item_id, path, s.n_train, s.seed)
+        return feature_views.audio_inputs(self.bb, item_id, path, s.n_train, s.seed, s.n_eval)
 
     def __call__(self, batch: dict) -> dict:
-        from . import features
-
         ids, paths = [str(i) for i in batch["id"]], [str(p) for p in batch["path"]]
         n_eval = 1 if self.spec.kind == "image" else self.spec.n_eval
         per_item, inputs, errors = [], [], []
@@ -140,15 +82,15 @@ class _Embedder:
                 errors.append(" ".join(str(exc).split()) or type(exc).__name__)
             per_item.append(len(x))
             inputs.extend(x)
-        feats = features._forward(self.bb, inputs, self.spec.batch_size, self.dev)
+        feats = feature_views.forward(self.bb, inputs, self.spec.batch_size, self.dev)
         dim, n_train = self.bb.dim, self.spec.n_train
         ev = np.zeros((len(ids), dim), np.float32)
         tr = np.zeros((len(ids), n_train * dim), np.float32)
         pos = 0
-        for i, k in enumerate(per_item):  # the same reduction as features._extract
+        for i, k in enumerate(per_item):  # the same reduction as the feature store's
             if k:
                 f = feats[pos:pos + k]
-                ev[i] = f[:n_eval].mean(axis=0)
+                ev[i] = feature_views.pool_eval(f, n_eval)
                 tr[i] = f[n_eval:].reshape(-1)
             pos += k
         out = {"id": np.array(ids), "path": np.array(paths), "eval": ev, "error": np.array(errors)}
@@ -161,8 +103,8 @@ def embed(backbone, spec: EmbedSpec, items: Sequence[tuple[str, str]], workers: 
           cpus_per_worker: float = 1, batch_items: int = 8):
     """Yield result batches (dicts of arrays: id, path, eval [B, D], train [B, K*D] when K,
     error) for ``items`` (id, path), as the actor pool finishes them (any order). Call
-    inside :func:`session`."""
-    ray = require_ray()
+    inside :func:`parallel.session`."""
+    ray = parallel.require_ray()
     if not items:
         return
     workers = max(1, workers)
@@ -175,8 +117,8 @@ def embed(backbone, spec: EmbedSpec, items: Sequence[tuple[str, str]], workers: 
         batch_size=batch_items, compute=ray.data.ActorPoolStrategy(size=workers), batch_format="numpy",
         # a killed actor is restarted and its batch retried (Ray 2.60 takes these as extra keyword
         # arguments, with a notice that 2.64 will want them another way: revisit on upgrade)
-        max_restarts=RETRIES, max_task_retries=RETRIES, runtime_env=_runtime_env(),
-        **_resources(ray, cpus_per_worker))
+        max_restarts=RETRIES, max_task_retries=RETRIES, runtime_env=parallel.runtime_env(),
+        **parallel.resources(ray, cpus_per_worker))
     yield from out.iter_batches(batch_size=None, batch_format="numpy")
 
 
@@ -197,7 +139,7 @@ class EmbedReport:
 def feature_store(backbone, arm: str, n_train: int, seed: int, frame=None, eval_crops: int | None = None,
                   workers: int = 2, cpus_per_worker: float = 1) -> EmbedReport:
     """The feature store entry of ``backbone`` over the OASIS images / 4Q clips (or ``frame``),
-    computed on Ray: the chunk files of :func:`features._extract` written as they finish, then
+    computed on Ray: the chunk files of the feature store (:mod:`imuse_lib.features`) written as they finish, then
     the entry assembled by the local path itself (same key, same files, same provenance).
     Skipped files leave the entry incomplete (its finished chunks are kept for the rerun)."""
     from . import data, features
@@ -226,7 +168,7 @@ def feature_store(backbone, arm: str, n_train: int, seed: int, frame=None, eval_
         make = features.image_features if arm == "image" else features.audio_features
         return make(backbone, n_train, seed, **kw, batch_size=espec.batch_size, progress=False)
 
-    if features._load_entry(folder, key) is not None:  # complete already
+    if features.load_entry(folder, key) is not None:  # complete already
         report.result, report.reused = assemble(), len(ids)
         return report
     chunk_dir = folder / "chunks"
@@ -253,7 +195,7 @@ def feature_store(backbone, arm: str, n_train: int, seed: int, frame=None, eval_
             report.computed += 1
             if len(pending[c]) == len(chunks[c]):  # a whole chunk: written at once, atomically
                 rows = [pending[c][i] for i in chunks[c]]
-                features._save_npz(chunk_dir / f"{c:05d}.npz", ids=np.array(chunks[c]),
+                features.save_npz(chunk_dir / f"{c:05d}.npz", ids=np.array(chunks[c]),
                                    train=np.stack([r[0] for r in rows]).astype(np.float32),
                                    eval=np.stack([r[1] for r in rows]).astype(np.float32))
                 del pending[c]
@@ -283,17 +225,17 @@ def index_add(index_path, model, audio: Sequence, titles: Sequence[str] | None =
               artists: Sequence[str] | None = None, song_ids: Sequence[str] | None = None,
               workers: int = 2, cpus_per_worker: float = 1, commit_every: int = COMMIT_EVERY) -> EmbedReport:
     """``imuse index add`` over many files on Ray: songs are committed ``commit_every`` at a
-    time (each one transaction of :func:`song_index.add_embedded`), so a rerun after an
+    time (each one transaction of :func:`index.building.add_embedded`), so a rerun after an
     interruption finds the songs already added from the same files and embeds only the rest."""
-    from . import song_index
+    from .index import arrays, building, editing, files, reading
 
     t0 = time.perf_counter()
     index_path = Path(index_path)
-    meta = song_index.read_meta(index_path)
-    song_index._check_fingerprint(index_path, meta, model)
+    meta = files.read_meta(index_path)
+    reading.check_fingerprint(index_path, meta, model)
     audio = [Path(a) for a in audio]
-    ids, titles, artists = song_index.per_file_text(audio, song_ids, titles, artists)
-    present = song_index.stored_sources(index_path, ids)
+    ids, titles, artists = editing.per_file_text(audio, song_ids, titles, artists)
+    present = editing.stored_sources(index_path, ids)
     report = EmbedReport()
     todo = []
     for i, a in enumerate(audio):
@@ -313,9 +255,9 @@ def index_add(index_path, model, audio: Sequence, titles: Sequence[str] | None =
         if buffer:
             buffer.sort()
             rows = [i for i, _ in buffer]
-            song_index.add_embedded(index_path, model, [audio[i] for i in rows], np.stack([f for _, f in buffer]),
-                                    [ids[i] for i in rows], [titles[i] for i in rows], [artists[i] for i in rows],
-                                    publish=False)  # the arrays once at the end, not per transaction
+            building.add_embedded(index_path, model, [audio[i] for i in rows], np.stack([f for _, f in buffer]),
+                                  [ids[i] for i in rows], [titles[i] for i in rows], [artists[i] for i in rows],
+                                  publish=False)  # the arrays once at the end, not per transaction
             added.extend(ids[i] for i in rows)
             buffer.clear()
 
@@ -332,7 +274,7 @@ def index_add(index_path, model, audio: Sequence, titles: Sequence[str] | None =
                 commit()
     commit()
     if added:
-        song_index.publish_arrays(index_path)
+        arrays.publish_arrays(index_path)
     report.skipped.sort()
     report.seconds = time.perf_counter() - t0
     report.result = added
@@ -340,30 +282,6 @@ def index_add(index_path, model, audio: Sequence, titles: Sequence[str] | None =
 
 
 def _eval_crops(model) -> int:
-    from .recommend import _store_kwargs
+    from .deployed import store_kwargs
 
-    return int(_store_kwargs(model.meta, "audio").get("eval_crops") or model.audio_bb().eval_crops or 1)
-
-
-# --------------------------------------------------------------------------- the grid
-
-
-def map_shared(fn: Callable, shared, tasks: list) -> list:
-    """``[fn(shared, t) for t in tasks]`` with each call a Ray task (one CPU), results in task
-    order; ``shared`` (large and read-only, e.g. the search's feature matrices) goes into the
-    object store once. A task whose worker dies is retried. Call inside :func:`session`."""
-    ray = require_ray()
-    shared_ref = ray.put(shared)
-    remote = ray.remote(fn).options(num_cpus=1, max_retries=RETRIES, runtime_env=_runtime_env())
-    return ray.get([remote.remote(shared_ref, t) for t in tasks])
-
-
-def map_tasks(fn: Callable[[dict], dict], tasks: list[dict], use_gpu: bool = False) -> list:
-    """``[fn(t) for t in tasks]`` with each call a Ray task (one CPU, or one GPU), results in
-    task order. A task whose worker dies is retried (its training resumes from its checkpoint).
-    Call inside :func:`session`."""
-    ray = require_ray()
-    remote = ray.remote(fn).options(num_cpus=0 if use_gpu else 1, num_gpus=1 if use_gpu else 0,
-                                    max_retries=RETRIES, runtime_env=_runtime_env())
-    refs = [remote.remote({**t, "threads": 1}) for t in tasks]
-    return ray.get(refs)
+    return int(store_kwargs(model.meta, "audio").get("eval_crops") or model.audio_bb().eval_crops or 1)

@@ -278,11 +278,11 @@ def run_training(profile: str | Profile = "quick", *, force: bool = False, timin
                   f"{s['final_val_loss'] if s['final_val_loss'] is not None else float('nan'):.4f}{resumed}",
                   file=sys.stderr, flush=True)
 
-    if engine == "ray":  # each cell a Ray task (imuse_lib.engine); never imported on the local path
-        from . import engine as ray_engine
+    if engine == "ray":  # each cell a Ray task (imuse_lib.parallel); never imported on the local path
+        from . import parallel
 
-        with ray_engine.session(ray_address):
-            for summary in ray_engine.map_tasks(_train_one, tasks, use_gpu=device.type == "cuda"):
+        with parallel.session(ray_address):
+            for summary in parallel.map_tasks(_train_one, tasks, use_gpu=device.type == "cuda"):
                 done(summary)
     elif jobs == 1:
         for task in tqdm(tasks, desc=f"training ({prof.name})", disable=not progress):

@@ -1,12 +1,14 @@
 """The recommender in a static page: the image path as ONNX, the songs as a JSON file.
 
 The book's "Try it" page runs the deployed model's image path - normalisation, frozen
-backbone, image arm, VA head: ``Model.image_pipeline_module()`` - in the reader's browser
-with onnxruntime-web, and ranks the precomputed songs by Eq. 1 exactly as
-``imuse recommend`` does (:func:`recommend.rank_va`: similarity, ties by song id). The
-page itself does only what precedes the module: decoding, resizing the shorter side to 256
-(PIL's antialiased bilinear filter, reproduced in ``book/_static/tryit/preprocess.js``) and
-the centre 224 crop, as floats in [0, 1].
+backbone, image arm, VA head: ``DeployedModel.image_pipeline_module()``, see
+:mod:`imuse_lib.image_path` - in the reader's browser with onnxruntime-web, and ranks the
+precomputed songs by Eq. 1 exactly as ``imuse recommend`` does (:func:`ranking.rank_va`:
+similarity, ties by song id). The page itself does only what precedes the module: decoding,
+the evaluation view of :mod:`imuse_lib.image_view` (resizing the shorter side with PIL's
+antialiased bilinear filter, reproduced in ``book/_static/tryit/preprocess.js``, and the
+centre crop), as floats in [0, 1]; ``songs.json`` carries the view's sizes, which the page
+reads.
 
 What is written (``write_page_assets``) into one folder:
 
@@ -46,14 +48,15 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from . import config, io, media
-from .errors import DataError, ExportError, ModelMismatchError
+from . import config, image_path, io, media, recommend
+from .deployed import load_deployed
+from .errors import DataError, ExportError
+from .image_view import CROP, RESIZE, page_spec
+from .index.reading import default_index_path, open_index
 from .models.base import sha256_file
+from .recommend import Recommender
 
-# The page's preprocessing (torchvision's evaluation view, before normalisation).
-RESIZE, CROP = 256, 224
 OPSET = 18  # well inside what onnxruntime-web's wasm backend runs
 TOLERANCE = 1e-4  # largest |VA(ONNX) - VA(PyTorch)| accepted by the check
 CHECK_IMAGES = 8
@@ -79,67 +82,6 @@ RUNTIME_LAYOUT = "wasm-gz1"  # part of the VERSION stamp: a change of layout rei
 def runtime_file_name(member: str) -> str:
     """The name under which a member of :data:`ONNXRUNTIME_WEB_FILES` is served."""
     return Path(member).name + (".gz" if member in GZIPPED else "")
-
-
-# --------------------------------------------------------------------------- the image path
-
-
-def _page_transforms():
-    """torchvision's evaluation view up to the float tensor: what the page reproduces."""
-    from torchvision import transforms as T
-
-    return T.Compose([T.Resize(RESIZE), T.CenterCrop(CROP), T.ToTensor()])
-
-
-def page_crop(image):
-    """The page's input for ``image`` (a path or PIL image): float [3, 224, 224] in [0, 1],
-    decoded as ``imuse recommend`` decodes it (``media.load_image``)."""
-    img = media.load_image(image) if isinstance(image, (str, os.PathLike)) else media.to_rgb(image, "<image>")
-    return _page_transforms()(img)
-
-
-def _describe(t) -> str:
-    return " ".join(repr(t).split())
-
-
-def _split_eval_transform(backbone):
-    """(mean, std) of a backbone whose evaluation view is the page's crop + Normalize;
-    anything else cannot be reproduced by the page and is refused."""
-    from torchvision import transforms as T
-
-    steps = list(getattr(backbone.eval_transform, "transforms", []))
-    expected = list(_page_transforms().transforms)
-    ok = (len(steps) == 4 and isinstance(steps[3], T.Normalize)
-          and [_describe(s) for s in steps[:3]] == [_describe(s) for s in expected])
-    if not ok:
-        raise ModelMismatchError(
-            f"image backbone {backbone.name}: its evaluation view ({_describe(backbone.eval_transform)}) is not "
-            f"Resize({RESIZE}) + CenterCrop({CROP}) + ToTensor + Normalize, which the page reproduces")
-    return tuple(float(m) for m in steps[3].mean), tuple(float(s) for s in steps[3].std)
-
-
-class ImagePipeline(nn.Module):
-    """``x`` float [N, 3, 224, 224] RGB in [0, 1] -> predicted VA [N, 2]: the backbone's own
-    normalisation (torchvision's Normalize arithmetic: subtract, then divide), the frozen
-    backbone, the image arm and the VA head of a factorised IMUSE network."""
-
-    def __init__(self, backbone, net):
-        super().__init__()
-        mean, std = _split_eval_transform(backbone)
-        self.backbone, self.net = backbone.module.eval(), net.eval()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        return self.net.image_va(self.backbone((x - self.mean) / self.std))
-
-
-def image_pipeline(backbone, net):
-    """The image path of a factorised IMUSE network on ``backbone`` as one module (eval mode)."""
-    if not getattr(net, "factorised", False):
-        raise ModelMismatchError("the page needs a factorised model: in the joint network an image's VA "
-                                 "depends on the song it is paired with")
-    return ImagePipeline(backbone, net).eval()
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -201,8 +143,6 @@ def onnx_session(path: str | os.PathLike):
 
 def check_images(n: int = CHECK_IMAGES) -> list[Path]:
     """``n`` real OASIS images spread over the VA quadrants (the book's example rule)."""
-    from . import recommend
-
     return [Path(p) for p in recommend.example_images(n).path]
 
 
@@ -231,8 +171,6 @@ def check_onnx(model, index, onnx_path: str | os.PathLike, images: Sequence[str 
     """Predicted VA of ``images`` by the ONNX file (onnxruntime) against the PyTorch module it was
     exported from, and that module against the recommender's own image path (``model`` with its
     ``index``); raises ExportError when either differs by more than :data:`TOLERANCE`."""
-    from .recommend import Recommender
-
     if not images:
         raise ExportError("no image to check the exported model on")
     module = model.image_pipeline_module().eval()
@@ -240,7 +178,7 @@ def check_onnx(model, index, onnx_path: str | os.PathLike, images: Sequence[str 
     session = onnx_session(onnx_path)
     onnx_va, torch_va, rec_va = [], [], []
     for image in images:
-        x = page_crop(image).unsqueeze(0)
+        x = image_path.load_crop(image).unsqueeze(0)
         with torch.no_grad():
             torch_va.append(module(x).numpy()[0])
         onnx_va.append(session.run(["va"], {"image": x.numpy()})[0][0])
@@ -277,7 +215,7 @@ def song_table(index, catalog=None) -> dict:
             "model_label": index.meta.get("model_label", ""),
             "columns": ["song_id", "artist", "title", "valence", "arousal", "quadrant"],
             "quadrant": "official 4Q quadrant of the song (null when the song is not in the 4Q catalog)",
-            "max_image_pixels": media.MAX_IMAGE_PIXELS, "resize": RESIZE, "crop": CROP,
+            "max_image_pixels": media.MAX_IMAGE_PIXELS, **page_spec(),  # preprocess.js reads the view here
             "songs": rows}
 
 
@@ -314,17 +252,15 @@ def write_page_assets(out: str | os.PathLike, model=None, index=None, *, catalog
     OASIS images to check on (default :func:`check_images`). The model file of an earlier export
     of the same model and check is reused (``force`` redoes it); the song file is rewritten
     whenever the index changed."""
-    from . import recommend
-
     out = Path(out)
     if model is None or isinstance(model, (str, os.PathLike)):
-        model = recommend.load_model(model)
+        model = load_deployed(model)
     if index is None or isinstance(index, (str, os.PathLike)):
-        path = Path(index) if index is not None else recommend.default_index_path(model)
+        path = Path(index) if index is not None else default_index_path(model)
         if index is None and not path.exists():
             raise DataError(f"{path}: no song index for this model yet ({_label(model)}); "
                             f"build it with `imuse index build`")
-        index = recommend.open_index(path)
+        index = open_index(path)
     if not callable(getattr(model, "image_pipeline_module", None)):
         raise ExportError(f"{_label(model)}: this model type offers no image_pipeline_module(), "
                           f"so the book's page cannot run it")

@@ -7,12 +7,13 @@ item, view) has one feature vector; training then never runs a CNN again.
     fs = features.audio_features("musicnn", crops=4)        # 500 4Q clips
     fs.ids, fs.train [N, K, D], fs.eval [N, D], fs.meta
 
-Views. Images: ``K`` random training views (Resize 256 + random 224 crop + horizontal flip
-p = 0.5), each seeded by (seed, image_id, view), plus the evaluation view (Resize 256 +
-centre crop 224). Clips: ``M`` random crops of the backbone's input length (start drawn
-uniformly, seeded by (seed, song_id)) plus the backbone's fixed evaluation crops (evenly
-spaced over the clip; the centre one when there is one), whose features are averaged
-into ``eval``. Clips shorter than a crop follow :func:`imuse_lib.media.fit_length`.
+Views (made by :mod:`imuse_lib.feature_views`). Images: ``K`` random training views
+(the spec of :mod:`imuse_lib.image_view`: random crop + horizontal flip), each seeded by
+(seed, image_id, view), plus the evaluation view (centre crop). Clips: ``M`` random crops of
+the backbone's input length (start drawn uniformly, seeded by (seed, song_id)) plus the
+backbone's fixed evaluation crops (evenly spaced over the clip; the centre one when there is
+one), whose features are averaged into ``eval``. Clips shorter than a crop follow
+:func:`imuse_lib.media.fit_length`.
 
 On-disk format (``cache_dir()/features/<backbone>-<key>/``):
 
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config, media
+from . import config, feature_views, media
 from .errors import DataError, ImuseError
 from .io import atomic_path, open_npz, read_json, write_json
 from .models.base import Backbone
@@ -80,12 +81,6 @@ class FeatureSet:
 
 def store_root() -> Path:
     return config.cache_dir() / "features"
-
-
-def _stable_int(*parts) -> int:
-    """A 63-bit seed from any parts: stable across processes and platforms."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _item_token(path: Path) -> str:
@@ -142,78 +137,16 @@ def feature_key(spec: dict) -> str:
     return f"{spec['backbone']}-{digest[:16]}"
 
 
-# --------------------------------------------------------------------------- batching
-
-
-def _device(device=None):
-    import torch
-
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _forward(backbone: Backbone, batch: list, batch_size: int, device) -> np.ndarray:
-    """Run the frozen module over a list of input tensors, in batches."""
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(batch), batch_size):
-            x = torch.stack(batch[start:start + batch_size]).to(device)
-            y = backbone.module(x)
-            if y.ndim != 2 or y.shape[1] != backbone.dim:
-                raise ImuseError(f"{backbone.name}: module returned shape {tuple(y.shape)}, expected [B, {backbone.dim}]")
-            out.append(y.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, backbone.dim), np.float32)
-
-
-def _train_view(backbone: Backbone, img, seed: int, item_id: str, view: int):
-    """The view-th random training view of an image, seeded by (seed, item, view)."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_stable_int(seed, item_id, "view", view))
-        return backbone.train_transform(img)
-
-
-def _image_inputs(backbone: Backbone, item_id: str, source, n_views: int, seed: int) -> list:
-    img = source if not isinstance(source, (str, Path)) else media.load_image(source)
-    return [backbone.eval_transform(img)] + [_train_view(backbone, img, seed, item_id, v) for v in range(n_views)]
-
-
-def eval_starts(n: int, length: int, count: int) -> np.ndarray:
-    """Fixed evaluation crop starts: ``count`` evenly spaced (the centre one when count == 1)."""
-    if count == 1:
-        return np.array([(n - length) // 2])
-    return np.linspace(0, n - length, count).round().astype(int)
-
-
-def train_starts(n: int, length: int, count: int, seed: int, item_id: str) -> np.ndarray:
-    rng = np.random.default_rng(_stable_int(seed, item_id, "crops"))
-    return rng.integers(0, n - length + 1, size=count)
-
-
-def _audio_inputs(backbone: Backbone, item_id: str, path, n_crops: int, seed: int, n_eval: int) -> list:
-    import torch
-
-    wave = media.load_audio(path, backbone.sample_rate)
-    wave = media.fit_length(wave, backbone.input_length, backbone.sample_rate, path)
-    L = backbone.input_length
-    starts = list(eval_starts(len(wave), L, n_eval)) + list(train_starts(len(wave), L, n_crops, seed, item_id))
-    return [torch.from_numpy(np.ascontiguousarray(wave[s:s + L])) for s in starts]
-
-
 # --------------------------------------------------------------------------- the store
 
 
-def _save_npz(path: Path, **arrays) -> None:
+def save_npz(path: Path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append '.npz' to a name
             np.savez(fh, **arrays)
 
 
-def _load_entry(folder: Path, key: str):
+def load_entry(folder: Path, key: str):
     meta_path, npz_path = folder / "meta.json", folder / "features.npz"
     if not (meta_path.is_file() and npz_path.is_file()):
         return None
@@ -233,12 +166,12 @@ def _extract(backbone: Backbone, ids: list, sources: list, n_train: int, seed: i
     key = feature_key(spec)
     folder = store_root() / key
     t0 = time.perf_counter()
-    hit = _load_entry(folder, key)
+    hit = load_entry(folder, key)
     if hit is not None:
         got_ids, train, ev, meta = hit
         return FeatureSet(got_ids, train, ev, meta, folder, True, time.perf_counter() - t0, 0)
 
-    dev = _device(device)
+    dev = feature_views.pick_device(device)
     backbone.to(dev)
     chunk_dir = folder / "chunks"
     n = len(ids)
@@ -262,16 +195,16 @@ def _extract(backbone: Backbone, ids: list, sources: list, n_train: int, seed: i
             x = make_inputs(backbone, item_id, src)
             inputs.extend(x)
             per_item.append(len(x))
-        feats = _forward(backbone, inputs, batch_size, dev)
+        feats = feature_views.forward(backbone, inputs, batch_size, dev)
         tr, ev, pos = [], [], 0
         for k in per_item:
             f = feats[pos:pos + k]
             pos += k
-            ev.append(f[:n_per_item_eval].mean(axis=0))
+            ev.append(feature_views.pool_eval(f, n_per_item_eval))
             tr.append(f[n_per_item_eval:])
         tr = np.stack(tr).astype(np.float32).reshape(len(cids), n_train, backbone.dim)
         ev = np.stack(ev).astype(np.float32)
-        _save_npz(cpath, ids=np.array(cids), train=tr, eval=ev)
+        save_npz(cpath, ids=np.array(cids), train=tr, eval=ev)
         parts.append((tr, ev))
         computed += len(cids)
         bar.update(len(cids))
@@ -280,7 +213,7 @@ def _extract(backbone: Backbone, ids: list, sources: list, n_train: int, seed: i
     ev = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, backbone.dim), np.float32)
     seconds = time.perf_counter() - t0
     meta = _meta(backbone, spec, key, n_train, seed, dev, seconds, computed)
-    _save_npz(folder / "features.npz", ids=np.array([str(i) for i in ids]), train=train, eval=ev)
+    save_npz(folder / "features.npz", ids=np.array([str(i) for i in ids]), train=train, eval=ev)
     write_json(folder / "meta.json", meta)  # last: marks the entry complete
     shutil.rmtree(chunk_dir, ignore_errors=True)
     return FeatureSet([str(i) for i in ids], train, ev, meta, folder, computed == 0, seconds, computed)
@@ -345,7 +278,7 @@ def image_features(backbone="mobilenet_v2", views: int = DEFAULT_VIEWS, seed: in
     spec = feature_spec(bb, ids, paths, views, seed)
 
     def make(backbone_, item_id, src):
-        return _image_inputs(backbone_, item_id, src, views, seed)
+        return feature_views.image_inputs(backbone_, item_id, src, views, seed)
 
     return _extract(bb, ids, paths, views, seed, spec, batch_size, progress, device, make, 1,
                     f"{bb.name} features")
@@ -372,7 +305,7 @@ def audio_features(backbone="musicnn", crops: int | None = None, seed: int = con
     spec = feature_spec(bb, ids, paths, crops, seed, {"eval_crops": n_eval})
 
     def make(backbone_, item_id, src):
-        return _audio_inputs(backbone_, item_id, src, crops, seed, n_eval)
+        return feature_views.audio_inputs(backbone_, item_id, src, crops, seed, n_eval)
 
     return _extract(bb, ids, paths, crops, seed, spec, batch_size, progress, device, make, n_eval,
                     f"{bb.name} features")
@@ -383,23 +316,24 @@ def audio_features(backbone="musicnn", crops: int | None = None, seed: int = con
 
 def embed_images(backbone: Backbone, images, batch_size: int = 32, device=None) -> np.ndarray:
     """Evaluation-view features [n, D] of image paths or PIL images (not stored)."""
-    dev = _device(device)
+    dev = feature_views.pick_device(device)
     backbone.to(dev)
     inputs = [backbone.eval_transform(media.load_image(im) if isinstance(im, (str, Path))
                                       else media.to_rgb(im, "<in-memory image>"))
               for im in images]
-    return _forward(backbone, inputs, batch_size, dev)
+    return feature_views.forward(backbone, inputs, batch_size, dev)
 
 
 def embed_audio(backbone: Backbone, paths, batch_size: int = 8, device=None, eval_crops: int | None = None) -> np.ndarray:
     """Features [n, D] of audio files: the mean over the fixed evaluation crops (not stored)."""
-    dev = _device(device)
+    dev = feature_views.pick_device(device)
     backbone.to(dev)
     n_eval = int(eval_crops or backbone.eval_crops or 1)
     out = []
     for p in paths:
-        feats = _forward(backbone, _audio_inputs(backbone, str(p), p, 0, 0, n_eval), batch_size, dev)
-        out.append(feats.mean(axis=0))
+        inputs = feature_views.audio_inputs(backbone, str(p), p, 0, 0, n_eval)
+        feats = feature_views.forward(backbone, inputs, batch_size, dev)
+        out.append(feature_views.pool_eval(feats, n_eval))
     return np.stack(out).astype(np.float32) if out else np.zeros((0, backbone.dim), np.float32)
 
 
@@ -470,7 +404,7 @@ def _stored_default(bb: Backbone, frame, arm: str, seed: int):
         n_eval = int(bb.eval_crops or 1)
         spec = feature_spec(bb, ids, paths, DEFAULT_CROPS.get(bb.name, 4), seed, {"eval_crops": n_eval})
     key = feature_key(spec)
-    hit = _load_entry(store_root() / key, key)
+    hit = load_entry(store_root() / key, key)
     if hit is None:
         return None
     got_ids, train, ev, meta = hit
@@ -509,7 +443,7 @@ def source_features(name: str, seed: int = config.SEED, *, progress: bool = Fals
         spec = feature_spec(bb, ids, paths, 0, seed)
 
         def make(backbone_, item_id, src):
-            return _image_inputs(backbone_, item_id, src, 0, seed)
+            return feature_views.image_inputs(backbone_, item_id, src, 0, seed)
 
         n_eval = 1
     else:
@@ -517,11 +451,11 @@ def source_features(name: str, seed: int = config.SEED, *, progress: bool = Fals
         spec = feature_spec(bb, ids, paths, 0, seed, {"eval_crops": n_eval})
 
         def make(backbone_, item_id, src):
-            return _audio_inputs(backbone_, item_id, src, 0, seed, n_eval)
+            return feature_views.audio_inputs(backbone_, item_id, src, 0, seed, n_eval)
 
     if not compute:
         key = feature_key(spec)
-        hit = _load_entry(store_root() / key, key)
+        hit = load_entry(store_root() / key, key)
         if hit is None:
             raise ImuseError(f"feature source {name}: not in the store {store_root()} "
                              f"(compute it with imuse_lib.features.source_features({name!r}))")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import image_view
 from .errors import MediaError
 
 # Largest image we decode (pixels): PIL's own default guard against decompression bombs.
@@ -48,8 +49,8 @@ SILENCE_PEAK = 1e-4
 MIN_LOOP_SECONDS = 5.0
 # Transparent pixels are composited onto this background (white, like a page or viewer).
 BACKGROUND = (255, 255, 255)
-# The image backbones resize the shorter side to this before cropping (models.image.RESIZE).
-RESIZE_SHORT = 256
+# The image backbones resize the shorter side to this before cropping (the image-view spec).
+RESIZE_SHORT = image_view.RESIZE
 # Defaults of the budgets; the environment variables below override them, read (and checked)
 # when a file is decoded, not at import, so that a bad value never breaks `imuse --help`.
 # Bytes one image may hold in memory while decoded and resized (see image_working_set).

@@ -36,7 +36,7 @@ def fake_root(tmp_path, mirror, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _no_deployed_va_model(request, monkeypatch):
-    """recommend.load_model() prefers the deployed VA model (results/models/va_model.npz) when
+    """deployed.load_deployed() prefers the deployed VA model (results/models/va_model.npz) when
     it exists; tests that install their own default checkpoint must not pick up a real one
     from the results folder. Tests of the VA model pass its path explicitly; the book build
     (marked ``real_deployed_model``) uses the real one, as `make book` does."""

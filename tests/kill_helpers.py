@@ -70,10 +70,10 @@ def _fake_world(ckpt: str, catalog_seed: int) -> None:
     """Fake backbones for the model in ``ckpt`` and a fake catalog/feature store."""
     import recommend_fakes as fk
 
-    from imuse_lib import data, features, recommend, training
+    from imuse_lib import data, deployed, features, training
 
     fakes = {"image": fk.image_backbone, "audio": fk.audio_backbone}
-    recommend.Model._build = lambda self, which: fakes[which]()
+    deployed.DeployedModel._build = lambda self, which: fakes[which]()
     training.default_model_path = lambda: Path(ckpt)
     catalog, song_feats, images, image_feats = fk.make_catalog(seed=catalog_seed)
     data.load_catalog = lambda *a, **k: catalog
@@ -85,16 +85,16 @@ def _fake_world(ckpt: str, catalog_seed: int) -> None:
 def _widen_build_window(seconds: float) -> None:
     """Make `index build` dawdle between reading the old index and writing the new one: the
     window in which an unlocked concurrent `index add` would be lost, made wide on purpose."""
-    from imuse_lib import song_index
+    from imuse_lib.index import building as index_building
 
-    real = song_index._carry_added  # called under the lock, after the old rows were read
+    real = index_building._carry_added  # called under the lock, after the old rows were read
 
     def slow(*args, **kwargs):
         found = real(*args, **kwargs)
         time.sleep(seconds)
         return found
 
-    song_index._carry_added = slow
+    index_building._carry_added = slow
 
 
 def cli_worker(argv: list[str], log: str, ckpt: str | None = None, catalog_seed: int = 1,

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from imuse_lib import recommend
+from imuse_lib import deployed
 from imuse_lib.models.base import Backbone, freeze
 from imuse_lib.network import IMUSENet
 
@@ -55,13 +55,13 @@ def audio_backbone() -> Backbone:
                     sample_rate=SR, input_length=CROP, eval_crops=2)
 
 
-def make_model(factorised: bool, seed: int = 0) -> recommend.Model:
+def make_model(factorised: bool, seed: int = 0) -> deployed.DeployedModel:
     torch.manual_seed(seed)
     net = IMUSENet(IMAGE_DIM, AUDIO_DIM, factorised=factorised)
     meta = {"image_backbone": "fake_image", "audio_backbone": "fake_audio",
             "image_weights": {"kind": "random", "init_seed": 0}, "audio_weights": {"kind": "random", "init_seed": 0},
             "factorised": factorised, "image_dim": IMAGE_DIM, "audio_dim": AUDIO_DIM}
-    return recommend.Model(net=net.eval(), meta=meta, image_backbone=image_backbone(),
+    return deployed.DeployedModel(net=net.eval(), meta=meta, image_backbone=image_backbone(),
                            audio_backbone=audio_backbone())
 
 

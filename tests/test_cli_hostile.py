@@ -21,6 +21,8 @@ import soundfile as sf
 from PIL import Image
 
 from imuse_lib import cli, config, recommend, training
+from imuse_lib import deployed
+from imuse_lib.index import building as index_building
 
 import recommend_fakes as fk
 
@@ -36,9 +38,9 @@ def world(tmp_path, monkeypatch):
     ckpt = training.save_model(tmp_path / "model.pt", model.net, model.meta)
     monkeypatch.setattr(training, "default_model_path", lambda: ckpt)
     fakes = {"image": fk.image_backbone, "audio": fk.audio_backbone}
-    monkeypatch.setattr(recommend.Model, "_build", lambda self, which: fakes[which]())
+    monkeypatch.setattr(deployed.DeployedModel, "_build", lambda self, which: fakes[which]())
     catalog, sf_, images, if_ = fk.make_catalog()
-    index = recommend.build_index(recommend.load_model(), None, catalog, sf_, images, if_, progress=False)
+    index = index_building.build_index(deployed.load_deployed(), None, catalog, sf_, images, if_, progress=False)
 
     t = tmp_path
     fk.write_image(t / "photo.jpg")
@@ -427,12 +429,14 @@ def test_device_must_be_cpu_or_cuda():
 def test_a_nan_prediction_is_never_printed(world, capsys, monkeypatch, side):
     """"valence nan" was printed with exit 0; now one line naming the input, exit 2."""
     t, _ = world
-    real = getattr(recommend.Model, side)
+    from imuse_lib.deployed import DeployedModel
+
+    real = getattr(DeployedModel, side)
 
     def poisoned(self, feats):
         return tuple(None if x is None else np.full_like(x, np.nan) for x in real(self, feats))
 
-    monkeypatch.setattr(recommend.Model, side, poisoned)
+    monkeypatch.setattr(DeployedModel, side, poisoned)
     query = t / ("photo.jpg" if side == "image_side" else "tone.wav")
     rc = cli.main(["recommend" if side == "image_side" else "recommend-images", str(query)])
     out, err = capsys.readouterr()

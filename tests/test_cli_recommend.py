@@ -12,7 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from imuse_lib import cli, recommend, training
+from imuse_lib import cli, deployed, training
+from imuse_lib.index import building as index_building
+from imuse_lib.index import reading as index_reading
 
 import recommend_fakes as fk
 
@@ -25,12 +27,12 @@ def env(tmp_path, monkeypatch):
     ckpt = training.save_model(tmp_path / "model.pt", model.net, model.meta)
     monkeypatch.setattr(training, "default_model_path", lambda: ckpt)
     fakes = {"image": fk.image_backbone, "audio": fk.audio_backbone}
-    monkeypatch.setattr(recommend.Model, "_build", lambda self, which: fakes[which]())
-    loaded = recommend.load_model()
+    monkeypatch.setattr(deployed.DeployedModel, "_build", lambda self, which: fakes[which]())
+    loaded = deployed.load_deployed()
     assert loaded.fingerprint == model.fingerprint  # the fingerprint survives a save/load
     catalog, sf_, images, if_ = fk.make_catalog()
-    index = recommend.build_index(loaded, None, catalog, sf_, images, if_, progress=False)
-    assert index == recommend.default_index_path(loaded)
+    index = index_building.build_index(loaded, None, catalog, sf_, images, if_, progress=False)
+    assert index == index_reading.default_index_path(loaded)
     return SimpleNamespace(tmp=tmp_path, ckpt=ckpt, index=index, catalog=catalog, model=loaded,
                            image=fk.write_image(tmp_path / "photo.jpg"))
 
@@ -99,7 +101,7 @@ def test_index_add_list_remove(env, capsys):
     rc, out, _ = run(capsys, "index", "list")
     assert rc == 0 and "41 songs" in out and "My Song" in out
     rc, out, _ = run(capsys, "index", "remove", "mine", "--index", env.index)
-    assert rc == 0 and len(recommend.open_index(env.index)) == 40
+    assert rc == 0 and len(index_reading.open_index(env.index)) == 40
 
 
 def test_index_build_from_the_feature_store(env, capsys, monkeypatch):
@@ -118,8 +120,8 @@ def test_index_build_from_the_feature_store(env, capsys, monkeypatch):
     rc, out, err = run(capsys, "index", "build", "--index", target)
     assert rc == 0, err
     assert "12 songs" in out
-    index = recommend.open_index(target)
-    direct = recommend.open_index(recommend.build_index(env.model, env.tmp / "direct.sqlite", catalog, sf_,
+    index = index_reading.open_index(target)
+    direct = index_reading.open_index(index_building.build_index(env.model, env.tmp / "direct.sqlite", catalog, sf_,
                                                         images, if_, progress=False))
     assert np.array_equal(index.song_vectors, direct.song_vectors)
 

@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-from imuse_lib import engine
+from imuse_lib import parallel
 from imuse_lib.errors import ImuseError
 
 
 def test_default_path_does_not_import_ray(tmp_path):
     code = ("import sys\n"
-            "from imuse_lib import cli, experiments, features, recommend, song_index\n"
+            "from imuse_lib import cli, engine, experiments, features, parallel, recommend\n"
+            "from imuse_lib.index import building, reading\n"
             "cli.build_parser().parse_args(['train', '--engine', 'local'])\n"
             "cli.build_parser().parse_args(['features', '--audio-backbone', 'musicnn'])\n"
             "print('ray' in sys.modules)\n")
@@ -25,7 +26,7 @@ def test_default_path_does_not_import_ray(tmp_path):
 def test_engine_ray_without_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(ImuseError, match=r"pip install '\.\[scale\]'"):
-        with engine.session():
+        with parallel.session():
             pass
 
 

@@ -18,8 +18,12 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install '.[scale]' (issue 11)")
 
-from imuse_lib import engine, features, recommend, song_index  # noqa: E402
+from imuse_lib import deployed, engine, features  # noqa: E402
 from imuse_lib.experiments import _train_one as ORIGINAL_TRAIN_ONE  # noqa: E402
+from imuse_lib.index import arrays as index_arrays  # noqa: E402
+from imuse_lib.index import building as index_building  # noqa: E402
+from imuse_lib.index import integrity as index_integrity  # noqa: E402
+from imuse_lib.index import reading as index_reading  # noqa: E402
 
 import recommend_fakes as fk  # noqa: E402
 
@@ -114,7 +118,7 @@ def test_bad_file_skipped_and_interrupted_job_resumes(cluster, cache, mirror, mo
     assert rep.result is None  # the entry is incomplete: its good chunks are kept for a rerun
 
     # interrupted as a whole after its first chunk: the rerun computes only the rest
-    real_save = features._save_npz
+    real_save = features.save_npz
     calls = []
 
     def dies_after_one(path, **arrays):
@@ -123,10 +127,10 @@ def test_bad_file_skipped_and_interrupted_job_resumes(cluster, cache, mirror, mo
         calls.append(path)
         real_save(path, **arrays)
 
-    monkeypatch.setattr(features, "_save_npz", dies_after_one)
+    monkeypatch.setattr(features, "save_npz", dies_after_one)
     with pytest.raises(KeyboardInterrupt):
         engine.feature_store(bb, "image", 0, 7, frame=frame, workers=2)
-    monkeypatch.setattr(features, "_save_npz", real_save)
+    monkeypatch.setattr(features, "save_npz", real_save)
     rep = engine.feature_store(bb, "image", 0, 7, frame=frame, workers=2)
     assert rep.reused == 2 and rep.computed == 3 and not rep.skipped
     local = features.image_features(bb, 0, 7, images=frame, progress=False)  # now served from the store
@@ -136,15 +140,15 @@ def test_bad_file_skipped_and_interrupted_job_resumes(cluster, cache, mirror, mo
 def _index(tmp, factorised=True):
     model = fk.make_model(factorised=factorised)
     catalog, sf_, images, if_ = fk.make_catalog()
-    path = recommend.build_index(model, tmp / "idx.sqlite", catalog, sf_, images, if_, progress=False)
+    path = index_building.build_index(model, tmp / "idx.sqlite", catalog, sf_, images, if_, progress=False)
     return model, path
 
 
 def test_index_add_equals_local_skips_bad_files_and_resumes(cluster, tmp_path, monkeypatch):
-    monkeypatch.setattr(song_index, "ARRAYS_MIN", 10)  # memory-mapped arrays, as a large index has
+    monkeypatch.setattr(index_arrays, "ARRAYS_MIN", 10)  # memory-mapped arrays, as a large index has
     publishes = []
-    real_publish = song_index._publish_arrays
-    monkeypatch.setattr(song_index, "_publish_arrays", lambda *a, **k: publishes.append(a) or real_publish(*a, **k))
+    real_publish = index_arrays.publish_generation
+    monkeypatch.setattr(index_arrays, "publish_generation", lambda *a, **k: publishes.append(a) or real_publish(*a, **k))
     tones = [fk.write_tone(tmp_path / f"tone{i}.wav", 220 + 55 * i) for i in range(5)]
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF nonsense")
@@ -160,14 +164,14 @@ def test_index_add_equals_local_skips_bad_files_and_resumes(cluster, tmp_path, m
 
     (tmp_path / "b").mkdir()
     _, local_path = _index(tmp_path / "b")
-    recommend.add_songs(local_path, model, tones)
-    a, b = song_index.open_index(path), song_index.open_index(local_path)
+    index_building.add_songs(local_path, model, tones)
+    a, b = index_reading.open_index(path), index_reading.open_index(local_path)
     assert isinstance(a.song_va, np.memmap)  # the arrays of the final state
-    assert [p.name for p in song_index.arrays_dir(path).iterdir()] == [a.meta["generation"]]
+    assert [p.name for p in index_arrays.arrays_dir(path).iterdir()] == [a.meta["generation"]]
     assert list(a.songs.song_id) == list(b.songs.song_id)
     np.testing.assert_allclose(a.song_vectors, b.song_vectors, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.song_va, b.song_va, rtol=1e-5, atol=1e-6)
-    assert song_index.check_integrity(path) == []
+    assert index_integrity.check_integrity(path) == []
 
 
 class KillOnce:
@@ -203,9 +207,9 @@ def test_worker_killed_mid_job_is_retried_and_the_index_is_complete(cluster, tmp
     rep = engine.index_add(path, model, tones, workers=2, commit_every=2)
     assert marker.exists(), "no worker was killed: the test did not test anything"
     assert rep.computed == 6 and not rep.skipped
-    idx = song_index.open_index(path)
+    idx = index_reading.open_index(path)
     assert {f"k{i}" for i in range(6)} <= set(idx.songs.song_id) and len(idx) == 46
-    assert song_index.check_integrity(path) == []
+    assert index_integrity.check_integrity(path) == []
     print(f"\nRAY KILLED WORKER: pid {marker.read_text()} killed, 6/6 songs added, integrity ok")
 
 
@@ -282,7 +286,7 @@ def test_cli_index_add_engine_ray_reports_skipped_files(cluster, tmp_path, monke
     model, path = _index(tmp_path)
     ckpt = training.save_model(tmp_path / "model.pt", model.net, model.meta)
     fakes = {"image": fk.image_backbone, "audio": fk.audio_backbone}
-    monkeypatch.setattr(recommend.Model, "_build", lambda self, which: fakes[which]())
+    monkeypatch.setattr(deployed.DeployedModel, "_build", lambda self, which: fakes[which]())
     tones = [fk.write_tone(tmp_path / f"c{i}.wav", 250 + 30 * i) for i in range(2)]
     bad = tmp_path / "empty.mp3"
     bad.write_bytes(b"")
@@ -291,9 +295,9 @@ def test_cli_index_add_engine_ray_reports_skipped_files(cluster, tmp_path, monke
     out, err = capsys.readouterr()
     assert "added 2 song(s)" in out and "(engine ray" in out
     assert f"skipped: {bad}" in err and "1 file(s) could not be decoded" in err
-    assert {"c0", "c1"} <= set(song_index.open_index(path).songs.song_id)
+    assert {"c0", "c1"} <= set(index_reading.open_index(path).songs.song_id)
     assert main(argv[:4] + argv[5:]) == 0  # the same files again, less the bad one: nothing to do
-    assert "added 0 song(s)" in capsys.readouterr().out and len(song_index.open_index(path)) == 42
+    assert "added 0 song(s)" in capsys.readouterr().out and len(index_reading.open_index(path)) == 42
 
 
 def test_va_search_on_ray_finds_what_the_local_search_finds(cluster):

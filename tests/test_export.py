@@ -1,7 +1,7 @@
 """`imuse export onnx` and the page's own code: the ONNX export checked against PyTorch on
 real OASIS images, the song file, the pinned onnxruntime-web fetch, and the page's
 preprocessing and ranking (book/_static/tryit/preprocess.js, run with Node) against PIL,
-torchvision and recommend.rank_va."""
+torchvision and ranking.rank_va."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ from PIL import Image
 from imuse_lib import cli, data, export, media, recommend
 from imuse_lib.errors import ExportError, ModelMismatchError
 from imuse_lib.models.base import Backbone
+from imuse_lib import image_path
+from imuse_lib import image_view
+from imuse_lib.index import editing as index_editing
+from imuse_lib.index import reading as index_reading
+from imuse_lib import ranking
 
 import tryit_helpers as th
 
@@ -59,10 +64,10 @@ def test_export_matches_pytorch_on_real_images(exported):
     # the file stands on its own: onnxruntime on a fresh crop gives what `imuse recommend` gives
     session = export.onnx_session(onnx_file)
     path = data.load_images().path.iloc[100]
-    got = session.run(["va"], {"image": export.page_crop(path).unsqueeze(0).numpy()})[0][0]
-    want = recommend.Recommender(model, recommend.open_index(index_path)).image_point(path)[1]
+    got = session.run(["va"], {"image": image_path.load_crop(path).unsqueeze(0).numpy()})[0][0]
+    want = recommend.Recommender(model, index_reading.open_index(index_path)).image_point(path)[1]
     np.testing.assert_allclose(got, want, atol=export.TOLERANCE)
-    assert np.ptp(np.array([session.run(["va"], {"image": export.page_crop(p).unsqueeze(0).numpy()})[0][0]
+    assert np.ptp(np.array([session.run(["va"], {"image": image_path.load_crop(p).unsqueeze(0).numpy()})[0][0]
                             for p in check]), axis=0).min() > 0.01  # real, differing predictions
 
 
@@ -76,7 +81,7 @@ def test_onnx_file_is_valid_and_describes_itself(exported):
     assert props["imuse_fingerprint"] == model.fingerprint
     assert [i.name for i in proto.graph.input] == ["image"] and [o.name for o in proto.graph.output] == ["va"]
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    assert dims == [1, 3, export.CROP, export.CROP]
+    assert dims == [1, 3, image_view.CROP, image_view.CROP]
     assert {o.domain or "ai.onnx" for o in proto.opset_import} >= {"ai.onnx"}
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == export.OPSET
 
@@ -84,7 +89,7 @@ def test_onnx_file_is_valid_and_describes_itself(exported):
 def test_song_file_holds_the_index_exactly(exported):
     model, index_path, out, manifest, _ = exported
     songs = json.loads((out / "songs.json").read_text(encoding="utf-8"))
-    index = recommend.open_index(index_path)
+    index = index_reading.open_index(index_path)
     assert songs["format"] == export.SONGS_FORMAT and songs["fingerprint"] == model.fingerprint
     assert songs["model_file"] == manifest["model_file"]
     assert songs["columns"] == ["song_id", "artist", "title", "valence", "arousal", "quadrant"]
@@ -101,7 +106,7 @@ def test_song_file_holds_the_index_exactly(exported):
 
 def test_songs_outside_the_catalog_have_no_quadrant():
     catalog = data.load_catalog()
-    index = recommend.SongIndex(path=Path("x"), meta={"fingerprint": "f"},
+    index = index_reading.SongIndex(path=Path("x"), meta={"fingerprint": "f"},
                                 songs=catalog.iloc[:2][["song_id", "artist", "title"]].assign(
                                     song_id=[catalog.song_id.iloc[0], "my-own-song"]),
                                 song_va=np.array([[0.25, 0.5], [0.1, 0.9]], np.float32), song_vectors=None)
@@ -118,8 +123,8 @@ def test_unchanged_export_is_reused_and_a_changed_index_is_not(exported, tmp_pat
     assert export.write_page_assets(copy, model, index_path, images=check) == manifest  # nothing redone
     changed = tmp_path / "index.sqlite"
     shutil.copyfile(index_path, changed)
-    removed = recommend.open_index(changed).songs.song_id.iloc[0]
-    recommend.remove_songs(changed, [removed])
+    removed = index_reading.open_index(changed).songs.song_id.iloc[0]
+    index_editing.remove_songs(changed, [removed])
     redone = export.write_page_assets(copy, model, changed, images=check)
     assert redone["n_songs"] == manifest["n_songs"] - 1 and redone["check"] == manifest["check"]
     assert onnx_file.stat().st_mtime_ns == mtime  # the model file is kept: only the songs changed
@@ -137,7 +142,7 @@ def test_check_catches_an_export_that_differs_from_pytorch(exported):
     with torch.no_grad():
         tampered.net.image_head[1].bias.add_(0.01)  # the module no longer matches the exported file
     with pytest.raises(ExportError, match=r"differs by .* \(ONNX vs PyTorch\)"):
-        export.check_onnx(tampered, recommend.open_index(index_path), out / manifest["model_file"], check[:1])
+        export.check_onnx(tampered, index_reading.open_index(index_path), out / manifest["model_file"], check[:1])
 
 
 def test_joint_model_and_foreign_preprocessing_are_refused(exported):
@@ -145,11 +150,11 @@ def test_joint_model_and_foreign_preprocessing_are_refused(exported):
     from imuse_lib.network import IMUSENet
 
     with pytest.raises(ModelMismatchError, match="factorised"):
-        export.image_pipeline(model.image_bb(), IMUSENet(1280, 16, factorised=False))
+        image_path.image_pipeline(model.image_bb(), IMUSENet(1280, 16, factorised=False))
     odd = Backbone(name="odd", kind="image", dim=1280, weights={}, module=torch.nn.Identity(),
                    preprocessing={}, eval_transform=lambda img: img)
     with pytest.raises(ModelMismatchError, match="evaluation view"):
-        export.image_pipeline(odd, model.net)
+        image_path.image_pipeline(odd, model.net)
 
 
 def test_cli_export_onnx(exported, tmp_path, capsys):
@@ -251,7 +256,7 @@ def test_page_preprocessing_is_pils_resize_and_crop_bit_for_bit(tmp_path):
         raw = tmp_path / f"img{i}.rgba"
         raw.write_bytes(np.asarray(img.convert("RGBA")).tobytes())
         jobs.append({"file": str(raw), "w": img.width, "h": img.height})
-        want.append((export.page_crop(img).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        want.append((image_path.load_crop(img).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     _run_node(tmp_path, """
 const out = [];
 for (const j of job) {
@@ -267,12 +272,12 @@ console.log(JSON.stringify(out));
         got = np.frombuffer(Path(job["file"] + ".out").read_bytes(), np.uint8).reshape(224, 224, 3)
         assert np.array_equal(got, expected), f"{img.size}: {np.count_nonzero(got != expected)} values differ"
         chw = np.frombuffer(Path(job["file"] + ".chw").read_bytes(), np.float32).reshape(3, 224, 224)
-        assert np.array_equal(chw, export.page_crop(img).numpy())  # ToTensor's float32 division too
+        assert np.array_equal(chw, image_path.load_crop(img).numpy())  # ToTensor's float32 division too
 
 
 @needs_node
 def test_page_ranking_is_rank_va(tmp_path):
-    """preprocess.js's rank against recommend.rank_va: the same order (ties by position) and the
+    """preprocess.js's rank against ranking.rank_va: the same order (ties by position) and the
     same Eq. 1 values, on float32 VA with exact duplicates."""
     rng = np.random.default_rng(3)
     va = rng.random((500, 2)).astype(np.float32)
@@ -288,6 +293,6 @@ console.log(JSON.stringify(job.queries.map(([v, a]) => {
 })));
 """, payload)
     for q, (top, sims) in zip(queries, got):
-        pos, sim = recommend.rank_va(q, va, 15)
+        pos, sim = ranking.rank_va(q, va, 15)
         assert top == pos.tolist()
         assert sims == sim.tolist()  # bit for bit

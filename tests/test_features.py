@@ -13,6 +13,7 @@ from imuse_lib.cli import main
 from imuse_lib.errors import MediaError
 from imuse_lib.models.base import Backbone, freeze
 from imuse_lib.models.image import IMAGENET_MEAN, IMAGENET_STD, make_transforms
+from imuse_lib import feature_views
 
 sf = pytest.importorskip("soundfile")
 
@@ -122,7 +123,7 @@ def test_keys_change_with_everything_features_depend_on(image_items, tmp_path):
 def test_interrupted_run_leaves_no_entry_and_resumes(image_items, monkeypatch):
     bb = fake_image_backbone()
     monkeypatch.setattr(features, "CHUNK_ITEMS", 2)
-    real_forward = features._forward
+    real_forward = feature_views.forward
     calls = {"n": 0}
 
     def failing_forward(*args, **kwargs):
@@ -131,7 +132,7 @@ def test_interrupted_run_leaves_no_entry_and_resumes(image_items, monkeypatch):
             raise KeyboardInterrupt  # the run is interrupted during the second chunk
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(features, "_forward", failing_forward)
+    monkeypatch.setattr(feature_views, "forward", failing_forward)
     with pytest.raises(KeyboardInterrupt):
         features.image_features(bb, views=2, images=image_items, progress=False)
     folder = features.store_root() / features.feature_key(
@@ -140,7 +141,7 @@ def test_interrupted_run_leaves_no_entry_and_resumes(image_items, monkeypatch):
     assert sorted(p.name for p in (folder / "chunks").iterdir()) == ["00000.npz"]  # no temp files left
     assert features.list_store() == []  # an incomplete entry is not listed
 
-    monkeypatch.setattr(features, "_forward", real_forward)
+    monkeypatch.setattr(feature_views, "forward", real_forward)
     resumed = features.image_features(bb, views=2, images=image_items, progress=False)
     assert resumed.computed_items == 3  # chunk 0 (2 items) was reused
     clean_dir = folder.parent / "clean"
@@ -156,7 +157,7 @@ def test_stale_or_broken_chunk_is_recomputed(image_items, monkeypatch):
     spec = features.feature_spec(bb, list(image_items.image_id), list(image_items.path), 1, config.SEED)
     chunks = features.store_root() / features.feature_key(spec) / "chunks"
     chunks.mkdir(parents=True)
-    features._save_npz(chunks / "00000.npz", ids=np.array(["other", "ids"]), train=np.zeros((2, 1, 4)),
+    features.save_npz(chunks / "00000.npz", ids=np.array(["other", "ids"]), train=np.zeros((2, 1, 4)),
                        eval=np.zeros((2, 4)))
     (chunks / "00001.npz").write_bytes(b"broken")
     fs = features.image_features(bb, views=1, images=image_items, progress=False)
@@ -184,7 +185,7 @@ def test_audio_store_crops_and_eval_mean(clip_items):
     from imuse_lib import media
 
     wave = media.load_audio(clip_items.path[0], 8000)
-    starts = features.eval_starts(len(wave), 8000, 3)
+    starts = feature_views.eval_starts(len(wave), 8000, 3)
     assert list(starts) == [0, (len(wave) - 8000) // 2, len(wave) - 8000]
     expected = np.mean([[c.mean(), c.std(ddof=1), c[:10].mean()] for c in (wave[s:s + 8000] for s in starts)], 0)
     np.testing.assert_allclose(fs.eval[0], expected, atol=1e-5)

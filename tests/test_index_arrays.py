@@ -14,8 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imuse_lib import recommend, song_index
+from imuse_lib import recommend
 from imuse_lib.errors import DataError
+from imuse_lib.index import arrays as index_arrays
+from imuse_lib.index import building as index_building
+from imuse_lib.index import editing as index_editing
+from imuse_lib.index import files as index_files
+from imuse_lib.index import integrity as index_integrity
+from imuse_lib.index import reading as index_reading
 
 import kill_helpers as kh
 import recommend_fakes as fk
@@ -24,20 +30,20 @@ from test_kill import world  # noqa: F401  (the fixture)
 
 @pytest.fixture(params=[True, False], ids=["factorised", "joint"])
 def big(request, tmp_path, monkeypatch):
-    monkeypatch.setattr(song_index, "ARRAYS_MIN", 10)
+    monkeypatch.setattr(index_arrays, "ARRAYS_MIN", 10)
     model = fk.make_model(factorised=request.param)
     catalog, sf_, images, if_ = fk.make_catalog(n_songs=40)
-    path = recommend.build_index(model, tmp_path / "idx.sqlite", catalog, sf_, images, if_, progress=False)
+    path = index_building.build_index(model, tmp_path / "idx.sqlite", catalog, sf_, images, if_, progress=False)
     return model, path, tmp_path
 
 
 def _from_sqlite(path):
     """The index loaded the old way: its arrays moved aside for the call, then put back."""
-    root = song_index.arrays_dir(path)
+    root = index_arrays.arrays_dir(path)
     aside = root.with_name(root.name + ".aside")
     root.rename(aside)
     try:
-        return song_index.open_index(path)
+        return index_reading.open_index(path)
     finally:
         shutil.rmtree(root, ignore_errors=True)  # the reader may have rewritten them: keep the writer's
         aside.rename(root)
@@ -55,32 +61,32 @@ def _same(a, b):
 
 def test_arrays_equal_sqlite_after_build_add_remove(big):
     model, path, tmp = big
-    idx = song_index.open_index(path)
+    idx = index_reading.open_index(path)
     gen = idx.meta["generation"]
     assert isinstance(idx.song_va, np.memmap) and idx._songs is None  # mapped, metadata not read yet
-    assert [p.name for p in song_index.arrays_dir(path).iterdir()] == [gen]
+    assert [p.name for p in index_arrays.arrays_dir(path).iterdir()] == [gen]
     _same(idx, _from_sqlite(path))
 
     tones = [fk.write_tone(tmp / f"{name}.wav", f) for name, f in (("AAA first", 330), ("zzz last", 550))]
-    recommend.add_songs(path, model, tones)
-    after_add = song_index.open_index(path)
+    index_building.add_songs(path, model, tones)
+    after_add = index_reading.open_index(path)
     assert after_add.meta["generation"] != gen and isinstance(after_add.song_va, np.memmap)
     assert {"AAA first", "zzz last"} <= set(after_add.songs.song_id)
     _same(after_add, _from_sqlite(path))
 
-    recommend.remove_songs(path, ["S0003", "zzz last"])
-    after_rm = song_index.open_index(path)
+    index_editing.remove_songs(path, ["S0003", "zzz last"])
+    after_rm = index_reading.open_index(path)
     assert len(after_rm) == 40 and "S0003" not in set(after_rm.songs.song_id)
     _same(after_rm, _from_sqlite(path))
     # only the current generation's arrays are kept
-    assert [p.name for p in song_index.arrays_dir(path).iterdir()] == [after_rm.meta["generation"]]
-    assert song_index.check_integrity(path) == []
+    assert [p.name for p in index_arrays.arrays_dir(path).iterdir()] == [after_rm.meta["generation"]]
+    assert index_integrity.check_integrity(path) == []
 
 
 def test_query_reads_only_its_rows_and_equals_the_sqlite_answer(big, monkeypatch):
     model, path, tmp = big
     query = fk.write_image(tmp / "q.png", seed=5)
-    mapped = recommend.Recommender(model, song_index.open_index(path)).recommend(query, top=7)
+    mapped = recommend.Recommender(model, index_reading.open_index(path)).recommend(query, top=7)
     plain = recommend.Recommender(model, _from_sqlite(path)).recommend(query, top=7)
     pd.testing.assert_frame_equal(mapped.items, plain.items)
 
@@ -89,23 +95,23 @@ def test_reader_after_a_writer_killed_before_its_arrays(big, monkeypatch):
     """The commit happened, the arrays did not: readers load from SQLite (same answer) and
     the first one writes the arrays."""
     model, path, tmp = big
-    monkeypatch.setattr(song_index, "_publish_arrays", lambda *a, **k: None)  # "killed" after the commit
-    recommend.add_songs(path, model, [fk.write_tone(tmp / "late.wav", 440)])
-    meta = song_index.read_meta(path)
-    assert not (song_index.arrays_dir(path) / meta["generation"]).exists()
-    first = song_index.open_index(path)
+    monkeypatch.setattr(index_arrays, "publish_generation", lambda *a, **k: None)  # "killed" after the commit
+    index_building.add_songs(path, model, [fk.write_tone(tmp / "late.wav", 440)])
+    meta = index_files.read_meta(path)
+    assert not (index_arrays.arrays_dir(path) / meta["generation"]).exists()
+    first = index_reading.open_index(path)
     assert not isinstance(first.song_va, np.memmap) and "late" in set(first.songs.song_id)
-    assert (song_index.arrays_dir(path) / meta["generation"]).is_dir()  # written by that reader
-    second = song_index.open_index(path)
+    assert (index_arrays.arrays_dir(path) / meta["generation"]).is_dir()  # written by that reader
+    second = index_reading.open_index(path)
     assert isinstance(second.song_va, np.memmap)
     _same(first, second)
 
 
 def test_lazy_metadata_refuses_a_changed_index(big):
     model, path, tmp = big
-    idx = song_index.open_index(path)
+    idx = index_reading.open_index(path)
     assert len(idx.song_rows([0, 5])) == 2
-    recommend.remove_songs(path, ["S0001"])
+    index_editing.remove_songs(path, ["S0001"])
     with pytest.raises(DataError, match="load it again"):
         idx.song_rows([0])
     with pytest.raises(DataError, match="load it again"):
@@ -114,13 +120,13 @@ def test_lazy_metadata_refuses_a_changed_index(big):
 
 def test_tampered_or_damaged_arrays(big):
     model, path, tmp = big
-    gen = song_index.read_meta(path)["generation"]
-    folder = song_index.arrays_dir(path) / gen
+    gen = index_files.read_meta(path)["generation"]
+    folder = index_arrays.arrays_dir(path) / gen
     va = np.load(folder / "song_va.npy")
     np.save(folder / "song_va.npy", va + 0.5)
-    assert any("differ from the index" in p for p in song_index.check_integrity(path))
+    assert any("differ from the index" in p for p in index_integrity.check_integrity(path))
     (folder / "song_vectors.npy").write_bytes(b"not an array")  # damaged: ignored, SQLite used
-    idx = song_index.open_index(path)
+    idx = index_reading.open_index(path)
     assert not isinstance(idx.song_va, np.memmap)
     assert np.array_equal(idx.song_va, _from_sqlite(path).song_va)
 
@@ -129,23 +135,23 @@ def test_small_index_stays_one_file(tmp_path):
     """Below ARRAYS_MIN (the default): no arrays folder, as before."""
     model = fk.make_model(factorised=True)
     catalog, sf_, images, if_ = fk.make_catalog()
-    path = recommend.build_index(model, tmp_path / "idx.sqlite", catalog, sf_, images, if_, progress=False)
-    recommend.add_songs(path, model, [fk.write_tone(tmp_path / "t.wav", 300)])
-    assert not song_index.arrays_dir(path).exists()
-    assert song_index.open_index(path)._songs is not None
+    path = index_building.build_index(model, tmp_path / "idx.sqlite", catalog, sf_, images, if_, progress=False)
+    index_building.add_songs(path, model, [fk.write_tone(tmp_path / "t.wav", 300)])
+    assert not index_arrays.arrays_dir(path).exists()
+    assert index_reading.open_index(path)._songs is not None
 
 
 def test_shrinking_below_the_threshold_drops_the_arrays(big, monkeypatch):
     model, path, tmp = big
-    assert song_index.arrays_dir(path).is_dir()
-    monkeypatch.setattr(song_index, "ARRAYS_MIN", 1000)
-    recommend.remove_songs(path, ["S0000"])
-    assert not song_index.arrays_dir(path).exists()
+    assert index_arrays.arrays_dir(path).is_dir()
+    monkeypatch.setattr(index_arrays, "ARRAYS_MIN", 1000)
+    index_editing.remove_songs(path, ["S0000"])
+    assert not index_arrays.arrays_dir(path).exists()
 
 
 def arrays_cli_worker(argv, log, ckpt):
     """kill_helpers.cli_worker with arrays from 10 songs on (a child process of its own)."""
-    song_index.ARRAYS_MIN = 10
+    index_arrays.ARRAYS_MIN = 10
     kh.cli_worker(argv, log, ckpt)
 
 
@@ -161,9 +167,9 @@ def test_concurrent_writers_leave_arrays_equal_to_the_index(world):  # noqa: F81
     for p in procs:
         p.join(120)
         assert p.exitcode == 0, Path(log).read_text()[-2000:]
-    idx = song_index.open_index(index)
+    idx = index_reading.open_index(index)
     assert isinstance(idx.song_va, np.memmap)
     assert {"par0", "par1", "par2"} <= set(idx.songs.song_id) and "S0005" not in set(idx.songs.song_id)
     _same(idx, _from_sqlite(index))
-    assert [p.name for p in song_index.arrays_dir(index).iterdir()] == [idx.meta["generation"]]
-    assert song_index.check_integrity(index) == []
+    assert [p.name for p in index_arrays.arrays_dir(index).iterdir()] == [idx.meta["generation"]]
+    assert index_integrity.check_integrity(index) == []

@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imuse_lib import recommend, song_index
 from imuse_lib.errors import DataError
+from imuse_lib.index import building as index_building
+from imuse_lib.index import files as index_files
+from imuse_lib.index import integrity as index_integrity
+from imuse_lib.index import reading as index_reading
 
 import kill_helpers as kh
 import recommend_fakes as fk
@@ -24,7 +27,7 @@ from test_kill import world  # noqa: F401  (the fixture)
 
 
 def ids(path) -> set:
-    return set(recommend.open_index(path).songs.song_id)
+    return set(index_reading.open_index(path).songs.song_id)
 
 
 @pytest.mark.parametrize("rounds", [pytest.param(3, id="3-rounds"),
@@ -52,7 +55,7 @@ def test_build_and_add_at_once_lose_nothing(world, rounds):  # noqa: F811
         added.add(f"song{r}")
         missing = added - ids(index)
         assert not missing, f"round {r}: lost {missing}"
-    assert recommend.check_integrity(index) == []
+    assert index_integrity.check_integrity(index) == []
     print(f"\nCONCURRENT build+add: {rounds} runs, lost updates {len(added - ids(index))}")
 
 
@@ -72,9 +75,9 @@ def test_build_keeps_added_songs_and_drops_them_only_when_asked(world):  # noqa:
     tmp, model, ckpt, index = world
     catalog, sf_, images, if_ = fk.make_catalog(seed=2)
     assert "tone_a" in ids(index)
-    recommend.build_index(model, index, catalog, sf_, images, if_, progress=False)
+    index_building.build_index(model, index, catalog, sf_, images, if_, progress=False)
     assert ids(index) == set(catalog.song_id) | {"tone_a"}
-    recommend.build_index(model, index, catalog, sf_, images, if_, progress=False, keep_added=False)
+    index_building.build_index(model, index, catalog, sf_, images, if_, progress=False, keep_added=False)
     assert ids(index) == set(catalog.song_id)
 
 
@@ -82,9 +85,9 @@ def test_build_for_another_model_reembeds_added_songs(world):  # noqa: F811
     tmp, model, ckpt, index = world
     other = fk.make_model(factorised=False, seed=5)
     catalog, sf_, images, if_ = fk.make_catalog(seed=1)
-    before = recommend.open_index(index)
-    recommend.build_index(other, index, catalog, sf_, images, if_, progress=False)
-    after = recommend.open_index(index)
+    before = index_reading.open_index(index)
+    index_building.build_index(other, index, catalog, sf_, images, if_, progress=False)
+    after = index_reading.open_index(index)
     assert "tone_a" in set(after.songs.song_id) and after.fingerprint == other.fingerprint
     row = list(after.songs.song_id).index("tone_a")
     old_row = list(before.songs.song_id).index("tone_a")
@@ -100,9 +103,9 @@ def test_build_refuses_to_lose_added_songs_whose_audio_is_gone(world):  # noqa: 
     (tmp / "tone_a.wav").unlink()
     before = index.read_bytes()
     with pytest.raises(DataError, match="--drop-added"):
-        recommend.build_index(other, index, catalog, sf_, images, if_, progress=False)
+        index_building.build_index(other, index, catalog, sf_, images, if_, progress=False)
     assert index.read_bytes() == before
-    recommend.build_index(other, index, catalog, sf_, images, if_, progress=False, keep_added=False)
+    index_building.build_index(other, index, catalog, sf_, images, if_, progress=False, keep_added=False)
     assert "tone_a" not in ids(index)
 
 
@@ -133,7 +136,7 @@ def test_hot_journal_of_a_killed_writer_is_rolled_back_not_a_lock(world, capsys)
     with sqlite3.connect(index, isolation_level=None) as conn:
         conn.execute("PRAGMA journal_mode=DELETE")
     conn.close()
-    expect = recommend.open_index(index).songs.title.tolist()
+    expect = index_reading.open_index(index).songs.title.tolist()
     proc = subprocess.run([sys.executable, "-c", LEGACY_CRASH, str(index)], capture_output=True)
     assert proc.returncode == -signal.SIGKILL
     assert Path(f"{index}-journal").exists()  # the hot journal the issue saw
@@ -141,8 +144,8 @@ def test_hot_journal_of_a_killed_writer_is_rolled_back_not_a_lock(world, capsys)
 
     assert cli.main(["index", "list", "--index", str(index)]) == 0
     assert "integrity: ok" in capsys.readouterr().out
-    assert recommend.open_index(index).songs.title.tolist() == expect
-    recommend.add_songs(index, model, [fk.write_tone(tmp / "later.wav", 700)])
+    assert index_reading.open_index(index).songs.title.tolist() == expect
+    index_building.add_songs(index, model, [fk.write_tone(tmp / "later.wav", 700)])
     assert "later" in ids(index)
 
 
@@ -153,19 +156,19 @@ def test_build_at_a_new_path_ignores_journals_of_a_deleted_index(world):  # noqa
     Path(f"{target}-journal").write_bytes(b"stale journal of an index deleted by hand" * 50)
     Path(f"{target}-wal").write_bytes(b"stale wal" * 50)
     catalog, sf_, images, if_ = fk.make_catalog(seed=1)
-    recommend.build_index(model, target, catalog, sf_, images, if_, progress=False)
+    index_building.build_index(model, target, catalog, sf_, images, if_, progress=False)
     assert sorted(p.name for p in target.parent.iterdir()) == ["index.sqlite"]
-    recommend.add_songs(target, model, [fk.write_tone(tmp / "x.wav", 321)])
+    index_building.add_songs(target, model, [fk.write_tone(tmp / "x.wav", 321)])
     assert ids(target) == set(catalog.song_id) | {"x"}
 
 
 def test_integrity_check_finds_damage(world, capsys):  # noqa: F811
     tmp, model, ckpt, index = world
-    assert recommend.check_integrity(index) == []
+    assert index_integrity.check_integrity(index) == []
     with sqlite3.connect(index) as conn:
         conn.execute("UPDATE songs SET vector = x'00010203' WHERE song_id = 'S0002'")
     conn.close()
-    problems = recommend.check_integrity(index)
+    problems = index_integrity.check_integrity(index)
     assert problems and "S0002" in problems[0]
     from imuse_lib import cli
 
@@ -176,13 +179,13 @@ def test_integrity_check_finds_damage(world, capsys):  # noqa: F811
 
 def test_writer_lock_times_out_with_one_line(tmp_path):
     path = tmp_path / "i.sqlite"
-    with song_index.writer_lock(path):
+    with index_files.writer_lock(path):
         code = subprocess.run([sys.executable, "-c",
-                               "import sys; from imuse_lib import song_index\n"
+                               "import sys; from imuse_lib.index import files as index_files\n"
                                "try:\n"
-                               f"    with song_index.writer_lock(sys.argv[1], timeout=0.3): pass\n"
+                               f"    with index_files.writer_lock(sys.argv[1], timeout=0.3): pass\n"
                                "except Exception as e: print(e); sys.exit(3)", str(path)],
                               capture_output=True, text=True)
     assert code.returncode == 3 and "another imuse process" in code.stdout
-    with song_index.writer_lock(path, timeout=0.3):  # released: free again
+    with index_files.writer_lock(path, timeout=0.3):  # released: free again
         pass

@@ -20,7 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from imuse_lib import recommend, training
+from imuse_lib import training
+from imuse_lib.index import building as index_building
+from imuse_lib.index import integrity as index_integrity
+from imuse_lib.index import reading as index_reading
 
 import kill_helpers as kh
 import recommend_fakes as fk
@@ -54,14 +57,14 @@ def world(tmp_path, monkeypatch):
     ckpt = training.save_model(tmp_path / "model.pt", model.net, model.meta)
     catalog, sf_, images, if_ = fk.make_catalog(seed=1)
     pristine = tmp_path / "pristine" / "index.sqlite"
-    recommend.build_index(model, pristine, catalog, sf_, images, if_, progress=False)
-    recommend.add_songs(pristine, model, [fk.write_tone(tmp_path / "tone_a.wav", 440)])
+    index_building.build_index(model, pristine, catalog, sf_, images, if_, progress=False)
+    index_building.add_songs(pristine, model, [fk.write_tone(tmp_path / "tone_a.wav", 440)])
     return tmp_path, model, ckpt, pristine
 
 
 def digest(path: Path) -> str:
     """What a reader sees of an index: ids, VA and vectors of songs and images (not times)."""
-    idx = recommend.open_index(path)
+    idx = index_reading.open_index(path)
     h = hashlib.sha256()
     h.update("|".join(idx.songs.song_id).encode() + "|".join(idx.images.image_id).encode())
     for arr in (idx.song_va, idx.song_vectors, idx.image_va, idx.image_vectors):
@@ -100,12 +103,12 @@ def _kill_index_path(world, n, argv_of, catalog_seed, name):
         else:
             code = kh.run_killed(kh.cli_worker, argv_of(work), log, str(ckpt), catalog_seed=catalog_seed, delay=at)
         assert code in (-9, 0), Path(log).read_text()[-2000:]
-        assert recommend.check_integrity(work) == []
+        assert index_integrity.check_integrity(work) == []
         state = digest(work)
         seen["old" if state == old else "new" if state == new else "other"] += 1
         assert state in (old, new), f"{how} kill at {at}: a third state"
         # the index is not locked or poisoned: the next write succeeds
-        recommend.add_songs(work, model, [fk.write_tone(tmp / f"after{i}.wav", 500 + i)])
+        index_building.add_songs(work, model, [fk.write_tone(tmp / f"after{i}.wav", 500 + i)])
     tally(name, len(kills), seen["old"], seen["new"], seen["other"], sqlite_steps=steps)
     assert seen["other"] == 0
 

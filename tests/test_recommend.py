@@ -16,8 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
-from imuse_lib import recommend, song_index
+from imuse_lib import recommend
 from imuse_lib.errors import DataError, ImuseError, MediaError, ModelMismatchError
+from imuse_lib import deployed
+from imuse_lib.index import building as index_building
+from imuse_lib.index import editing as index_editing
+from imuse_lib.index import reading as index_reading
+from imuse_lib import joint
+from imuse_lib import ranking
 
 import recommend_fakes as fk
 
@@ -27,7 +33,7 @@ def built(request, tmp_path):
     """(model, index path, catalog) for both model kinds."""
     model = fk.make_model(factorised=request.param)
     catalog, sf_, images, if_ = fk.make_catalog()
-    path = recommend.build_index(model, tmp_path / "idx.sqlite", catalog, sf_, images, if_, progress=False)
+    path = index_building.build_index(model, tmp_path / "idx.sqlite", catalog, sf_, images, if_, progress=False)
     return model, path, catalog
 
 
@@ -44,14 +50,14 @@ def test_top_k_equals_a_stable_full_sort_with_ties():
     for n in (10, 5000, 50_000):
         scores = np.round(rng.random(n), 2)  # many exact ties
         for k in (1, 7, 100):
-            assert np.array_equal(recommend.top_k(scores, k), np.argsort(-scores, kind="stable")[:k])
-    assert len(recommend.top_k(np.zeros(3), 10)) == 3
+            assert np.array_equal(ranking.top_k(scores, k), np.argsort(-scores, kind="stable")[:k])
+    assert len(ranking.top_k(np.zeros(3), 10)) == 3
 
 
 def test_rank_va_is_eq1_nearest_neighbours():
     rng = np.random.default_rng(1)
     va = rng.random((20_000, 2)).astype(np.float32)
-    idx, sim = recommend.rank_va((0.3, 0.8), va, 5)
+    idx, sim = ranking.rank_va((0.3, 0.8), va, 5)
     dist = np.hypot(va[:, 0].astype(float) - 0.3, va[:, 1].astype(float) - 0.8)
     assert np.array_equal(idx, np.argsort(dist, kind="stable")[:5])
     assert np.allclose(sim, 1 - dist[idx])
@@ -65,13 +71,13 @@ def test_joint_scorer_equals_fusion_layers():
     rng = np.random.default_rng(2)
     vecs = np.maximum(rng.standard_normal((5000, 128)), 0).astype(np.float32)
     image_vec = np.maximum(rng.standard_normal(256), 0).astype(np.float32)
-    assert recommend.JointScorer.supports(net)
-    fast = recommend.JointScorer(net, vecs, batch=1024).score(image_vec)
-    ref = recommend.score_joint(net, image_vec, vecs, batch=777)
+    assert joint.JointScorer.supports(net)
+    fast = joint.JointScorer(net, vecs, batch=1024).score(image_vec)
+    ref = joint.score_joint(net, image_vec, vecs, batch=777)
     for a, b in zip(fast, ref):
         assert np.allclose(a, b, atol=1e-5)
-    assert not recommend.JointScorer.supports(IMUSENet(4, 4, factorised=True).eval())
-    assert not recommend.JointScorer.supports(net.train())  # dropout active: not the eval network
+    assert not joint.JointScorer.supports(IMUSENet(4, 4, factorised=True).eval())
+    assert not joint.JointScorer.supports(net.train())  # dropout active: not the eval network
 
 
 # --------------------------------------------------------------------------- the index
@@ -79,7 +85,7 @@ def test_joint_scorer_equals_fusion_layers():
 
 def test_build_stores_songs_images_and_provenance(built):
     model, path, catalog = built
-    index = recommend.open_index(path)
+    index = index_reading.open_index(path)
     assert len(index) == len(catalog) and len(index.images) == 30
     assert list(index.songs.song_id) == sorted(catalog.song_id)  # kept in id order (tie-break)
     assert index.fingerprint == model.fingerprint
@@ -109,10 +115,10 @@ def test_fingerprint_depends_on_weights_and_backbones():
     assert a.fingerprint != b.fingerprint
     assert a.fingerprint == fk.make_model(False, seed=0).fingerprint
     meta = dict(a.meta, audio_backbone="musicnn")
-    assert recommend.model_fingerprint(a.net, meta) != a.fingerprint
+    assert deployed.model_fingerprint(a.net, meta) != a.fingerprint
     # where the weights file lies is not part of the identity
     meta = dict(a.meta, image_weights={"kind": "random", "init_seed": 0, "file": "/x"})
-    assert recommend.model_fingerprint(a.net, meta) == a.fingerprint
+    assert deployed.model_fingerprint(a.net, meta) == a.fingerprint
 
 
 def test_model_mismatch_is_refused(built):
@@ -121,17 +127,17 @@ def test_model_mismatch_is_refused(built):
     with pytest.raises(ModelMismatchError, match="different model"):
         recommend.Recommender.load(other, path)
     with pytest.raises(ModelMismatchError):
-        recommend.add_songs(path, other, ["x.wav"])
+        index_building.add_songs(path, other, ["x.wav"])
 
 
 def test_add_and_remove_songs(built, tmp_path, query_image):
     model, path, _ = built
-    before = recommend.open_index(path)
+    before = index_reading.open_index(path)
     a = fk.write_tone(tmp_path / "tone_a.wav", 440)
     b = fk.write_tone(tmp_path / "tone_b.flac", 1800)
-    ids = recommend.add_songs(path, model, [a, b], titles=["A song", "B song"], artists=["Me", "You"])
+    ids = index_building.add_songs(path, model, [a, b], titles=["A song", "B song"], artists=["Me", "You"])
     assert ids == ["tone_a", "tone_b"]
-    after = recommend.open_index(path)
+    after = index_reading.open_index(path)
     assert len(after) == len(before) + 2
     # the rest is untouched: same vectors and VA for the old songs
     old = after.songs.song_id.isin(before.songs.song_id).to_numpy()
@@ -148,13 +154,13 @@ def test_add_and_remove_songs(built, tmp_path, query_image):
     assert {"tone_a", "tone_b"} <= set(rec.items.song_id)
     # taking an id twice is refused and changes nothing
     with pytest.raises(ImuseError, match="already in the index"):
-        recommend.add_songs(path, model, [a])
-    assert recommend.remove_songs(path, ["tone_a", "S0003"]) == ["tone_a", "S0003"]
-    left = recommend.open_index(path)
+        index_building.add_songs(path, model, [a])
+    assert index_editing.remove_songs(path, ["tone_a", "S0003"]) == ["tone_a", "S0003"]
+    left = index_reading.open_index(path)
     assert len(left) == len(before) and "S0003" not in set(left.songs.song_id)
     with pytest.raises(ImuseError, match="nothing removed"):
-        recommend.remove_songs(path, ["tone_b", "no-such-song"])
-    assert len(recommend.open_index(path)) == len(left)
+        index_editing.remove_songs(path, ["tone_b", "no-such-song"])
+    assert len(index_reading.open_index(path)) == len(left)
 
 
 def test_add_is_all_or_nothing(built, tmp_path):
@@ -163,8 +169,8 @@ def test_add_is_all_or_nothing(built, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF not really a wave file")
     with pytest.raises(MediaError, match="bad.wav"):
-        recommend.add_songs(path, model, [good, bad])
-    assert "good" not in set(recommend.open_index(path).songs.song_id)
+        index_building.add_songs(path, model, [good, bad])
+    assert "good" not in set(index_reading.open_index(path).songs.song_id)
 
 
 def test_failed_build_leaves_the_old_index(built, monkeypatch):
@@ -175,27 +181,27 @@ def test_failed_build_leaves_the_old_index(built, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(song_index, "_meta_rows", boom)
+    monkeypatch.setattr(index_building, "meta_rows", boom)
     with pytest.raises(RuntimeError):
-        recommend.build_index(model, path, catalog2, sf_, images, if_, progress=False)
+        index_building.build_index(model, path, catalog2, sf_, images, if_, progress=False)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
 
 
 def test_bad_index_files(tmp_path):
     with pytest.raises(DataError, match="no song index"):
-        recommend.open_index(tmp_path / "missing.sqlite")
+        index_reading.open_index(tmp_path / "missing.sqlite")
     with pytest.raises(DataError, match="directory"):
-        recommend.open_index(tmp_path)
+        index_reading.open_index(tmp_path)
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not a database" * 100)
     with pytest.raises(DataError, match="not an IMUSE song index"):
-        recommend.open_index(junk)
+        index_reading.open_index(junk)
     other = tmp_path / "other.sqlite"
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(DataError, match="not an IMUSE song index"):
-        recommend.open_index(other)
+        index_reading.open_index(other)
     assert not (tmp_path / "missing.sqlite").exists()  # reading never creates a file
 
 
@@ -245,7 +251,7 @@ def test_ties_are_broken_by_song_id(tmp_path, query_image):
     model = fk.make_model(factorised=True)
     catalog, sf_, images, if_ = fk.make_catalog()
     sf_[:] = sf_[0]  # every song identical: all scores tie
-    path = recommend.build_index(model, tmp_path / "t.sqlite", catalog, sf_, images, if_, progress=False)
+    path = index_building.build_index(model, tmp_path / "t.sqlite", catalog, sf_, images, if_, progress=False)
     rec = recommend.Recommender.load(model, path).recommend(query_image, top=10)
     assert list(rec.items.song_id) == sorted(catalog.song_id)[:10]
 
@@ -275,7 +281,7 @@ def test_reverse_direction_ranks_images(built, tmp_path):
 
 def test_empty_index_is_a_clear_error(built, query_image):
     model, path, catalog = built
-    recommend.remove_songs(path, catalog.song_id)
+    index_editing.remove_songs(path, catalog.song_id)
     with pytest.raises(DataError, match="empty"):
         recommend.Recommender.load(model, path).recommend(query_image)
 
@@ -329,7 +335,7 @@ def factorised_recommender(tmp_path_factory):
     model = fk.make_model(factorised=True)
     catalog, sf_, images, if_ = fk.make_catalog()
     path = tmp_path_factory.mktemp("odd") / "i.sqlite"
-    recommend.build_index(model, path, catalog, sf_, images, if_, progress=False)
+    index_building.build_index(model, path, catalog, sf_, images, if_, progress=False)
     return recommend.Recommender.load(model, path)
 
 
@@ -402,13 +408,13 @@ def test_bad_audio_is_a_one_line_error(name, make, built, tmp_path):
 
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no trained model"):
-        recommend.load_model(tmp_path / "none.pt")
+        deployed.load_deployed(tmp_path / "none.pt")
     with pytest.raises(DataError, match="directory"):
-        recommend.load_model(tmp_path)
+        deployed.load_deployed(tmp_path)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ImuseError, match="junk.pt"):
-        recommend.load_model(junk)
+        deployed.load_deployed(junk)
 
 
 # --------------------------------------------------------------------------- the real model
@@ -422,8 +428,8 @@ def test_real_default_model_when_trained():
     path = training.default_model_path()
     if not path.exists():
         pytest.skip("no default model yet (run `imuse train --profile quick`)")
-    model = recommend.load_model(path)
-    index_path = recommend.default_index_path(model)
+    model = deployed.load_deployed(path)
+    index_path = index_reading.default_index_path(model)
     if not index_path.exists():
         pytest.skip("no index for the default model yet (run `imuse index build`)")
     rec = recommend.Recommender.load(model, index_path)

@@ -26,6 +26,8 @@ from PIL import Image
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from imuse_lib import cli, export, media, recommend
+from imuse_lib import image_path
+from imuse_lib.index import building as index_building
 
 import tryit_helpers as th
 
@@ -50,7 +52,7 @@ def deployed(tmp_path_factory):
     torch.set_num_threads(1)
     # the default build's sources and hyperparameters; features computed into the cache if missing
     model_path = va_model.train_default(path=tmp / "results" / "models" / "va_model.npz")
-    index_path = recommend.build_index(model_path, tmp / "index.sqlite", progress=False)
+    index_path = index_building.build_index(model_path, tmp / "index.sqlite", progress=False)
     yield model_path, index_path
     patch.undo()
 
@@ -173,7 +175,7 @@ def test_page_preprocessing_equals_pil_on_real_images(visit):
     for path in export.check_images(4):
         visit.page.set_input_files("#tryit-file", str(path))
         got = visit.page.evaluate("window.imuseTryit.crop(document.getElementById('tryit-file').files[0])")
-        want = (export.page_crop(path).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        want = (image_path.load_crop(path).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         assert np.array_equal(np.array(got, np.uint8).reshape(224, 224, 3), want), path
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imuse_lib import baselines, va_model
+from imuse_lib import baselines, deployed, recommend, va_model
 from imuse_lib.errors import ImuseError, ModelMismatchError
 from imuse_lib.pairs import ItemRoles
+from imuse_lib.index import building as index_building
 
 
 def _synthetic(n, nonlinear, rng, d=8):
@@ -52,12 +53,12 @@ def test_leave_one_out_and_calibration_match_brute_force():
         keep = np.arange(len(y)) != i
         sub = va_model.ArmModel(("s",), np.ones(1), "rbf", 1.0, arm.mean, arm.sd)
         xs = sub.transform([x[keep]])
-        k = va_model._kernel(xs, xs, "rbf", sub.gamma)
+        k = va_model.arm._kernel(xs, xs, "rbf", sub.gamma)
         kc = k - k.mean(0)[None] - k.mean(1)[:, None] + k.mean()
         for j in range(2):
             yc = y[keep, j] - y[keep, j].mean()
             dual = np.linalg.solve(kc + arm.lambdas[j] * np.eye(len(xs)), yc)
-            kx = va_model._kernel(sub.transform([x[i:i + 1]]), xs, "rbf", sub.gamma)
+            kx = va_model.arm._kernel(sub.transform([x[i:i + 1]]), xs, "rbf", sub.gamma)
             loo[i, j] = y[keep, j].mean() + float(((kx - k.mean(0)) @ dual)[0])
     from imuse_lib.metrics import pearson_r
 
@@ -98,7 +99,7 @@ def _fake_world(rng, n_img=120, n_song=80):
 
 def test_model_choice_never_reads_the_test_labels(monkeypatch):
     images, songs, roles, blocks = _fake_world(np.random.default_rng(4))
-    monkeypatch.setattr(va_model, "load_blocks", lambda sources, arm, **kw: blocks[arm])
+    monkeypatch.setattr(va_model.fitting, "load_blocks", lambda sources, arm, **kw: blocks[arm])
     first = va_model.fit(("mobilenet_v2",), ("musicnn",), roles, images=images, songs=songs, n_trials=6)
     noisy_i, noisy_s = images.copy(), songs.copy()
     rng = np.random.default_rng(99)
@@ -120,7 +121,7 @@ def test_model_choice_never_reads_the_test_labels(monkeypatch):
 
 def test_save_load_round_trip_and_tamper_check(tmp_path, monkeypatch):
     images, songs, roles, blocks = _fake_world(np.random.default_rng(5))
-    monkeypatch.setattr(va_model, "load_blocks", lambda sources, arm, **kw: blocks[arm])
+    monkeypatch.setattr(va_model.fitting, "load_blocks", lambda sources, arm, **kw: blocks[arm])
     model = va_model.fit(("mobilenet_v2",), ("musicnn",), roles, images=images, songs=songs, n_trials=4)
     path = model.save(tmp_path / "m.npz")
     assert va_model.is_va_model_file(path)
@@ -178,7 +179,6 @@ def real_image_arm():
 
 
 def test_recommender_ranks_by_eq1_and_images_with_different_va_get_different_songs(tmp_path, real_image_arm):
-    from imuse_lib import recommend, va_recommend
 
     arm, frame = real_image_arm
     rng = np.random.default_rng(6)
@@ -186,12 +186,12 @@ def test_recommender_ranks_by_eq1_and_images_with_different_va_get_different_son
     song_x = rng.standard_normal((n_songs, 5))
     song_y = 0.5 + 0.15 * np.tanh(song_x[:, :2])
     audio = va_model.fit_arm([song_x], song_y, ("audio_descriptors",), None, "linear")
-    model = va_recommend.VARecommendModel.from_va(va_model.VAModel(arm, audio, {"split": "cold"}))
+    model = deployed.VADeployedModel.from_va(va_model.VAModel(arm, audio, {"split": "cold"}))
     catalog = pd.DataFrame({"song_id": [f"S{i:02d}" for i in range(n_songs)], "artist": "a",
                             "title": [f"t{i}" for i in range(n_songs)]})
     image_feats = np.concatenate([model.embed_image(p) for p in frame.path])
     images = frame[["image_id", "category", "path"]].reset_index(drop=True)
-    path = recommend.build_index(model, tmp_path / "idx.sqlite", catalog, song_x, images, image_feats,
+    path = index_building.build_index(model, tmp_path / "idx.sqlite", catalog, song_x, images, image_feats,
                                  progress=False)
     rec = recommend.Recommender.load(model, path)
     pred = arm.predict(np.split(image_feats, [1280], axis=1))
@@ -205,22 +205,21 @@ def test_recommender_ranks_by_eq1_and_images_with_different_va_get_different_son
         assert list(res.items.song_id) == [catalog.song_id[j] for j in np.argsort(-sim, kind="stable")[:5]]
         tops.append(set(res.items.song_id))
     assert tops[0] != tops[1]
-    # a saved VA model is what load_model returns, and the index accepts it
+    # a saved VA model is what load_deployed returns, and the index accepts it
     saved = model.va.save(tmp_path / "va.npz")
-    again = recommend.load_model(saved)
-    assert isinstance(again, va_recommend.VARecommendModel) and again.fingerprint == model.fingerprint
+    again = deployed.load_deployed(saved)
+    assert isinstance(again, deployed.VADeployedModel) and again.fingerprint == model.fingerprint
 
 
 def test_the_deployed_va_model_is_the_default(tmp_path, monkeypatch):
-    from imuse_lib import recommend, va_recommend
 
     images, songs, roles, blocks = _fake_world(np.random.default_rng(8))
-    monkeypatch.setattr(va_model, "load_blocks", lambda sources, arm, **kw: blocks[arm])
+    monkeypatch.setattr(va_model.fitting, "load_blocks", lambda sources, arm, **kw: blocks[arm])
     saved = va_model.fit(("mobilenet_v2",), ("musicnn",), roles, images=images, songs=songs,
                          n_trials=3).save(tmp_path / "va.npz")
     monkeypatch.setattr(va_model, "default_model_path", lambda: saved)
-    assert isinstance(recommend.load_model(), va_recommend.VARecommendModel)
-    assert recommend.load_model().label().startswith("factorised")  # what the CLI reads
+    assert isinstance(deployed.load_deployed(), deployed.VADeployedModel)
+    assert deployed.load_deployed().label().startswith("factorised")  # what the CLI reads
 
 
 def test_part_metrics_oracle_and_shrunk_predictions():
@@ -252,7 +251,7 @@ def test_sequential_ask_and_tell_is_optunas_own_sequential_search():
         weights = [1.0, trial.suggest_float("w_b", 0.1, 3.0, log=True)]
         g = trial.suggest_float("g", 0.05, 4.0, log=True) if kernel == "rbf" else 1.0
         arm = va_model.fit_arm(x, y, ("a", "b"), weights, kernel, g)
-        return va_model._val_error(arm.predict(xv), yv, sd)
+        return va_model.fitting._val_error(arm.predict(xv), yv, sd)
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=5))
     for kernel in va_model.KERNELS:

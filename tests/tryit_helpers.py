@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imuse_lib import export, models, recommend
+from imuse_lib import deployed, export, models
 from imuse_lib.network import IMUSENet
+from imuse_lib.index import building as index_building
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 PAGE_SOURCES = BOOK / "_static" / "tryit"
 
 
-def mobilenet_model(seed: int = 0, audio_dim: int = 16) -> recommend.Model:
+def mobilenet_model(seed: int = 0, audio_dim: int = 16) -> deployed.DeployedModel:
     """The real MobileNetV2 backbone (ImageNet weights) under a seeded, untrained factorised
     network: a real image path for export checks that need no feature store."""
     backbone = models.build_image_backbone("mobilenet_v2")
@@ -31,16 +32,16 @@ def mobilenet_model(seed: int = 0, audio_dim: int = 16) -> recommend.Model:
     meta = {"image_backbone": "mobilenet_v2", "audio_backbone": "fake_audio",
             "image_weights": backbone.weights, "audio_weights": {"kind": "random", "init_seed": 0},
             "factorised": True, "image_dim": backbone.dim, "audio_dim": audio_dim}
-    return recommend.Model(net=net, meta=meta, image_backbone=backbone)
+    return deployed.DeployedModel(net=net, meta=meta, image_backbone=backbone)
 
 
-def random_index(model: recommend.Model, path: Path, catalog, images, seed: int = 1) -> Path:
+def random_index(model: deployed.DeployedModel, path: Path, catalog, images, seed: int = 1) -> Path:
     """An index of the real catalog's songs with seeded random music features."""
     rng = np.random.default_rng(seed)
     audio_dim = model.net.audio_dim
     song_feats = rng.normal(size=(len(catalog), audio_dim)).astype(np.float32)
     image_feats = rng.normal(size=(len(images), model.net.image_dim)).astype(np.float32)
-    return recommend.build_index(model, path, catalog=catalog, song_features=song_feats,
+    return index_building.build_index(model, path, catalog=catalog, song_features=song_feats,
                                  images=images, image_features=image_feats, progress=False)
 
 

@@ -89,7 +89,7 @@ def cmd_features(args) -> int:
 
 def _features_on_ray(args, weights: str) -> int:
     """The same store entries, computed by a Ray actor pool (imuse_lib.engine)."""
-    from .. import engine, features, models
+    from .. import engine, features, models, parallel
     from ..errors import ImuseError
 
     jobs = []
@@ -101,7 +101,7 @@ def _features_on_ray(args, weights: str) -> int:
         ab = models.build_audio_backbone(args.audio_backbone, weights=weights, seed=args.seed)
         jobs.append(("audio", ab, features.DEFAULT_CROPS.get(ab.name, 4) if args.crops is None else args.crops))
     skipped = []
-    with engine.session(args.ray_address):
+    with parallel.session(args.ray_address):
         for arm, bb, n_train in jobs:
             t0 = time.perf_counter()
             print(f"{arm} features: {bb.name} (engine ray, {args.workers} workers)")

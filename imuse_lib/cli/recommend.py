@@ -176,11 +176,12 @@ def _print_json(obj) -> None:
 
 
 def _index_path(args, model=None) -> Path:
-    from .. import recommend
+    from ..deployed import load_deployed
+    from ..index.reading import default_index_path
 
     if args.index:
         return Path(args.index)
-    return recommend.default_index_path(model or recommend.load_model(args.model))
+    return default_index_path(model or load_deployed(args.model))
 
 
 def _note_top(top: int, rec, what: str) -> None:
@@ -213,13 +214,16 @@ def cmd_recommend_images(args) -> int:
 def cmd_index_build(args) -> int:
     import time
 
-    from .. import recommend
+    from ..deployed import load_deployed
+    from ..index.building import build_index
+    from ..index.files import read_meta
+    from ..index.reading import open_index
 
-    model = recommend.load_model(args.model)
+    model = load_deployed(args.model)
     start = time.perf_counter()
-    path = recommend.build_index(model, args.index, keep_added=not args.drop_added)
-    meta = recommend.read_meta(path)
-    n = recommend.open_index(path)
+    path = build_index(model, args.index, keep_added=not args.drop_added)
+    meta = read_meta(path)
+    n = open_index(path)
     kept = int(meta.get("added_kept", 0))
     if kept:
         print(f"kept {kept} song(s) added with `imuse index add` (--drop-added drops them)")
@@ -230,16 +234,16 @@ def cmd_index_build(args) -> int:
 
 
 def cmd_index_add(args) -> int:
-    from .. import recommend
+    from ..deployed import load_deployed
+    from ..index.building import add_songs
 
     check_engine_args(args)
     _apply_audio_limit(args)
-    model = recommend.load_model(args.model)
+    model = load_deployed(args.model)
     path = _index_path(args, model)
     if args.engine == "ray":
         return _index_add_on_ray(args, model, path)
-    ids = recommend.add_songs(path, model, args.audio, titles=args.title, artists=args.artist,
-                              song_ids=args.song_id)
+    ids = add_songs(path, model, args.audio, titles=args.title, artists=args.artist, song_ids=args.song_id)
     print(f"added {len(ids)} song(s) to {path}: {', '.join(ids)}")
     return 0
 
@@ -247,9 +251,9 @@ def cmd_index_add(args) -> int:
 def _index_add_on_ray(args, model, path) -> int:
     """Many files: embedded by a Ray actor pool, committed in batches; bad files skipped and
     listed; a rerun after an interruption embeds only the songs not yet added."""
-    from .. import engine
+    from .. import engine, parallel
 
-    with engine.session(args.ray_address):
+    with parallel.session(args.ray_address):
         rep = engine.index_add(path, model, args.audio, titles=args.title, artists=args.artist,
                                song_ids=args.song_id, workers=args.workers)
     ids = rep.result
@@ -264,23 +268,24 @@ def _index_add_on_ray(args, model, path) -> int:
 
 
 def cmd_index_remove(args) -> int:
-    from .. import recommend
+    from ..index.editing import remove_songs
 
     path = _index_path(args)
-    ids = recommend.remove_songs(path, args.song_ids)
+    ids = remove_songs(path, args.song_ids)
     print(f"removed {len(ids)} song(s) from {path}: {', '.join(ids)}")
     return 0
 
 
 def cmd_index_list(args) -> int:
-    from .. import recommend
+    from ..index.integrity import check_integrity
+    from ..index.reading import open_index
 
     path = _index_path(args)
-    problems = recommend.check_integrity(path)
+    problems = check_integrity(path)
     if problems:
         raise ImuseError(f"{path}: integrity check FAILED: {'; '.join(problems[:3])}; rebuild it with "
                          f"`imuse index build` (add the added songs again if it cannot read them)")
-    index = recommend.open_index(path)
+    index = open_index(path)
     cols = ["song_id", "artist", "title", "valence", "arousal", "true_valence", "true_arousal", "added"]
     if args.json:
         from ..recommend import Recommendation

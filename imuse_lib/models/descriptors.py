@@ -147,12 +147,12 @@ STAT_NAMES = stat_names()
 
 
 def build_image_stats() -> Backbone:
-    from .image import make_transforms
+    from ..image_view import EVAL_VIEW, TRAIN_VIEW, UNIT_MEAN, UNIT_STD, make_transforms
 
     # No normalisation: the statistics read RGB in [0, 1] (ToTensor's range).
-    train_t, eval_t = make_transforms((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    pre = {"eval": "Resize(256, bilinear) + CenterCrop(224), RGB in [0, 1]",
-           "train": "Resize(256, bilinear) + RandomCrop(224) + RandomHorizontalFlip(0.5)",
+    train_t, eval_t = make_transforms(UNIT_MEAN, UNIT_STD)
+    pre = {"eval": f"{EVAL_VIEW}, RGB in [0, 1]",
+           "train": TRAIN_VIEW,
            "statistics": STAT_NAMES, "version": IMAGE_STATS_VERSION}
     return Backbone(name="image_stats", kind="image", dim=len(STAT_NAMES),
                     weights={"kind": "handmade", "sha256": f"image_stats-v{IMAGE_STATS_VERSION}",
@@ -184,7 +184,7 @@ class PooledBlocks(nn.Module):
 
 def pool_block(x: torch.Tensor) -> list[torch.Tensor]:
     """An intermediate block's activations [B, C, H, W] -> their mean and sd over positions
-    (2 x [B, C]): the one pooling rule of the feature store and of the query path (va_torch)."""
+    (2 x [B, C]): the one pooling rule of the feature store and of the query path (va_model.torch_path)."""
     flat = x.flatten(2)
     return [flat.mean(2), flat.std(2)]
 

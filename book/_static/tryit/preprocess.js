@@ -1,13 +1,16 @@
 /* IMUSE "Try it": the picture's preprocessing and the ranking, exactly as the Python side does them.
  *
- * resizeCrop() is torchvision's evaluation view on a PIL RGB image - Resize(256) (shorter side,
- * PIL's antialiased bilinear filter) then CenterCrop(224) - reproduced bit for bit: the same
- * output size (int() of 256 * long / short), the same crop offsets (Python's round(), half to
- * even), and PIL's two-pass resampler (libImaging/Resample.c: coefficients in double, turned into
+ * resizeCrop(rgba, width, height, size, crop) is torchvision's evaluation view on a PIL RGB image
+ * - Resize(size) (shorter side, PIL's antialiased bilinear filter) then CenterCrop(crop) -
+ * reproduced bit for bit: the same output size (int() of size * long / short), the same crop
+ * offsets (Python's round(), half to even), and PIL's two-pass resampler (libImaging/Resample.c: coefficients in double, turned into
  * 22-bit fixed point; horizontal pass first into 8-bit rows, then vertical). Only the pixels the
  * crop keeps are computed: each output pixel depends on its own coefficients alone.
  *
- * rank() is recommend.rank_va: Eq. 1 (S = 1 - Euclidean distance in VA) in double precision on
+ * The sizes are not written here: the page passes those of songs.json ("resize", "crop"), which
+ * the export writes from the one image-view spec (imuse_lib/image_view.py, page_spec()).
+ *
+ * rank() is ranking.rank_va: Eq. 1 (S = 1 - Euclidean distance in VA) in double precision on
  * the float32 VA values, best first, ties by position (the index is sorted by song id).
  *
  * Plain functions with no DOM: the browser page uses window.imusePreprocess, the tests run the

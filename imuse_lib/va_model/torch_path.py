@@ -1,7 +1,7 @@
 """The image arm of :class:`imuse_lib.va_model.VAModel` as one torch module (query path, ONNX).
 
-Input: RGB [N, 3, 224, 224] in [0, 1] after the evaluation preprocessing (resize the shorter
-side to 256, centre crop 224), i.e. ``torchvision ToTensor`` without normalisation. Each
+Input: RGB [N, 3, 224, 224] in [0, 1], the evaluation crop of :mod:`imuse_lib.image_view`
+(``image_path.load_crop``), i.e. ``torchvision ToTensor`` without normalisation. Each
 feature source normalises its own input inside the module (ImageNet mean/sd for MobileNetV2,
 (x*255 - 127)/128 for EfficientNet-Lite0, none for the image statistics); MobileNetV2's trunk
 runs once when both its last layer and its pooled intermediate blocks are sources. Then the
@@ -14,19 +14,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ImuseError
-from .models.descriptors import pool_block
-from .models.image import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
-
-
-class _Normalise(nn.Module):
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
+from ..errors import ImuseError
+from ..image_path import Normalise
+from ..image_view import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
+from ..models.descriptors import pool_block
 
 
 class _MobileNetTaps(nn.Module):
@@ -34,11 +25,11 @@ class _MobileNetTaps(nn.Module):
 
     def __init__(self, want_last: bool, want_mid: bool):
         super().__init__()
-        from .features import source_backbone
-        from .models.descriptors import MID_BLOCKS
+        from ..features import source_backbone
+        from ..models.descriptors import MID_BLOCKS
 
         bb = source_backbone("mobilenet_v2")
-        self.norm = _Normalise(IMAGENET_MEAN, IMAGENET_STD)
+        self.norm = Normalise(IMAGENET_MEAN, IMAGENET_STD)
         self.features = bb.module.features if want_last else bb.module.features[: max(MID_BLOCKS) + 1]
         self.blocks = tuple(MID_BLOCKS) if want_mid else ()
         self.want_last = want_last
@@ -57,9 +48,9 @@ class _MobileNetTaps(nn.Module):
 class _Lite0(nn.Module):
     def __init__(self):
         super().__init__()
-        from .features import source_backbone
+        from ..features import source_backbone
 
-        self.norm = _Normalise(LITE_MEAN, LITE_STD)
+        self.norm = Normalise(LITE_MEAN, LITE_STD)
         self.net = source_backbone("efficientnet_lite0").module
 
     def forward(self, x):
@@ -71,7 +62,7 @@ class ImageVAPipeline(nn.Module):
 
     def __init__(self, arm):
         super().__init__()
-        from .models.descriptors import ImageStats
+        from ..models.descriptors import ImageStats
 
         sources = tuple(arm.sources)
         unknown = set(sources) - {"mobilenet_v2", "mobilenet_v2_mid", "efficientnet_lite0", "image_stats"}
@@ -83,10 +74,9 @@ class ImageVAPipeline(nn.Module):
         self.lite0 = _Lite0() if "efficientnet_lite0" in sources else None
         self.stats = ImageStats() if "image_stats" in sources else None
         f32 = lambda a: torch.tensor(np.asarray(a, np.float64), dtype=torch.float32)  # noqa: E731
-        # standardisation and block weights folded into one affine map per block
-        self.register_buffer("shift", f32(np.concatenate(arm.mean)))
-        self.register_buffer("mult", f32(np.concatenate([
-            np.full(len(m), w / np.sqrt(len(m))) / s for m, s, w in zip(arm.mean, arm.sd, arm.weights)])))
+        shift, mult = arm.folded_affine()  # standardisation and block weights as one affine map
+        self.register_buffer("shift", f32(shift))
+        self.register_buffer("mult", f32(mult))
         self.kernel = arm.kernel
         self.gamma = float(arm.gamma)
         if arm.kernel == "rbf":
@@ -119,6 +109,8 @@ class ImageVAPipeline(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # ArmModel.predict's arithmetic in float32 torch (numpy float64 there: both are needed,
+        # the store's items are scored in numpy, a query's image goes through this module)
         z = (self.features(x) - self.shift) * self.mult
         if self.kernel == "linear":
             raw = z @ self.coef + self.bias

@@ -1,12 +1,12 @@
 """The deployed VA model (:mod:`imuse_lib.va_model`) behind ``imuse recommend``: a
-:class:`imuse_lib.recommend.Model` whose two arms are per-item VA regressors.
+:class:`~imuse_lib.deployed.model.DeployedModel` whose two arms are per-item VA regressors.
 
 It is *factorised* (each side predicts VA alone), so the recommender ranks by Eq. 1 between
 the query's predicted VA and the stored predicted VA of every song (or image) in the index.
 "Features" on this model's interface are the arm's feature sources concatenated in order;
 an image query runs :meth:`VAModel.image_pipeline_module` (one MobileNetV2 pass plus the
-image statistics), a song query the audio sources (tagger embedding, tag probabilities,
-librosa descriptors).
+image statistics) on the evaluation crop, a song query the audio sources (tagger embedding,
+tag probabilities, librosa descriptors).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import va_model
-from .errors import ModelMismatchError
-from .recommend import Model
+from .. import va_model
+from ..errors import ModelMismatchError
+from .model import DeployedModel
 
 
 def _split(feats: np.ndarray, dims: list[int]) -> list[np.ndarray]:
@@ -30,21 +30,20 @@ def _split(feats: np.ndarray, dims: list[int]) -> list[np.ndarray]:
 
 
 @dataclass
-class VARecommendModel(Model):
-    """A :class:`~imuse_lib.recommend.Model` wrapping a :class:`~imuse_lib.va_model.VAModel`."""
+class VADeployedModel(DeployedModel):
+    """A :class:`~imuse_lib.deployed.model.DeployedModel` wrapping a :class:`~imuse_lib.va_model.VAModel`."""
 
     va: va_model.VAModel | None = None
 
     def __post_init__(self):  # no network to put in eval mode; the VA model's own fingerprint
         if self.va is None:
-            raise ModelMismatchError("VARecommendModel needs a VA model")
+            raise ModelMismatchError("VADeployedModel needs a VA model")
         if not self.fingerprint:
             self.fingerprint = self.va.fingerprint()
         self._pipeline = None
-        self._eval_transform = None
 
     @classmethod
-    def from_va(cls, model: va_model.VAModel, path: Path | None = None) -> "VARecommendModel":
+    def from_va(cls, model: va_model.VAModel, path: Path | None = None) -> "VADeployedModel":
         prov = model.provenance.get("sources", {})
         meta = {"factorised": True, "kind": "va_model",
                 "image_backbone": "+".join(model.image.sources), "audio_backbone": "+".join(model.audio.sources),
@@ -77,13 +76,9 @@ class VARecommendModel(Model):
         """The image sources' features [1, D] of an image path or PIL image."""
         import torch
 
-        from . import media
-        from .models.descriptors import build_image_stats
+        from .. import image_path
 
-        if self._eval_transform is None:
-            self._eval_transform = build_image_stats().eval_transform  # Resize 256, crop 224, [0, 1]
-        img = media.load_image(image) if isinstance(image, (str, Path)) else media.to_rgb(image, "<in-memory image>")
-        x = self._eval_transform(img).unsqueeze(0)
+        x = image_path.load_crop(image, "<in-memory image>").unsqueeze(0)  # the evaluation crop, RGB in [0, 1]
         with torch.inference_mode():
             return self.image_pipeline_module().features(x).numpy().astype(np.float64)
 
@@ -93,7 +88,7 @@ class VARecommendModel(Model):
 
     # -- the song side -------------------------------------------------------------------
     def embed_audio(self, paths) -> np.ndarray:
-        from . import media
+        from .. import media
 
         paths = [media.check_file(p, "audio") for p in paths]
         return np.concatenate(self.va.embed_song_sources(paths), axis=1)
@@ -121,5 +116,6 @@ def _first_weights(sources: dict | None) -> dict:
     return {"kind": "handmade"}
 
 
-def load(path) -> VARecommendModel:
-    return VARecommendModel.from_va(va_model.load(path), Path(path))
+def load_va(path) -> VADeployedModel:
+    """A saved VA model file as a deployed model."""
+    return VADeployedModel.from_va(va_model.load(path), Path(path))

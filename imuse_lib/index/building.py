@@ -1,0 +1,261 @@
+"""Building and adding to a song index: the operations that run a model.
+
+:func:`build_index` embeds the catalog (or takes the feature store's features) through a
+:class:`~imuse_lib.deployed.DeployedModel` and writes a new index atomically;
+:func:`add_songs` embeds audio files and adds them in one transaction (:func:`add_embedded`
+when the features are computed elsewhere, e.g. by the Ray engine's workers). With the joint
+model the stored VA are means over every (image, song) combination (:func:`imuse_lib.joint.joint_means`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..deployed import DeployedModel, clean_provenance, load_deployed, store_kwargs
+from ..errors import DataError, ModelMismatchError
+from ..joint import joint_means
+from . import arrays as mmap_arrays
+from .editing import per_file_text, refuse_taken
+from .files import (SCHEMA_VERSION, SIDECARS, SONG_COLUMNS, blob, bump_generation, connect_read, connect_write,
+                    file_kind, insert_all, new_generation, read_meta, transaction, utc_now, writable, writer_lock)
+from .reading import check_fingerprint, default_index_path, open_index
+
+
+def meta_rows(model: DeployedModel, music_dim: int, image_dim: int) -> dict:
+    m = model.meta
+    return {
+        "schema_version": str(SCHEMA_VERSION),
+        "fingerprint": model.fingerprint,
+        "created": utc_now(),
+        "model_path": str(model.path) if model.path else "",
+        "model_label": model.label(),
+        "factorised": "1" if model.factorised else "0",
+        "image_backbone": str(m.get("image_backbone")),
+        "audio_backbone": str(m.get("audio_backbone")),
+        "image_weights": json.dumps(clean_provenance(m.get("image_weights")), sort_keys=True, default=str),
+        "audio_weights": json.dumps(clean_provenance(m.get("audio_weights")), sort_keys=True, default=str),
+        "music_dim": str(music_dim),
+        "image_dim_vec": str(image_dim),
+        "generation": new_generation(),
+    }
+
+
+def existing_index(path: Path) -> tuple[dict | None, list[tuple]]:
+    """(meta, song rows) of the index at ``path`` that a rebuild replaces; (None, []) when
+    there is none. A file there that is not a song index is refused, never replaced."""
+    if not path.exists():
+        return None, []
+    try:
+        with contextlib.closing(connect_read(path)) as conn:
+            try:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                rows = conn.execute(f"SELECT {', '.join(SONG_COLUMNS)} FROM songs ORDER BY song_id").fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise DataError(f"{path}: exists and is not an IMUSE song index ({exc}); refusing to replace "
+                                f"it: remove it yourself or give another --index") from None
+    except sqlite3.DatabaseError as exc:
+        raise DataError(f"{path}: exists and is not an IMUSE song index ({exc}); refusing to replace it: "
+                        f"remove it yourself or give another --index") from None
+    if "fingerprint" not in meta:
+        raise DataError(f"{path}: exists and is not an IMUSE song index (no fingerprint); refusing to replace "
+                        f"it: remove it yourself or give another --index")
+    return meta, rows
+
+
+def _carry_added(path: Path, model: DeployedModel, old_meta: dict, old_rows: list[tuple], catalog_ids: set,
+                 image_vecs: np.ndarray | None, music_dim: int) -> list[tuple]:
+    """Song rows added to the old index (ids outside the catalog), valid for ``model``:
+    copied when the model is the one that embedded them, else re-embedded from their audio."""
+    added = [r for r in old_rows if r[0] not in catalog_ids]
+    if not added:
+        return []
+    same = (old_meta.get("fingerprint") == model.fingerprint
+            and str(old_meta.get("schema_version")) == str(SCHEMA_VERSION)
+            and int(old_meta.get("music_dim", 0)) == music_dim)
+    if same:
+        return added
+    sources = [Path(r[3]) if r[3] else None for r in added]
+    gone = [r[0] for r, s in zip(added, sources) if s is None or not s.is_file()]
+    if gone:
+        raise DataError(f"{path}: {len(added)} song(s) were added to this index by hand and must be re-embedded "
+                        f"for the new model, but the audio of {len(gone)} is gone (e.g. {gone[0]}); restore "
+                        f"it, or pass --drop-added to rebuild without the added songs")
+    feats = model.embed_audio(sources)
+    vecs, va = model.music_side(feats)
+    if not model.factorised:
+        va = joint_means(model.net, image_vecs, vecs)[1]
+    return [(r[0], r[1], r[2], r[3], blob(vecs[i]) if vecs is not None else None,
+             float(va[i, 0]), float(va[i, 1]), r[7], r[8], r[9]) for i, r in enumerate(added)]
+
+
+def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: str | os.PathLike | None = None,
+                catalog: pd.DataFrame | None = None, song_features: np.ndarray | None = None,
+                images: pd.DataFrame | None = None, image_features: np.ndarray | None = None,
+                progress: bool = True, keep_added: bool = True) -> Path:
+    """Build the index of ``catalog`` (default: the 500-clip catalog) for ``model``.
+
+    Song and image backbone features default to the feature store's eval features (the
+    same the model was trained on). Songs added to an existing index at ``path`` are kept
+    (``keep_added``; see the module notes). Atomic: a kill leaves the old index or the new.
+    """
+    from tqdm import tqdm
+
+    from .. import io as imuse_io
+
+    if not isinstance(model, DeployedModel):
+        model = load_deployed(model)
+    path = Path(path) if path is not None else default_index_path(model)
+    kind = file_kind(path)
+    if kind:
+        raise DataError(f"{path}: is {kind}; give a file path for the song index")
+    if path.exists():
+        existing_index(path)  # refuse a file that is not an index before the long work
+    if catalog is None or song_features is None:
+        from .. import data, features
+
+        catalog = data.load_catalog() if catalog is None else catalog
+        if song_features is None and hasattr(model, "catalog_features"):  # a VA model: its own sources
+            song_features = model.catalog_features(catalog)
+        if song_features is None:
+            fs = features.audio_features(**store_kwargs(model.meta, "audio"))
+            pos = {sid: i for i, sid in enumerate(fs.ids)}
+            missing = [s for s in catalog.song_id if s not in pos]
+            if missing:
+                raise DataError(f"audio feature store lacks {len(missing)} catalog song(s), e.g. {missing[0]}")
+            song_features = fs.eval[[pos[s] for s in catalog.song_id]]
+    if images is None or image_features is None:
+        from .. import data, features
+
+        images = data.load_images() if images is None else images
+        if image_features is None and hasattr(model, "oasis_features"):
+            image_features = model.oasis_features(images)
+        if image_features is None:
+            fs = features.image_features(**store_kwargs(model.meta, "image"))
+            pos = {iid: i for i, iid in enumerate(fs.ids)}
+            image_features = fs.eval[[pos[i] for i in images.image_id]]
+    if len(catalog) != len(song_features) or len(images) != len(image_features):
+        raise ValueError("features and their tables differ in length")
+    if catalog.song_id.duplicated().any():
+        raise DataError(f"catalog has duplicate song_id(s): {catalog.song_id[catalog.song_id.duplicated()].tolist()[:3]}")
+
+    bar = tqdm(total=3, desc="index", disable=not progress, leave=False)
+    music_vecs, music_va = model.music_side(song_features)
+    image_vecs, image_va = model.image_side(image_features)
+    bar.update(1)
+    if not model.factorised:
+        if music_vecs is None or image_vecs is None:
+            raise ModelMismatchError("a joint model must provide music_vector and image_vector")
+        image_va, music_va = joint_means(model.net, image_vecs, music_vecs)
+    bar.update(1)
+    music_dim = music_vecs.shape[1] if music_vecs is not None else 0
+    image_dim = image_vecs.shape[1] if image_vecs is not None else 0
+    now = utc_now()
+
+    def _opt(frame, col, i):
+        return float(frame[col].iloc[i]) if col in frame and pd.notna(frame[col].iloc[i]) else None
+
+    song_rows = [(str(catalog.song_id.iloc[i]), str(catalog.artist.iloc[i]), str(catalog.title.iloc[i]),
+                  str(catalog.path.iloc[i]) if "path" in catalog else None,
+                  blob(music_vecs[i]) if music_vecs is not None else None,
+                  float(music_va[i, 0]), float(music_va[i, 1]),
+                  _opt(catalog, "valence", i), _opt(catalog, "arousal", i), now)
+                 for i in range(len(catalog))]
+    image_rows = [(str(images.image_id.iloc[i]),
+                   str(images.category.iloc[i]) if "category" in images else None,
+                   str(images.path.iloc[i]) if "path" in images else None,
+                   blob(image_vecs[i]) if image_vecs is not None else None,
+                   float(image_va[i, 0]), float(image_va[i, 1]),
+                   _opt(images, "valence", i), _opt(images, "arousal", i))
+                  for i in range(len(images))]
+    meta = meta_rows(model, music_dim, image_dim)
+
+    with writer_lock(path):
+        old_meta, old_rows = existing_index(path)
+        if old_meta is not None:
+            if keep_added:
+                kept = _carry_added(path, model, old_meta, old_rows, set(catalog.song_id.astype(str)),
+                                    image_vecs, music_dim)
+                song_rows += kept
+                meta["added_kept"] = str(len(kept))  # said by `imuse index build`
+            conn = connect_write(path, "cannot rewrite the song index")
+            with contextlib.closing(conn), transaction(conn):
+                for table in ("meta", "songs", "images"):
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+                insert_all(conn, meta, song_rows, image_rows)
+        else:
+            for suffix in SIDECARS:  # journals of an index deleted by hand: never replay them onto this one
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{path}{suffix}")
+            with imuse_io.atomic_path(path) as tmp:
+                with contextlib.closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
+                    conn.execute("BEGIN")
+                    insert_all(conn, meta, song_rows, image_rows)
+                    conn.execute("COMMIT")
+                    conn.execute("PRAGMA journal_mode=WAL")
+                for suffix in SIDECARS:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{tmp}{suffix}")
+        mmap_arrays.publish_generation(path, meta["generation"])
+        bar.update(1)
+    bar.close()
+    return path
+
+
+def add_songs(index_path: str | os.PathLike, model: DeployedModel, audio: Sequence, titles: Sequence[str] | None = None,
+              artists: Sequence[str] | None = None, song_ids: Sequence[str] | None = None,
+              true_va: Sequence[tuple[float, float]] | None = None) -> list[str]:
+    """Embed ``audio`` files and add them to the index in one transaction. Returns their ids.
+
+    ``song_id`` defaults to the file name without extension (the catalog's convention).
+    Nothing is written unless every file decodes and no id is already taken. The writer
+    lock is held from the final checks to the commit: a concurrent rebuild either ran
+    before (this adds to the new index) or waits and keeps these songs.
+    """
+    index_path = Path(index_path)
+    meta = read_meta(index_path)
+    check_fingerprint(index_path, meta, model)
+    audio = [Path(a) for a in audio]
+    ids, titles, artists = per_file_text(audio, song_ids, titles, artists)
+    refuse_taken(index_path, ids)
+    feats = model.embed_audio(audio)  # every file decodes, or MediaError before any write
+    return add_embedded(index_path, model, audio, feats, ids, titles, artists, true_va)
+
+
+def add_embedded(index_path: Path, model: DeployedModel, audio: Sequence[Path], feats: np.ndarray, ids: list[str],
+                 titles: list[str], artists: list[str],
+                 true_va: Sequence[tuple[float, float]] | None = None, publish: bool = True) -> list[str]:
+    """Add songs whose backbone features ``feats`` [n, D] are computed (by :func:`add_songs`,
+    or by the Ray engine's workers): the model's music arm, then one transaction.
+    ``publish=False`` leaves the memory-mapped arrays to a later :func:`publish_arrays` (a job
+    of many transactions writes them once, not once per transaction)."""
+    n = len(ids)
+    music_vecs, music_va = model.music_side(feats)
+    if not model.factorised:
+        idx = open_index(index_path)
+        if idx.image_vectors is None or not len(idx.image_vectors):
+            raise DataError(f"{index_path}: holds no image vectors to place new songs in VA space; rebuild it")
+        music_va = joint_means(model.net, idx.image_vectors, music_vecs)[1]
+    now = utc_now()
+    with writer_lock(index_path):
+        with writable(index_path) as conn:
+            # what we checked may have changed while we embedded: check again under the lock
+            check_fingerprint(index_path, dict(conn.execute("SELECT key, value FROM meta").fetchall()), model)
+            refuse_taken(index_path, ids, conn)
+            conn.executemany(
+                f"INSERT INTO songs VALUES ({', '.join('?' * len(SONG_COLUMNS))})",
+                [(ids[i], artists[i], titles[i], str(Path(audio[i]).resolve()),
+                  blob(music_vecs[i]) if music_vecs is not None else None,
+                  float(music_va[i, 0]), float(music_va[i, 1]),
+                  *(map(float, true_va[i]) if true_va else (None, None)), now) for i in range(n)])
+            old_generation, generation = bump_generation(conn, now)
+        if publish:
+            mmap_arrays.publish_generation(index_path, generation, old_generation, added=(ids, music_va, music_vecs))
+    return ids

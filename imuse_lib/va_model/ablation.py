@@ -1,0 +1,113 @@
+"""The VA model's ablation (issue 10): each idea fitted on train, tuned on val, scored per part."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+
+from .. import config
+from ..errors import ImuseError
+from .arm import KERNELS
+from .blocks import load_blocks
+from .fitting import DEFAULT_TRIALS, item_labels, item_roles_of, fit
+from .model import jsonable
+
+
+def part_metrics(image_va_pred: np.ndarray, song_va_pred: np.ndarray, images, songs, roles, part: str,
+                 k: int = 10) -> dict:
+    """Point metrics of predicted VA (rows = ``images`` / ``songs`` frames) on the items whose
+    role is ``part``: NSG@k both ways (queries x candidates of the part), and from
+    :func:`imuse_lib.metrics.item_va_metrics` the per-dimension r and sd ratio and the songs'
+    official 4Q quadrant recovered from the predicted VA."""
+    from ..metrics import EvalSet, item_va_metrics, nsg_at_k
+    from ..pairs import similarity
+
+    irows = np.flatnonzero(images.image_id.map(roles.images).to_numpy() == part)
+    srows = np.flatnonzero(songs.song_id.map(roles.songs).to_numpy() == part)
+    image_va, song_va = images[["valence", "arousal"]].to_numpy(float), songs[["valence", "arousal"]].to_numpy(float)
+    ti, ts = image_va[irows], song_va[srows]
+    pi, ps = np.asarray(image_va_pred, float)[irows], np.asarray(song_va_pred, float)[srows]
+    true_m = similarity(ti[:, None, 0], ti[:, None, 1], ts[None, :, 0], ts[None, :, 1])
+    pred_m = similarity(pi[:, None, 0], pi[:, None, 1], ps[None, :, 0], ps[None, :, 1])
+    out = {"part": part, "n_images": len(irows), "n_songs": len(srows),
+           "nsg@10": float(np.nanmean(nsg_at_k(pred_m, true_m, k))),
+           "rev_nsg@10": float(np.nanmean(nsg_at_k(pred_m.T, true_m.T, k)))}
+    none = np.zeros(0, np.int64)
+    quadrant_4q = np.array([int(str(q).removeprefix("Q")) for q in songs.quadrant])  # "Q1".."Q4" -> 1..4
+    ev = EvalSet(image_va, song_va, irows, srows, none, none, none, part=part, song_quadrant_4q=quadrant_4q)
+    item = item_va_metrics(ev, pi, ps)
+    for dim, name in (("v", "valence"), ("a", "arousal")):
+        out[f"image_r_{dim}"] = item[f"image_item_{name}_r"]
+        out[f"song_r_{dim}"] = item[f"song_item_{name}_r"]
+        out[f"image_sd_ratio_{dim}"] = item[f"image_item_{name}_sd_ratio"]
+        out[f"song_sd_ratio_{dim}"] = item[f"song_item_{name}_sd_ratio"]
+    out["song_4q_acc"] = item["song_item_quadrant_4q_acc"]
+    return out
+
+
+# Each idea of issue 10, cumulative where it says "+": (name, image sources, audio sources,
+# kernels searched (None: baselines.ridge), calibrated, tuned).
+_IMG = ("mobilenet_v2", "mobilenet_v2_mid", "image_stats")
+ABLATION = [
+    ("ridge (baselines.ridge)", ("mobilenet_v2",), ("musicnn",), None, False, False),
+    ("linear, LOO penalty", ("mobilenet_v2",), ("musicnn",), ("linear",), False, False),
+    ("+ calibration", ("mobilenet_v2",), ("musicnn",), ("linear",), True, False),
+    ("+ RBF kernel (tuned on val)", ("mobilenet_v2",), ("musicnn",), KERNELS, True, True),
+    ("+ image statistics", ("mobilenet_v2", "image_stats"), ("musicnn",), KERNELS, True, True),
+    ("+ MobileNetV2 intermediate blocks", _IMG, ("musicnn",), KERNELS, True, True),
+    ("+ Musicnn tag probabilities", _IMG, ("musicnn", "musicnn_tags"), KERNELS, True, True),
+    ("+ librosa descriptors", _IMG, ("musicnn", "musicnn_tags", "audio_descriptors"), KERNELS, True, True),
+    ("+ FCN (+ its tags)", _IMG, ("musicnn", "musicnn_tags", "audio_descriptors", "fcn", "fcn_tags"),
+     KERNELS, True, True),
+    ("+ EfficientNet-Lite0 (second image backbone)", _IMG + ("efficientnet_lite0",),
+     ("musicnn", "musicnn_tags", "audio_descriptors"), KERNELS, True, True),
+]
+
+
+def run_ablation(configs=ABLATION, *, seed: int = config.SEED, n_trials: int = DEFAULT_TRIALS,
+                 parts=("val", "test"), skip_missing: bool = True, progress: bool = False):
+    """One row per (idea, part): each model fitted on ``train`` (tuned on ``val``) and scored on
+    the ``parts``. Ideas whose feature sources are not in the store are listed with part
+    ``missing`` unless ``skip_missing=False`` computes them. Returns (table, {idea: fitted
+    model (refitted on train + val)})."""
+    from .. import baselines
+
+    images, songs = item_labels()
+    roles = item_roles_of(None, images, songs, seed)
+    rows, models = [], {}
+    for name, isrc, asrc, kernels, calibrate, tune in configs:
+        t0 = time.perf_counter()
+        try:
+            if kernels is None:
+                ib, ab = load_blocks(isrc, "image"), load_blocks(asrc, "audio")
+                tr_i = np.flatnonzero(images.image_id.map(roles.images).to_numpy() == "train")
+                tr_s = np.flatnonzero(songs.song_id.map(roles.songs).to_numpy() == "train")
+                pred = baselines.ridge(np.concatenate(ib.arrays, 1), np.concatenate(ab.arrays, 1),
+                                       images[["valence", "arousal"]].to_numpy(float),
+                                       songs[["valence", "arousal"]].to_numpy(float), tr_i, tr_s)
+                iva, sva, detail = pred.image_va, pred.song_va, pred.info
+            else:
+                final, model = fit(isrc, asrc, roles, seed=seed, n_trials=n_trials, kernels=kernels,
+                                   tune=tune, calibrate=calibrate, images=images, songs=songs,
+                                   compute=not skip_missing, return_train_only=True)
+                models[name] = final
+                iva, sva = model.predict_images(), model.predict_songs()
+                detail = {"image": model.image.describe(), "audio": model.audio.describe()}
+        except ImuseError as exc:
+            if not skip_missing:
+                raise
+            rows.append({"idea": name, "part": "missing", "detail": str(exc)})
+            if progress:
+                print(f"{name}: missing ({exc})", flush=True)
+            continue
+        for part in parts:
+            rows.append({"idea": name, **part_metrics(iva, sva, images, songs, roles, part),
+                         "image_sources": "+".join(isrc), "audio_sources": "+".join(asrc),
+                         "seconds": round(time.perf_counter() - t0, 1), "detail": json.dumps(jsonable(detail))})
+        if progress:
+            print(f"{name}: " + ", ".join(f"{r['part']} NSG@10 {r['nsg@10']:.3f}" for r in rows[-len(parts):]),
+                  flush=True)
+    return pd.DataFrame(rows), models
