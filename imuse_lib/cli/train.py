@@ -46,7 +46,7 @@ def _int_list(text: str) -> list[int]:
     try:
         return check_setting("seeds", seeds)
     except ValueError as exc:  # argparse turns this into a one-line usage error
-        raise argparse.ArgumentTypeError(f"{exc} (from {text!r})") from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub) -> None:

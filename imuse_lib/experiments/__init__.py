@@ -42,6 +42,8 @@ from __future__ import annotations
 from ..profiles import PROFILES, SPLITS, VARIANT_SETTINGS, VARIANTS, Profile, get_profile  # noqa: F401
 from .evaluation import (DEPLOYED, IMAGE_ONLY_METRICS, KIND, MARGIN_BASELINES, MARGIN_METRICS,  # noqa: F401
                          METRIC_COLUMNS, run_evaluation)
+from .findings import (METRIC_NAMES, PAPER_COLUMNS, PREDICTOR_NAMES, PREDICTOR_ORDER, REC_COLUMNS,  # noqa: F401
+                       SPLIT_NAMES, Findings, predictor_rank, top_song_quadrants)
 from .grid import run_training, time_configuration, train_one, write_table1  # noqa: F401
 from .inputs import (PAPER_CONFIGS, PAPER_TABLE2, config_name, configurations, evalset, feature_data,  # noqa: F401
                      item_roles, labels, paper_configurations_status, split_pairs, train_rows, weights_label)

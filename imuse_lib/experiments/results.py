@@ -9,6 +9,7 @@ import pandas as pd
 from .. import io
 from ..errors import ImuseError
 from ..profiles import Profile
+from .findings import predictor_rank
 from .inputs import PAPER_TABLE2
 from .paths import history_path, profile_dir
 
@@ -94,10 +95,7 @@ def format_table2(table2: pd.DataFrame, paper: bool = True) -> str:
     cols = [("NSG@10", "nsg@10"), ("NDCG@10", "ndcg@10"), ("quad@10", "quadrant@10"), ("rev NSG@10", "rev_nsg@10"),
             ("MAP@10 (a)*", "map_a@10"), ("MAE*", "mae"), ("RMSE*", "rmse")]
     head = ["split", "config", "predictor", "seeds"] + [c[0] for c in cols]
-    order = {p: i for i, p in enumerate(["joint", "joint_tta", "joint_item", "factorised", "ridge", "knn", "quadrant",
-                                         "image_agnostic", "lookup", "constant", "mean_similarity", "random",
-                                         "oracle"])}
-    t = table2.assign(_o=table2.predictor.map(order).fillna(-1),
+    t = table2.assign(_o=predictor_rank(table2.predictor),
                       _c=(table2.config == "(none)").astype(int)).sort_values(["split", "_c", "config", "_o"])
     body = [[r.split, r.config, r.predictor, str(r.seeds)] + [cell(r, c) for _, c in cols] for _, r in t.iterrows()]
     if paper:
