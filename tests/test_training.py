@@ -78,8 +78,8 @@ def test_training_flushes_subnormals_and_restores_the_mode(toy, monkeypatch):
     factorised network's late epochs were 7x slower), and the caller's mode is restored."""
     data, p = toy
     seen = []
-    real = training._train
-    monkeypatch.setattr(training, "_train", lambda *a, **k: seen.append(training.subnormals_flushed()) or real(*a, **k))
+    real = training.loop._train  # the loop train() runs, in its own module
+    monkeypatch.setattr(training.loop, "_train", lambda *a, **k: seen.append(training.subnormals_flushed()) or real(*a, **k))
     assert not training.subnormals_flushed()
     training.train(data, p, cfg(epochs=1))
     assert seen == [True] and not training.subnormals_flushed()
