@@ -235,7 +235,7 @@ def test_two_grid_cells_as_ray_tasks_equal_the_local_ones(cluster, tmp_path, mon
             m.setenv("IMUSE_RESULTS", str(tmp_path / eng))
             ex = _wire(m, tmp_path)
             if eng == "ray":  # the workers wire the synthetic data themselves
-                m.setattr(ex, "_train_one", toy_train_one)
+                m.setattr(ex.grid, "train_one", toy_train_one)
             prev = torch.get_num_threads()
             torch.set_num_threads(1)  # the local cells with one thread, as each Ray task
             try:
