@@ -81,3 +81,10 @@ def test_profile_summary_in_its_three_forms():
     line = profiles.profile_line(quick, [("resnet18", "fcn")], "cuda (H200)")
     assert line.startswith("profile quick: configurations resnet18+fcn; splits paper, cold;")
     assert line.endswith("; device cuda (H200)")
+
+
+def test_the_va_model_reads_the_recorded_params_from_the_profiles_home():
+    from imuse_lib import va_model
+
+    assert profiles.VA_MODEL_PARAMS_FILE.exists()
+    assert va_model.PARAMS_FILE == profiles.VA_MODEL_PARAMS_FILE
