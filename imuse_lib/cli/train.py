@@ -19,8 +19,7 @@ from .engine_args import add_engine_args, check_engine_args
 
 def _common(p) -> None:
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
-                   help="quick: mobilenet_v2+musicnn, joint and factorised, 3 seeds, 20 epochs; full: every "
-                        "available configuration and variant, 3 seeds, 50 epochs (default: quick)")
+                   help="; ".join(f"{n}: {profiles.profile_summary(n)}" for n in PROFILES) + " (default: quick)")
     p.add_argument("--image-backbone", action="append", choices=profiles.IMAGE_BACKBONES, dest="image_backbones",
                    help="only this image backbone (repeatable; default: the profile's)")
     p.add_argument("--audio-backbone", action="append", choices=profiles.AUDIO_BACKBONES, dest="audio_backbones",
@@ -30,11 +29,12 @@ def _common(p) -> None:
     p.add_argument("--variant", action="append", choices=profiles.VARIANTS, dest="variants",
                    help="network variant (repeatable; default: the profile's); joint_item: item-weighted loss")
     p.add_argument("--seeds", type=_int_list, help="comma-separated training seeds, e.g. 0,1,2")
-    p.add_argument("--epochs", type=bounded_int(*INT_RANGES["epochs"], "epochs"), help="epochs per run, 1..10000 (default: the profile's)")
+    p.add_argument("--epochs", type=bounded_int(*INT_RANGES["epochs"], "epochs"), help="epochs per run, {}..{} (default: the profile's)".format(*INT_RANGES["epochs"]))
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--config", type=Path, help="JSON file with any of these settings (flags win)")
+    p.add_argument("--config", type=Path, help="JSON file with any of these settings, checked as the flags are "
+                                              "(keys: " + ", ".join(SETTINGS) + "; flags win)")
     p.add_argument("--jobs", type=bounded_int(*INT_RANGES["jobs"], "jobs"),
-                   help="parallel processes, 1..64 (default: 2)")
+                   help="parallel processes, {}..{} (default: the profile's)".format(*INT_RANGES["jobs"]))
 
 
 def _int_list(text: str) -> list[int]:
@@ -71,7 +71,8 @@ def register(sub) -> None:
                                    "MAP@10 (a), MAE and RMSE, with two-way bootstrap intervals; write "
                                    "table2.csv, margins.csv, map_at_k.csv, results.json and print Table 2.")
     _common(p)
-    p.add_argument("--n-boot", type=bounded_int(*INT_RANGES["n_boot"], "n-boot"), help="two-way bootstrap resamples, 1..1000000 (default: 200 quick, 1000 full)")
+    p.add_argument("--n-boot", type=bounded_int(*INT_RANGES["n_boot"], "n-boot"), help="two-way bootstrap resamples, {}..{} (default: ".format(*INT_RANGES["n_boot"])
+                   + ", ".join(f"{p.n_boot} {n}" for n, p in PROFILES.items()) + ")")
     p.set_defaults(func=cmd_evaluate)
 
 
