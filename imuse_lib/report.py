@@ -430,14 +430,17 @@ def plotly_html(figure: dict, div_id: str, png: bytes | None, alt: str | None = 
 # --------------------------------------------------------------------------- the VA plane
 
 
-def spread_examples(items: pd.DataFrame, n: int = 8, spread: float = 1.8) -> pd.DataFrame:
+def spread_examples(items: pd.DataFrame, n: int = 8, spread: float = 1.8,
+                    around: pd.DataFrame | None = None) -> pd.DataFrame:
     """``n`` rows of ``items`` (columns valence, arousal) spread over the VA plane: targets on an
-    ellipse around the ratings' centre (``spread`` standard deviations out), for each the
+    ellipse around the centre of ``around``'s ratings (default: the items'; e.g. all images when
+    only the showable ones may be picked), ``spread`` standard deviations out, and for each the
     nearest row not already taken; sorted by arousal (high first), then valence."""
     if len(items) < n:
         raise ImuseError(f"report.spread_examples: {len(items)} items, fewer than the {n} asked for")
-    centre = items[["valence", "arousal"]].mean().to_numpy()
-    radius = items[["valence", "arousal"]].std().to_numpy() * spread
+    ratings = (items if around is None else around)[["valence", "arousal"]]
+    centre = ratings.mean().to_numpy()
+    radius = ratings.std().to_numpy() * spread
     angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
     targets = centre + radius * np.c_[np.cos(angles), np.sin(angles)]
     va = items[["valence", "arousal"]].to_numpy()

@@ -179,6 +179,11 @@ def test_spread_examples_reach_every_side_of_the_plane():
     assert len(sides) == 4
     assert (shown[["valence", "arousal"]] - centre).abs().max().min() > 0.2
     pd.testing.assert_frame_equal(shown, report.spread_examples(items, n=8))  # deterministic
+    # the ellipse may be drawn around a larger set than the one picked from
+    low = items[items.valence < 0.5]
+    around_all = report.spread_examples(low, n=4, around=items)
+    assert around_all.image_id.isin(low.image_id).all()
+    assert set(around_all.image_id) != set(report.spread_examples(low, n=4).image_id)
     with pytest.raises(ImuseError, match="fewer than the 8"):
         report.spread_examples(items.head(5), n=8)
 
