@@ -41,9 +41,10 @@ import pandas as pd
 
 from .errors import ImuseError
 
-__all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "fmt_percent", "fmt_count",
-           "glue", "glue_md", "box", "glue_box", "spread_examples", "va_figure", "table", "va_summary", "forest_plot", "forest_sentence", "lower_is_better",
-           "plotly_html", "static_png", "seconds_formatter", "BOX_CLASS", "STATIC_FIGURE_CLASS", "LIVE_FIGURE_CLASS"]
+__all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "fmt_percent", "fmt_count", "glue",
+           "glue_md", "box", "glue_box", "spread_examples", "va_figure", "table", "va_summary", "forest_plot",
+           "forest_sentence", "lower_is_better", "plotly_html", "static_png", "seconds_formatter", "BOX_CLASS",
+           "STATIC_FIGURE_CLASS", "LIVE_FIGURE_CLASS"]
 
 BOX_CLASS = "imuse-box"
 STATIC_FIGURE_CLASS = "imuse-static-figure"

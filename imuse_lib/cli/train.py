@@ -29,10 +29,12 @@ def _common(p) -> None:
     p.add_argument("--variant", action="append", choices=profiles.VARIANTS, dest="variants",
                    help="network variant (repeatable; default: the profile's); joint_item: item-weighted loss")
     p.add_argument("--seeds", type=_int_list, help="comma-separated training seeds, e.g. 0,1,2")
-    p.add_argument("--epochs", type=bounded_int(*INT_RANGES["epochs"], "epochs"), help="epochs per run, {}..{} (default: the profile's)".format(*INT_RANGES["epochs"]))
+    p.add_argument("--epochs", type=bounded_int(*INT_RANGES["epochs"], "epochs"),
+                   help="epochs per run, {}..{} (default: the profile's)".format(*INT_RANGES["epochs"]))
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--config", type=Path, help="JSON file with any of these settings, checked as the flags are "
-                                              "(keys: " + ", ".join(SETTINGS) + "; flags win)")
+    p.add_argument("--config", type=Path,
+                   help="JSON file with any of these settings, checked as the flags are (keys: "
+                        + ", ".join(SETTINGS) + "; flags win)")
     p.add_argument("--jobs", type=bounded_int(*INT_RANGES["jobs"], "jobs"),
                    help="parallel processes, {}..{} (default: the profile's)".format(*INT_RANGES["jobs"]))
 
@@ -71,8 +73,9 @@ def register(sub) -> None:
                                    "MAP@10 (a), MAE and RMSE, with two-way bootstrap intervals; write "
                                    "table2.csv, margins.csv, map_at_k.csv, results.json and print Table 2.")
     _common(p)
-    p.add_argument("--n-boot", type=bounded_int(*INT_RANGES["n_boot"], "n-boot"), help="two-way bootstrap resamples, {}..{} (default: ".format(*INT_RANGES["n_boot"])
-                   + ", ".join(f"{p.n_boot} {n}" for n, p in PROFILES.items()) + ")")
+    p.add_argument("--n-boot", type=bounded_int(*INT_RANGES["n_boot"], "n-boot"),
+                   help="two-way bootstrap resamples, {}..{} (default: ".format(*INT_RANGES["n_boot"])
+                        + ", ".join(f"{prof.n_boot} {name}" for name, prof in PROFILES.items()) + ")")
     p.set_defaults(func=cmd_evaluate)
 
 

@@ -187,7 +187,8 @@ def run_evaluation(profile: str | Profile = "quick", progress: bool = True, **ov
                "versions": {"torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
                             "python": platform.python_version()},
                "features": {inputs.config_name(i, a): {"image": inputs.feature_data(i, a).image_meta,
-                                                "audio": inputs.feature_data(i, a).audio_meta} for i, a in configs}}
+                                                       "audio": inputs.feature_data(i, a).audio_meta}
+                            for i, a in configs}}
     io.write_json(out_dir / "results.json", results)
     return {"table2": table2, "runs": runs, "margins": margins, "map_at_k": mapk, "results": results}
 
@@ -261,4 +262,3 @@ def _map_at_k(runs: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"config": cfg, "split": split, "predictor": pred, "metric": label, "k": k,
                              "value": float(vals.mean()), "sd": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0})
     return pd.DataFrame(rows)
-

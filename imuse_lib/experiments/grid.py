@@ -18,6 +18,7 @@ from . import inputs
 from .paths import history_path, profile_dir, run_dir, run_id
 from .selection import run_validation, write_default_model
 
+
 def train_one(task: dict) -> dict:
     """Train (or resume, or reuse) one run; returns its summary. Runs in worker processes."""
     import torch
@@ -163,7 +164,8 @@ def time_configuration(image: str, audio: str, profile: Profile, split: str = "p
     n_train = int((pairs_.split == "train").sum())
     n_val = int((pairs_.split == "val").sum())
     base = {"config": inputs.config_name(image, audio), "image_backbone": image, "audio_backbone": audio,
-            "image_weights": inputs.weights_label(data.image_meta), "audio_weights": inputs.weights_label(data.audio_meta),
+            "image_weights": inputs.weights_label(data.image_meta),
+            "audio_weights": inputs.weights_label(data.audio_meta),
             "split": split, "device": dev, "train_pairs": n_train,
             "val_pairs": n_val, "epochs": profile.epochs, "load_average_1min": round(os.getloadavg()[0], 2),
             "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -221,4 +223,3 @@ def write_table1(prof: Profile, configs, runs: pd.DataFrame | None = None, timin
     table = pd.concat([keep, table], ignore_index=True) if len(keep) else table
     io.write_csv(path, table)
     return table
-

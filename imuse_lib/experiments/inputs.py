@@ -55,7 +55,6 @@ def paper_configurations_status() -> pd.DataFrame:
                           "runs_here": i in ai and a in aa} for i, a in PAPER_CONFIGS])
 
 
-
 @lru_cache(maxsize=None)
 def labels():
     from .. import data
@@ -110,11 +109,9 @@ def train_rows(data, split: str):
     return data.rows(pairs_[pairs_.split == "train"])
 
 
-
 def weights_label(meta: dict) -> str:
     w = meta.get("weights") or {}
     if w.get("kind") == "random":
         return f"RANDOM (seed {w.get('init_seed')})"
     src = w.get("source") or w.get("file") or "?"
     return f"pretrained: {src} (sha256 {str(w.get('sha256', ''))[:12]})"
-

@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import config
 from ..profiles import Profile
 
+
 def profile_dir(profile: str | Profile) -> Path:
     name = profile.name if isinstance(profile, Profile) else profile
     return config.results_dir() / name
@@ -23,4 +24,3 @@ def run_id(cfg: str, split: str, variant: str, seed: int) -> str:
 
 def history_path(profile, cfg: str, split: str, variant: str, seed: int) -> Path:
     return profile_dir(profile) / "history" / f"{run_id(cfg, split, variant, seed)}.json"
-

@@ -60,4 +60,3 @@ def network_predictors(prof: Profile, cfg: str, split: str, data, tta: bool = Tr
                 out.append(("joint_tta", seed, training.NetworkPredictor(model, data, name="joint_tta", tta=True),
                             meta))
     return out
-

@@ -13,6 +13,7 @@ from .findings import predictor_rank
 from .inputs import PAPER_TABLE2
 from .paths import history_path, profile_dir
 
+
 def _read(profile, name: str) -> pd.DataFrame:
     path = profile_dir(profile) / name
     if not path.exists():

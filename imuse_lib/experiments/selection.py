@@ -74,4 +74,3 @@ def write_default_model(prof: Profile, configs, validation: pd.DataFrame | None 
     meta["selected_by"] = (f"highest validation NSG@10 ({best['nsg@10']:.3f}) among the {len(nets)} "
                            f"{split}-split networks of the {prof.name} profile")
     return training.save_model(target, model, meta)
-

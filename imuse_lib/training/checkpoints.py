@@ -12,6 +12,7 @@ from ..errors import DataError, ModelMismatchError
 from ..network import DROPOUT, IMUSENet
 from .settings import CHECKPOINT_FORMAT, MODEL_FORMAT, _plain, default_model_path, resolve_device
 
+
 def save_model(path: str | Path, model: IMUSENet, meta: dict) -> Path:
     """The trained network alone (no optimiser), with everything needed to use it: backbones,
     weights provenance, feature preprocessing, split, seed, configuration name."""
@@ -51,4 +52,3 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     meta = dict(state.get("meta") or {})
     meta.update(hp)
     return model.to(resolve_device(device)).eval(), meta
-

@@ -15,6 +15,7 @@ from .feature_data import FeatureData
 from .loop import _sync, huber_components, make_optimiser
 from .settings import TrainConfig, device_name, resolve_device
 
+
 def _random_crop(wave: np.ndarray, length: int, sample_rate: int, path, rng: np.random.Generator) -> np.ndarray:
     """A random crop, as the feature store draws them (short clips looped by media.fit_length)."""
     from . import media

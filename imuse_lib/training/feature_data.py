@@ -10,6 +10,7 @@ import torch
 from ..errors import DataError, ModelMismatchError
 from .settings import _plain
 
+
 class FeatureData:
     """Stored features of every image and song, aligned with their true VA.
 
@@ -70,4 +71,3 @@ class FeatureData:
                 "image_weights": self.image_meta.get("weights"), "audio_weights": self.audio_meta.get("weights"),
                 "image_features": self.image_meta, "audio_features": self.audio_meta,
                 "image_dim": self.image_dim, "audio_dim": self.audio_dim}
-

@@ -22,6 +22,7 @@ from .checkpoints import _read
 from .feature_data import FeatureData
 from .settings import CHECKPOINT_FORMAT, VAL_CHUNK, TrainConfig, _plain, device_name, resolve_device
 
+
 def make_optimiser(model: IMUSENet, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam (lr, L2 weight decay as torch's Adam applies it). The fused kernel is the same
     update in one pass; it halves the optimiser's share of a CPU step."""
@@ -261,4 +262,3 @@ def _train(data: FeatureData, pairs: pd.DataFrame, cfg: TrainConfig, *,
                      "best_val_epoch": best["epoch"], "best_val_loss": best["val_loss"]})
     model.eval()
     return TrainResult(model, history, _plain(run_meta), resumed_from=start_epoch)
-

@@ -11,6 +11,7 @@ from ..network import IMUSENet, predicted_similarity
 from .feature_data import FeatureData
 from .settings import VAL_CHUNK
 
+
 @torch.no_grad()
 def predict_pairs(model: IMUSENet, image_feats: torch.Tensor, audio_feats: torch.Tensor, img_rows, song_rows,
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -108,4 +109,3 @@ class NetworkPredictor:
     def item_va(self, img_rows, song_rows):
         _, iva, mva = self._matrix(img_rows, song_rows, True)
         return iva, mva
-

@@ -72,4 +72,3 @@ def default_model_path() -> Path:
 def _plain(obj):
     """JSON-safe copy (numpy scalars, Paths -> str): checkpoints load with weights_only=True."""
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
