@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    images, songs = experiments._labels()
+    images, songs = experiments.labels()
     roles = va_model.fitting.item_roles_of(None, images, songs, config.SEED)
     chosen = va_model.tuned_params()
     model = va_model.fit(tuple(chosen["image"]["sources"]), tuple(chosen["audio"]["sources"]), roles,

@@ -5,7 +5,7 @@ The package map, one home per concept, from the top layer down (the layers contr
 ``pyproject.toml``, checked by ``tests/test_layers.py``, keeps every import pointing down):
 
 * ``cli``: the ``imuse`` command (one module per command group).
-* ``experiments``: the paper's experiment grid, its tables and the profiles it runs under.
+* ``experiments``: the paper's experiment grid: training runs, validation, Table 2, results.
 * ``export``: the deployed recommender for the book's in-browser page (ONNX + song file).
 * ``engine``: Ray embedding jobs (``imuse features`` / ``imuse index add --engine ray``).
 * ``recommend``: queries on a song index: ranked songs for an image, images for a song.
@@ -29,8 +29,10 @@ The package map, one home per concept, from the top layer down (the layers contr
 * ``io``: atomic writes and checked output paths.
 * ``parallel``: a Ray session and lists of calls run as Ray tasks.
 * ``report``: formatting and glue for the book.
+* ``scaling``: the scaling benchmark's results read and projected (chapter 07).
 * ``image_view``: the image-view spec (resize, crop, normalisation), written once.
 * ``config``: folders, seeds and settings from the environment.
+* ``profiles``: the run profiles (quick, full): every setting a run depends on, checked.
 * ``errors``: the exceptions that become one ``imuse: error:`` line.
 """
 

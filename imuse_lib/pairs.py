@@ -191,3 +191,29 @@ def make_pairs(protocol: str = "paper", seed: int = config.SEED, scale: str = "f
 
     images, songs = data.load_images(scale), data.load_catalog(scale)
     return split_pairs(form_pairs(images, songs, seed), protocol, seed, images=images, songs=songs)
+
+
+# --------------------------------------------------------------------------- what a split holds
+
+
+def split_summary(protocols: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per protocol and part (train / val / test): pairs, distinct images and songs, and pairs
+    per group; indexed by (protocol, split). ``protocols``: name -> pairs with a split column."""
+    rows = []
+    for name, split in protocols.items():
+        for part, sub in split.groupby("split"):
+            rows.append({"protocol": name, "split": part, "pairs": len(sub), "images": sub.image_id.nunique(),
+                         "songs": sub.song_id.nunique(), **sub.group.value_counts().reindex(GROUPS).to_dict()})
+    return pd.DataFrame(rows).set_index(["protocol", "split"])
+
+
+def song_test_share(split: pd.DataFrame) -> pd.Series:
+    """Share of each song's pairs that are test pairs (the paper protocol holds out pairs, so
+    every song has some in each part)."""
+    return split.groupby("song_id").split.apply(lambda s: (s == "test").mean())
+
+
+def cold_leak(split: pd.DataFrame) -> int:
+    """Images plus songs that appear in both the test and the training pairs: 0 for a cold split."""
+    test, train = split[split.split == "test"], split[split.split == "train"]
+    return len(set(test.image_id) & set(train.image_id)) + len(set(test.song_id) & set(train.song_id))

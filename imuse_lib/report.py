@@ -17,6 +17,9 @@ Boxes
 Tables
     :func:`table` formats a data frame by column meaning and hides the index; :func:`va_summary`
     is the narrow "mean ± sd, range" table of valence and arousal.
+VA plane
+    :func:`spread_examples` picks items spread over the valence-arousal plane to show;
+    :func:`va_figure` draws queries and their recommended songs among all songs (plotly).
 Forest plot
     :func:`forest_plot` draws paired differences (network minus baseline) with their intervals, one
     row per comparison and one panel per metric; :func:`forest_sentence` writes the one sentence
@@ -38,9 +41,10 @@ import pandas as pd
 
 from .errors import ImuseError
 
-__all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "fmt_percent", "fmt_count",
-           "glue", "box", "glue_box", "table", "va_summary", "forest_plot", "forest_sentence", "lower_is_better",
-           "plotly_html", "static_png", "seconds_formatter", "BOX_CLASS", "STATIC_FIGURE_CLASS", "LIVE_FIGURE_CLASS"]
+__all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "fmt_percent", "fmt_count", "glue",
+           "glue_md", "box", "glue_box", "spread_examples", "va_figure", "table", "va_summary", "forest_plot",
+           "forest_sentence", "lower_is_better", "plotly_html", "static_png", "seconds_formatter", "BOX_CLASS",
+           "STATIC_FIGURE_CLASS", "LIVE_FIGURE_CLASS"]
 
 BOX_CLASS = "imuse-box"
 STATIC_FIGURE_CLASS = "imuse-static-figure"
@@ -218,6 +222,15 @@ def glue_box(points: str | Iterable[str], name: str = "what_this_shows", title: 
     items = [points] if isinstance(points, str) else list(points)
     obj = _HTMLBox(box(items, title), f"{title}: " + " ".join(items))
     _glue(name, obj, display=False)
+
+
+def glue_md(name: str, text: str) -> None:
+    """Glue a paragraph of prose with **bold** as Markdown; show it with
+    ```` ```{glue:md} name ```` and ``:format: myst``."""
+    from IPython.display import Markdown
+    from myst_nb import glue as _glue
+
+    _glue(name, Markdown(text), display=False)
 
 
 # --------------------------------------------------------------------------- tables
@@ -413,3 +426,60 @@ def plotly_html(figure: dict, div_id: str, png: bytes | None, alt: str | None = 
         out += (f'<img class="{STATIC_FIGURE_CLASS}" alt="{html.escape(alt)} (static image)" '
                 f'src="data:image/png;base64,{data}">')
     return out
+
+
+# --------------------------------------------------------------------------- the VA plane
+
+
+def spread_examples(items: pd.DataFrame, n: int = 8, spread: float = 1.8,
+                    around: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``n`` rows of ``items`` (columns valence, arousal) spread over the VA plane: targets on an
+    ellipse around the centre of ``around``'s ratings (default: the items'; e.g. all images when
+    only the showable ones may be picked), ``spread`` standard deviations out, and for each the
+    nearest row not already taken; sorted by arousal (high first), then valence."""
+    if len(items) < n:
+        raise ImuseError(f"report.spread_examples: {len(items)} items, fewer than the {n} asked for")
+    ratings = (items if around is None else around)[["valence", "arousal"]]
+    centre = ratings.mean().to_numpy()
+    radius = ratings.std().to_numpy() * spread
+    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    targets = centre + radius * np.c_[np.cos(angles), np.sin(angles)]
+    va = items[["valence", "arousal"]].to_numpy()
+    chosen: list[int] = []
+    for target in targets:
+        order = np.argsort(((va - target) ** 2).sum(axis=1))
+        chosen.append(next(i for i in order if i not in chosen))
+    return items.iloc[chosen].sort_values(["arousal", "valence"], ascending=[False, True])
+
+
+VA_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def va_figure(songs: pd.DataFrame, queries, title: str):
+    """Every song (grey, at its stored VA) and, per query ``(name, result, true_va)``, the query's
+    predicted VA (a star), its normative VA when known (a hollow diamond) and its top songs
+    (circles of the same colour). ``result`` has ``query_va`` and ``items`` (artist, title,
+    similarity, valence, arousal), as ``Recommender.recommend`` returns."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=songs.valence, y=songs.arousal, mode="markers", name="all songs",
+                             marker=dict(color="lightgrey", size=5),
+                             text=songs.artist + " - " + songs.title, hoverinfo="text"))
+    for k, (name, res, true_va) in enumerate(queries):
+        c = VA_PALETTE[k % len(VA_PALETTE)]
+        fig.add_trace(go.Scatter(x=res.items.valence, y=res.items.arousal, mode="markers", name=f"songs for {name}",
+                                 marker=dict(color=c, size=9, line=dict(color="white", width=1)),
+                                 text=[f"{a} - {t}<br>S = {s:.3f}" for a, t, s in
+                                       zip(res.items.artist, res.items.title, res.items.similarity)],
+                                 hoverinfo="text", legendgroup=name))
+        fig.add_trace(go.Scatter(x=[res.query_va[0]], y=[res.query_va[1]], mode="markers", name=name,
+                                 marker=dict(color=c, size=18, symbol="star", line=dict(color="black", width=1)),
+                                 legendgroup=name, hovertext=f"{name} (predicted)", hoverinfo="text"))
+        if true_va is not None:
+            fig.add_trace(go.Scatter(x=[true_va[0]], y=[true_va[1]], mode="markers", showlegend=False,
+                                     marker=dict(color=c, size=12, symbol="diamond-open", line=dict(width=2)),
+                                     legendgroup=name, hovertext=f"{name} (normative)", hoverinfo="text"))
+    fig.update_layout(title=title, xaxis=dict(title="valence", range=[0, 1]),
+                      yaxis=dict(title="arousal", range=[0, 1], scaleanchor="x"), height=600)
+    return fig

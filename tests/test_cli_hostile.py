@@ -226,7 +226,36 @@ def cases(t: Path, index: Path) -> list[tuple]:
         (["train", "--config", t / "missing.json"], "no such config file"),
         (["evaluate", "--n-boot", "-5"], "--n-boot: -5 is out of range"),
         (["evaluate", "--config", t / "bad.json"], "not valid JSON"),
+        # --config goes through the command line's checks: file, key and what is wrong
+        *[(["train", "--config", settings_file(t, name, text)], phrase) for name, text, phrase in BAD_SETTINGS],
+        (["evaluate", "--config", settings_file(t, "n_boot", '{"n_boot": 0}')], "n_boot: expected an integer"),
     ]
+
+
+# Settings files the command line's own checks refuse (issue 23, item 10): name, JSON, phrase.
+BAD_SETTINGS = [
+    ("seeds_text", '{"seeds": "012"}', "seeds_text.json: seeds: expected a non-empty list of integers"),
+    ("seeds_negative", '{"seeds": [-1]}', "seeds_negative.json: seeds: expected a non-empty list"),
+    ("seeds_nan", '{"seeds": [NaN]}', "seeds_nan.json: seeds: expected"),
+    ("seeds_huge", '{"seeds": [1e309]}', "seeds_huge.json: seeds: expected"),
+    ("seeds_empty", '{"seeds": []}', "seeds_empty.json: seeds: expected a non-empty list"),
+    ("seeds_float", '{"seeds": [1.0]}', "seeds_float.json: seeds: expected"),
+    ("epochs_bool", '{"epochs": true}', "epochs_bool.json: epochs: expected an integer from 1 to 10000, got true"),
+    ("epochs_zero", '{"epochs": 0}', "epochs_zero.json: epochs: expected an integer from 1 to 10000"),
+    ("jobs_text", '{"jobs": "2"}', "jobs_text.json: jobs: expected an integer from 1 to 64"),
+    ("profile", '{"profile": "full"}', "profile.json: unknown setting(s) profile"),
+    ("split", '{"splits": ["bogus"]}', "split.json: splits: unknown split 'bogus'"),
+    ("backbone", '{"image_backbones": "mobilenet_v2"}', "backbone.json: image_backbones: expected a non-empty list"),
+    ("device", '{"device": 3}', "device.json: device: expected a device name"),
+    ("nested", "[" * 100_000 + "]" * 100_000, "nested.json: nested too deeply"),
+    ("array", "[1, 2]", "array.json: expected a JSON object of settings"),
+]
+
+
+def settings_file(t: Path, name: str, text: str) -> Path:
+    path = t / f"{name}.json"
+    path.write_text(text)
+    return path
 
 
 def snapshot(root: Path) -> dict:

@@ -19,7 +19,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install '.[scale]' (issue 11)")
 
 from imuse_lib import deployed, engine, features  # noqa: E402
-from imuse_lib.experiments import _train_one as ORIGINAL_TRAIN_ONE  # noqa: E402
+from imuse_lib.experiments import train_one as ORIGINAL_TRAIN_ONE  # noqa: E402
 from imuse_lib.index import arrays as index_arrays  # noqa: E402
 from imuse_lib.index import building as index_building  # noqa: E402
 from imuse_lib.index import integrity as index_integrity  # noqa: E402
@@ -214,14 +214,15 @@ def test_worker_killed_mid_job_is_retried_and_the_index_is_complete(cluster, tmp
 
 
 def toy_train_one(task):
-    """experiments._train_one on the synthetic features of test_training, wired in the process
+    """experiments.train_one on the synthetic features of test_training, wired in the process
     that runs it (a Ray worker does not see the test's monkeypatches of the driver)."""
     import test_training as tt
-    from imuse_lib import experiments, pairs
+    from imuse_lib import pairs
+    from imuse_lib.experiments import inputs
 
     data, p = tt.synthetic(n_images=48, n_songs=32)
-    experiments.feature_data = lambda i, a: data
-    experiments.split_pairs = lambda split: pairs.split_pairs(p.drop(columns="split"), split, 1,
+    inputs.feature_data = lambda i, a: data
+    inputs.split_pairs = lambda split: pairs.split_pairs(p.drop(columns="split"), split, 1,
                                                               images=data.images, songs=data.songs)
     return ORIGINAL_TRAIN_ONE(task)
 
@@ -238,7 +239,7 @@ def test_two_grid_cells_as_ray_tasks_equal_the_local_ones(cluster, tmp_path, mon
             m.setenv("IMUSE_RESULTS", str(tmp_path / eng))
             ex = _wire(m, tmp_path)
             if eng == "ray":  # the workers wire the synthetic data themselves
-                m.setattr(ex, "_train_one", toy_train_one)
+                m.setattr(ex.grid, "train_one", toy_train_one)
             prev = torch.get_num_threads()
             torch.set_num_threads(1)  # the local cells with one thread, as each Ray task
             try:
@@ -266,15 +267,16 @@ def _wire(m, tmp_path):
     from dataclasses import replace
 
     import test_training as tt
-    from imuse_lib import experiments, pairs
+    from imuse_lib import experiments, pairs, profiles
+    from imuse_lib.experiments import inputs
 
     data, p = tt.synthetic(n_images=48, n_songs=32)
-    m.setattr(experiments, "feature_data", lambda i, a: data)
-    m.setattr(experiments, "split_pairs", lambda split: pairs.split_pairs(
+    m.setattr(inputs, "feature_data", lambda i, a: data)
+    m.setattr(inputs, "split_pairs", lambda split: pairs.split_pairs(
         p.drop(columns="split"), split, 1, images=data.images, songs=data.songs))
-    m.setattr(experiments, "item_roles", lambda split: pairs.item_roles(split, data.images, data.songs, 1))
-    m.setattr(experiments, "configurations", lambda prof: [("mobilenet_v2", "musicnn")])
-    m.setattr(experiments, "PROFILES", {k: replace(v, deploy_va_model=False) for k, v in experiments.PROFILES.items()})
+    m.setattr(inputs, "item_roles", lambda split: pairs.item_roles(split, data.images, data.songs, 1))
+    m.setattr(inputs, "configurations", lambda prof: [("mobilenet_v2", "musicnn")])
+    m.setattr(profiles, "PROFILES", {k: replace(v, deploy_va_model=False) for k, v in profiles.PROFILES.items()})
     return experiments
 
 

@@ -95,6 +95,29 @@ def test_cold_split_never_leaks():
     assert (img_role != song_role).all() and test_imgs >= set(test.image_id)
 
 
+def test_split_summary_and_checks():
+    images, songs = synthetic()
+    p = pairs.form_pairs(images, songs, seed=1)
+    paper = pairs.split_pairs(p, "paper", seed=1)
+    cold = pairs.split_pairs(p, "cold", seed=1, images=images, songs=songs)
+    stats = pairs.split_summary({"paper": paper, "cold": cold})
+    assert list(stats.index.names) == ["protocol", "split"]
+    # the cold split drops the pairs that join a held-out item to a training one ("none")
+    assert set(stats.index) == {(s, part) for s in ("paper", "cold") for part in ("train", "val", "test")} \
+        | {("cold", "none")}
+    for name, frame in (("paper", paper), ("cold", cold)):
+        assert stats.loc[name].pairs.sum() == len(frame)
+        test = frame[frame.split == "test"]
+        assert stats.loc[(name, "test"), "images"] == test.image_id.nunique()
+        assert stats.loc[(name, "test"), list(pairs.GROUPS)].sum() == len(test)
+    share = pairs.song_test_share(paper)
+    assert share.index.is_unique and set(share.index) == set(paper.song_id)
+    song = share.index[0]
+    assert share[song] == pytest.approx((paper[paper.song_id == song].split == "test").mean())
+    assert pairs.cold_leak(cold) == 0
+    assert pairs.cold_leak(paper) > 0  # the paper protocol holds out pairs, not items
+
+
 def test_unknown_protocol_is_refused():
     images, songs = synthetic()
     with pytest.raises(ValueError, match="split protocol"):

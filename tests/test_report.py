@@ -145,7 +145,8 @@ def test_glue_and_glue_box_in_a_real_kernel():
         "report.glue('name', 'mobilenet_v2')\n"
         "report.glue('mae', 0.41234, fmt=report.fmt_metric)\n"
         "report.glue('n', np.int64(7))\n"
-        "report.glue_box(['**7** songs'])")])
+        "report.glue_box(['**7** songs'])\n"
+        "report.glue_md('finding', '**Read NSG@10 first.** It asks')")])
     with tempfile.TemporaryDirectory() as kdir, pytest.MonkeyPatch.context() as mp:
         for key, value in bb.kernel_env(Path(kdir)).items():  # the kernel the book uses: this venv
             mp.setenv(key, value)
@@ -158,3 +159,48 @@ def test_glue_and_glue_box_in_a_real_kernel():
     assert records["mae"][prefix + "text/plain"] == "0.412"
     assert records["n"][prefix + "text/plain"] == "7"
     assert report.BOX_CLASS in records["what_this_shows"][prefix + "text/html"]
+    assert records["finding"][prefix + "text/markdown"] == "**Read NSG@10 first.** It asks"
+
+
+def _va_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "valence": rng.random(n),
+                         "arousal": rng.random(n)})
+
+
+def test_spread_examples_reach_every_side_of_the_plane():
+    items = _va_frame(200)
+    shown = report.spread_examples(items, n=8)
+    assert len(shown) == 8 and shown.image_id.is_unique
+    assert list(shown.arousal) == sorted(shown.arousal, reverse=True)  # high arousal first
+    centre = items[["valence", "arousal"]].mean()
+    # one example in every quadrant around the centre, not eight near it
+    sides = {(v > centre.valence, a > centre.arousal) for v, a in zip(shown.valence, shown.arousal)}
+    assert len(sides) == 4
+    assert (shown[["valence", "arousal"]] - centre).abs().max().min() > 0.2
+    pd.testing.assert_frame_equal(shown, report.spread_examples(items, n=8))  # deterministic
+    # the ellipse may be drawn around a larger set than the one picked from
+    low = items[items.valence < 0.5]
+    around_all = report.spread_examples(low, n=4, around=items)
+    assert around_all.image_id.isin(low.image_id).all()
+    assert set(around_all.image_id) != set(report.spread_examples(low, n=4).image_id)
+    with pytest.raises(ImuseError, match="fewer than the 8"):
+        report.spread_examples(items.head(5), n=8)
+
+
+def test_va_figure_draws_songs_queries_and_their_top_songs():
+    from types import SimpleNamespace
+
+    songs = pd.DataFrame({"artist": ["a", "b", "c"], "title": ["x", "y", "z"], "valence": [0.1, 0.5, 0.9],
+                          "arousal": [0.2, 0.6, 0.8]})
+    top = songs.assign(similarity=[0.9, 0.8, 0.7]).head(2)
+    res = SimpleNamespace(query_va=(0.3, 0.4), items=top)
+    fig = report.va_figure(songs, [("img1", res, (0.35, 0.45)), ("yours", res, None)], "a title")
+    names = [tr.name for tr in fig.data]
+    assert names[0] == "all songs" and len(fig.data[0].x) == 3
+    assert names.count("songs for img1") == 1 and "yours" in names
+    assert len(fig.data) == 1 + 3 + 2  # all songs; songs, star, diamond; songs, star (no normative VA)
+    star = next(tr for tr in fig.data if tr.name == "img1")
+    assert (star.x[0], star.y[0]) == (0.3, 0.4) and star.marker.symbol == "star"
+    assert "S = 0.900" in fig.data[1].text[0]
+    assert fig.layout.title.text == "a title" and tuple(fig.layout.xaxis.range) == (0, 1)

@@ -78,8 +78,8 @@ def test_training_flushes_subnormals_and_restores_the_mode(toy, monkeypatch):
     factorised network's late epochs were 7x slower), and the caller's mode is restored."""
     data, p = toy
     seen = []
-    real = training._train
-    monkeypatch.setattr(training, "_train", lambda *a, **k: seen.append(training.subnormals_flushed()) or real(*a, **k))
+    real = training.loop._train  # the loop train() runs, in its own module
+    monkeypatch.setattr(training.loop, "_train", lambda *a, **k: seen.append(training.subnormals_flushed()) or real(*a, **k))
     assert not training.subnormals_flushed()
     training.train(data, p, cfg(epochs=1))
     assert seen == [True] and not training.subnormals_flushed()
@@ -191,18 +191,20 @@ def test_device_auto_and_refused_cuda():
 @pytest.fixture
 def toy_experiments(monkeypatch, tmp_path):
     """experiments wired to the synthetic store, results under tmp_path."""
-    from imuse_lib import experiments
+    from imuse_lib import experiments, profiles
+    from imuse_lib.experiments import inputs
 
     monkeypatch.setenv("IMUSE_RESULTS", str(tmp_path / "results"))
     data, p = synthetic(n_images=48, n_songs=32)
-    monkeypatch.setattr(experiments, "feature_data", lambda i, a: data)
-    monkeypatch.setattr(experiments, "split_pairs", lambda split: pairs.split_pairs(
+    # the experiments read their inputs through experiments.inputs: replaced there
+    monkeypatch.setattr(inputs, "feature_data", lambda i, a: data)
+    monkeypatch.setattr(inputs, "split_pairs", lambda split: pairs.split_pairs(
         p.drop(columns="split"), split, 1, images=data.images, songs=data.songs))
-    monkeypatch.setattr(experiments, "item_roles", lambda split: pairs.item_roles(split, data.images, data.songs, 1))
-    monkeypatch.setattr(experiments, "configurations", lambda prof: [("mobilenet_v2", "musicnn")])
+    monkeypatch.setattr(inputs, "item_roles", lambda split: pairs.item_roles(split, data.images, data.songs, 1))
+    monkeypatch.setattr(inputs, "configurations", lambda prof: [("mobilenet_v2", "musicnn")])
     # the deployed VA model reads the real feature store: not part of these synthetic runs
-    monkeypatch.setattr(experiments, "PROFILES", {k: replace(v, deploy_va_model=False)
-                                                  for k, v in experiments.PROFILES.items()})
+    monkeypatch.setattr(profiles, "PROFILES", {k: replace(v, deploy_va_model=False)
+                                               for k, v in profiles.PROFILES.items()})
     return experiments
 
 
@@ -259,8 +261,8 @@ def test_training_validation_and_model_choice_never_read_the_test_split(toy_expe
     """Replace every cold-split test label (the test items' VA and the test pairs' S) by noise:
     the trained networks, the validation scores and the chosen default model stay the same."""
     ex = toy_experiments
-    data = ex.feature_data("mobilenet_v2", "musicnn")
-    roles = ex.item_roles("cold")
+    data = ex.inputs.feature_data("mobilenet_v2", "musicnn")
+    roles = ex.inputs.item_roles("cold")
     val_items = set(roles.image_ids("val")) | set(roles.song_ids("val"))
     assert val_items and not val_items & (set(roles.image_ids("test")) | set(roles.song_ids("test")))
 
@@ -277,7 +279,7 @@ def test_training_validation_and_model_choice_never_read_the_test_split(toy_expe
     data.image_va, data.song_va = data.image_va.copy(), data.song_va.copy()
     data.image_va[test_img] = rng.random((len(test_img), 2))
     data.song_va[test_song] = rng.random((len(test_song), 2))
-    original = ex.split_pairs
+    original = ex.inputs.split_pairs
 
     def noisy_pairs(split):
         frame = original(split)
@@ -285,7 +287,7 @@ def test_training_validation_and_model_choice_never_read_the_test_split(toy_expe
         frame.loc[test, "similarity"] = rng.random(int(test.sum()))
         return frame
 
-    monkeypatch.setattr(ex, "split_pairs", noisy_pairs)
+    monkeypatch.setattr(ex.inputs, "split_pairs", noisy_pairs)
     val_b, model_b = run(tmp_path / "b")
     pd.testing.assert_frame_equal(val_a, val_b)
     assert model_a.keys() == model_b.keys() and all(torch.equal(model_a[k], model_b[k]) for k in model_a)

@@ -8,48 +8,47 @@ single configurations. A JSON config file can carry the same keys as the flags.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from ..errors import ImuseError
+from .. import profiles
+from ..profiles import INT_RANGES, PROFILES, SETTINGS, check_setting
 from . import bounded_int
 from .engine_args import add_engine_args, check_engine_args
 
-IMAGE_CHOICES = ("mobilenet_v2", "mobilenet_v3_large", "resnet18", "efficientnet_b4", "efficientnet_lite0")
-AUDIO_CHOICES = ("samplecnn", "musicnn", "fcn")
-
 
 def _common(p) -> None:
-    p.add_argument("--profile", choices=("quick", "full"), default="quick",
-                   help="quick: mobilenet_v2+musicnn, joint and factorised, 3 seeds, 20 epochs; full: every "
-                        "available configuration and variant, 3 seeds, 50 epochs (default: quick)")
-    p.add_argument("--image-backbone", action="append", choices=IMAGE_CHOICES, dest="image_backbones",
+    p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
+                   help="; ".join(f"{n}: {profiles.profile_summary(n)}" for n in PROFILES) + " (default: quick)")
+    p.add_argument("--image-backbone", action="append", choices=profiles.IMAGE_BACKBONES, dest="image_backbones",
                    help="only this image backbone (repeatable; default: the profile's)")
-    p.add_argument("--audio-backbone", action="append", choices=AUDIO_CHOICES, dest="audio_backbones",
+    p.add_argument("--audio-backbone", action="append", choices=profiles.AUDIO_BACKBONES, dest="audio_backbones",
                    help="only this audio backbone (repeatable)")
-    p.add_argument("--split", action="append", choices=("paper", "cold"), dest="splits",
+    p.add_argument("--split", action="append", choices=profiles.SPLITS, dest="splits",
                    help="split protocol (repeatable; default: both)")
-    p.add_argument("--variant", action="append", choices=("joint", "factorised", "joint_item"), dest="variants",
+    p.add_argument("--variant", action="append", choices=profiles.VARIANTS, dest="variants",
                    help="network variant (repeatable; default: the profile's); joint_item: item-weighted loss")
     p.add_argument("--seeds", type=_int_list, help="comma-separated training seeds, e.g. 0,1,2")
-    p.add_argument("--epochs", type=bounded_int(1, 10_000, "epochs"), help="epochs per run, 1..10000 (default: the profile's)")
+    p.add_argument("--epochs", type=bounded_int(*INT_RANGES["epochs"], "epochs"),
+                   help="epochs per run, {}..{} (default: the profile's)".format(*INT_RANGES["epochs"]))
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--config", type=Path, help="JSON file with any of these settings (flags win)")
-    p.add_argument("--jobs", type=bounded_int(1, 64, "jobs"),
-                   help="parallel processes, 1..64 (default: 2)")
+    p.add_argument("--config", type=Path,
+                   help="JSON file with any of these settings, checked as the flags are (keys: "
+                        + ", ".join(SETTINGS) + "; flags win)")
+    p.add_argument("--jobs", type=bounded_int(*INT_RANGES["jobs"], "jobs"),
+                   help="parallel processes, {}..{} (default: the profile's)".format(*INT_RANGES["jobs"]))
 
 
 def _int_list(text: str) -> list[int]:
+    """--seeds: comma-separated integers, checked as a --config file's list is."""
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        seeds = []
-    if any(not 0 <= s < 2**32 for s in seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be integers from 0 to {2**32 - 1}, got {text!r}")
-    if not seeds:  # argparse turns this into a one-line usage error
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return seeds
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    try:
+        return check_setting("seeds", seeds)
+    except ValueError as exc:  # argparse turns this into a one-line usage error
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub) -> None:
@@ -74,30 +73,17 @@ def register(sub) -> None:
                                    "MAP@10 (a), MAE and RMSE, with two-way bootstrap intervals; write "
                                    "table2.csv, margins.csv, map_at_k.csv, results.json and print Table 2.")
     _common(p)
-    p.add_argument("--n-boot", type=bounded_int(1, 1_000_000, "n-boot"), help="two-way bootstrap resamples, 1..1000000 (default: 200 quick, 1000 full)")
+    p.add_argument("--n-boot", type=bounded_int(*INT_RANGES["n_boot"], "n-boot"),
+                   help="two-way bootstrap resamples, {}..{} (default: ".format(*INT_RANGES["n_boot"])
+                        + ", ".join(f"{prof.n_boot} {name}" for name, prof in PROFILES.items()) + ")")
     p.set_defaults(func=cmd_evaluate)
 
 
 def _overrides(args) -> dict:
-    extra = {}
-    if getattr(args, "config", None):
-        try:
-            extra = json.loads(args.config.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ImuseError(f"{args.config}: no such config file") from None
-        except json.JSONDecodeError as exc:
-            raise ImuseError(f"{args.config}: not valid JSON ({exc})") from None
-        if not isinstance(extra, dict):
-            raise ImuseError(f"{args.config}: expected a JSON object of settings")
-        allowed = {"image_backbones", "audio_backbones", "splits", "variants", "seeds", "epochs", "device",
-                   "jobs", "n_boot", "profile"}
-        unknown = sorted(set(extra) - allowed)
-        if unknown:
-            raise ImuseError(f"{args.config}: unknown setting(s) {', '.join(unknown)} "
-                             f"(allowed: {', '.join(sorted(allowed))})")
-    keys = ("image_backbones", "audio_backbones", "splits", "variants", "seeds", "epochs", "device", "jobs", "n_boot")
-    out = {k: extra.get(k) for k in keys}
-    for k in keys:
+    """The settings of --config (each checked as the flags are), then the flags, which win."""
+    extra = profiles.read_settings(args.config) if getattr(args, "config", None) else {}
+    out = {k: extra.get(k) for k in SETTINGS}
+    for k in SETTINGS:
         if getattr(args, k, None) is not None:
             out[k] = getattr(args, k)
     return out
@@ -108,10 +94,8 @@ def cmd_train(args) -> int:
 
     overrides = _overrides(args)
     prof = experiments.get_profile(args.profile, **overrides)
-    names = ", ".join(experiments.config_name(i, a) for i, a in experiments.configurations(prof))
-    print(f"profile {prof.name}: {names}"
-          f" x splits {prof.splits} x {prof.variants} x seeds {prof.seeds}, {prof.epochs} epochs, "
-          f"device {training.device_name(training.resolve_device(prof.device))}", file=sys.stderr)
+    device = training.device_name(training.resolve_device(prof.device))
+    print(profiles.profile_line(prof, experiments.configurations(prof), device), file=sys.stderr)
     check_engine_args(args)
     out = experiments.run_training(prof, force=args.force, timing=not args.no_timing, retime=args.retime,
                                    progress=sys.stderr.isatty(), log=not sys.stderr.isatty(),

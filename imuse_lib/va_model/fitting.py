@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import config
 from ..errors import ImuseError
+from ..profiles import VA_MODEL_PARAMS_FILE
 from ..io import write_json
 from .arm import KERNELS, fit_arm
 from .blocks import Blocks, load_blocks
@@ -201,7 +202,7 @@ def default_model_path() -> Path:
     return config.results_dir() / "models" / "va_model.npz"
 
 
-PARAMS_FILE = Path(__file__).parent.with_name("va_model_params.json")  # imuse_lib/va_model_params.json
+PARAMS_FILE = VA_MODEL_PARAMS_FILE  # the profiles' home for every setting (imuse_lib/va_model_params.json)
 
 
 def tuned_params() -> dict:

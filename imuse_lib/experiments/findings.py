@@ -1,0 +1,122 @@
+"""What the results chapter (notebook 04) says about a profile's Table 2 and margins: the names
+a reader sees for splits, metrics and predictors, the one predictor order of every table, and
+:class:`Findings`, which looks rows up, formats their intervals and writes the verdict sentences
+the chapter glues into its prose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..report import MISSING, fmt_interval
+from .evaluation import DEPLOYED, IMAGE_ONLY_METRICS
+from .predictors import FREE_BASELINES
+
+SPLIT_NAMES = {"paper": "paper split (pairs held out; every test image and song seen in training)",
+               "cold": "cold split (test images and songs never seen in training)"}
+METRIC_NAMES = {"nsg@10": "NSG@10", "ndcg@10": "NDCG@10", "rev_nsg@10": "reverse NSG@10", "map_a@10": "MAP@10 (a)",
+                "mae": "MAE"}
+# Every predictor's name for a reader, in the order of every table (learned first, then the
+# baselines from the strongest to the floor, the oracle last).
+PREDICTOR_NAMES = {"va_model": "deployed VA model", "joint": "joint network (the paper's)",
+                   "joint_tta": "joint, views averaged", "joint_item": "joint, item-weighted loss",
+                   "factorised": "factorised network", "ridge": "ridge", "knn": "kNN", "quadrant": "quadrant only",
+                   "image_agnostic": "image-agnostic", "lookup": "lookup (training labels)",
+                   "constant": "constant VA", "mean_similarity": "mean similarity", "random": "random",
+                   "oracle": "oracle"}
+PREDICTOR_ORDER = tuple(PREDICTOR_NAMES)
+VERDICT_WORDS = {"win": "beats", "loss": "does worse than", "tie": "cannot be told apart from"}
+# Table 2's recommendation columns and the paper's own: (heading, table2 column).
+REC_COLUMNS = [("NSG@10", "nsg@10"), ("NDCG@10", "ndcg@10"), ("quadrant@10", "quadrant@10"),
+               ("rev NSG@10", "rev_nsg@10")]
+PAPER_COLUMNS = [("MAP@10 (a)", "map_a@10"), ("MAE", "mae"), ("RMSE", "rmse")]
+
+
+def predictor_rank(predictors: pd.Series) -> pd.Series:
+    """Each predictor's place in :data:`PREDICTOR_ORDER` (-1 for a name not in it: first)."""
+    return predictors.map({p: i for i, p in enumerate(PREDICTOR_ORDER)}).fillna(-1)
+
+
+class Findings:
+    """Table 2 and the margins of one profile, read as the chapter reads them: a predictor's row
+    is looked up in its own configuration (the feature-free baselines' rows carry ``"(none)"``,
+    the deployed VA model's :data:`DEPLOYED`, every other one ``main_config``)."""
+
+    def __init__(self, table2: pd.DataFrame, margins: pd.DataFrame, main_config: str):
+        self.table2, self.margins, self.main_config = table2, margins, main_config
+
+    def config_of(self, pred: str) -> str:
+        return "(none)" if pred in FREE_BASELINES else DEPLOYED if pred == "va_model" else self.main_config
+
+    def row(self, pred: str, split: str, cfg: str | None = None) -> pd.Series | None:
+        """The table2 row of a predictor on a split; None when it was not evaluated."""
+        t = self.table2
+        r = t[(t.config == (cfg or self.config_of(pred))) & (t.split == split) & (t.predictor == pred)]
+        return r.iloc[0] if len(r) else None
+
+    def value(self, pred: str, split: str, col: str, cfg: str | None = None) -> float:
+        r = self.row(pred, split, cfg)
+        return float(r[col]) if r is not None else float("nan")
+
+    def interval(self, pred: str, split: str, col: str, cfg: str | None = None) -> str:
+        """``"0.412 (0.38-0.45)"``: the mean over seeds and its two-way bootstrap interval."""
+        r = self.row(pred, split, cfg)
+        return fmt_interval(r[col], r.get(f"{col}_lo"), r.get(f"{col}_hi")) if r is not None else MISSING
+
+    def verdict_sentence(self, pred: str, base: str, split: str, metric: str = "nsg@10") -> str:
+        """"on the cold split the joint network (the paper's) beats ridge (difference in NSG@10
+        ..., paired over the same resamples)"; empty when the comparison was not made."""
+        cfg = DEPLOYED if pred == "va_model" else self.main_config
+        m = self.margins
+        m = m[(m.config == cfg) & (m.predictor == pred) & (m.baseline == base) & (m.split == split)
+              & (m.metric == metric)]
+        if m.empty:
+            return ""
+        m = m.iloc[0]
+        return (f"on the {split} split the {PREDICTOR_NAMES[pred]} {VERDICT_WORDS[m.verdict]} {PREDICTOR_NAMES[base]} "
+                f"(difference in {METRIC_NAMES[metric]} {fmt_interval(m.difference, m.lo, m.hi)}, paired over the "
+                f"same resamples)")
+
+    def split_table(self, split: str, cols: list[tuple[str, str]]) -> pd.DataFrame:
+        """One split's predictors (main configuration, feature-free baselines, deployed model) in
+        :data:`PREDICTOR_ORDER`, a column of "estimate (interval)" per (heading, column)."""
+        t = self.table2
+        t = t[(t.split == split) & t.config.isin([self.main_config, "(none)", DEPLOYED])].copy()
+        t = t.assign(_o=predictor_rank(t.predictor)).sort_values("_o")
+        out = pd.DataFrame({"predictor": t.predictor.map(lambda p: PREDICTOR_NAMES.get(p, p)),
+                            "seeds": t.seeds.astype(str)})
+        for label, col in cols:
+            out[label] = [fmt_interval(r[col], r.get(f"{col}_lo"), r.get(f"{col}_hi")) for _, r in t.iterrows()]
+        return out
+
+    def interval_widths(self, splits, predictors=("joint", "ridge", "random")) -> pd.DataFrame:
+        """How much wider the two-way intervals are than the image-only ones, per split,
+        predictor and metric of ``IMAGE_ONLY_METRICS``."""
+        rows = []
+        for split in splits:
+            for pred in predictors:
+                r = self.row(pred, split)
+                for col in IMAGE_ONLY_METRICS:
+                    img_w, two_w = r[f"{col}_hi_img"] - r[f"{col}_lo_img"], r[f"{col}_hi"] - r[f"{col}_lo"]
+                    rows.append({"split": split, "predictor": PREDICTOR_NAMES[pred], "metric": METRIC_NAMES[col],
+                                 "image-only width": img_w, "two-way width": two_w,
+                                 "ratio": two_w / img_w})
+        return pd.DataFrame(rows)
+
+
+def top_song_quadrants(examples: pd.DataFrame, results, official: pd.Series) -> pd.DataFrame:
+    """Per example image (rows with image_id, valence, arousal) and its recommendation (with
+    ``query_va`` and ``items.song_id``): its quadrant, its predicted quadrant, the official 4Q
+    quadrant of each top song (``official``: song_id -> "Q1".."Q4") and the share of the top
+    songs in the image's own quadrant (the chapter's quadrant@k of a handful of images)."""
+    from ..metrics import va_quadrant
+
+    rows = []
+    for (_, ex), res in zip(examples.iterrows(), results):
+        image_q = f"Q{va_quadrant([ex.valence, ex.arousal])[0]}"
+        predicted_q = f"Q{va_quadrant(res.query_va)[0]}"
+        song_q = [official.get(s, "?") for s in res.items.song_id]
+        rows.append({"image": ex.image_id, "image quadrant": image_q, "predicted quadrant": predicted_q,
+                     "top songs' quadrants (4Q)": " ".join(song_q),
+                     "share in the image's quadrant": np.mean([q == image_q for q in song_q])})
+    return pd.DataFrame(rows)
