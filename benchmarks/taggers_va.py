@@ -6,8 +6,10 @@ the official 4Q quadrant, seeded; the penalty chosen inside each training fold b
 generalised cross-validation) from each tagger's evaluation-crop embedding plus its tag
 probabilities (``imuse_lib.taggers``) to the clips' derived valence and arousal. Reported
 on the out-of-fold predictions: valence r, arousal r, the official 4Q quadrant recovered
-from the predicted VA, the predicted/true sd ratio per dimension, and, for reference, a
-direct quadrant classifier (logistic regression, same folds).
+from the predicted VA, the predicted/true sd ratio per dimension, the same after the VA
+model's calibration (each dimension stretched around the training mean by sd(true) /
+sd(prediction), the latter from an inner cross-validation on the training fold), and, for
+reference, a direct quadrant classifier (logistic regression, same folds).
 
 Also the sanity check that the taggers are really pretrained: the correlation of their mood
 tags' probabilities with the clips' valence and arousal.
@@ -58,11 +60,11 @@ MOOD_TAGS = ("happy", "sad", "Mellow", "chill", "chillout", "party", "beautiful"
 def cv_scores(x: np.ndarray, va: np.ndarray, quadrant: np.ndarray, folds: int, seed: int) -> dict:
     """Out-of-fold ridge VA (and a direct quadrant classifier) from the feature matrix ``x``."""
     from sklearn.linear_model import LogisticRegression, RidgeCV
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    pred = np.zeros_like(va)
+    pred, pred_cal = np.zeros_like(va), np.zeros_like(va)
     q_pred = np.empty(len(x), dtype=object)
     alphas = []
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, quadrant):
@@ -70,12 +72,22 @@ def cv_scores(x: np.ndarray, va: np.ndarray, quadrant: np.ndarray, folds: int, s
         ridge.fit(x[tr], va[tr])
         pred[te] = ridge.predict(x[te])
         alphas.append(float(ridge[-1].alpha_))
+        # calibration as the VA model's: stretch around the training mean by sd(true) / sd(out-of-sample
+        # prediction), the latter from an inner cross-validation on the training fold
+        inner = cross_val_predict(make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 5, 25))),
+                                  x[tr], va[tr], cv=KFold(folds, shuffle=True, random_state=seed))
+        centre = va[tr].mean(0)
+        pred_cal[te] = centre + (pred[te] - centre) * va[tr].std(0) / inner.std(0)
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
         clf.fit(x[tr], quadrant[tr])
         q_pred[te] = clf.predict(x[te])
     q_from_va = np.array([f"Q{q}" for q in va_quadrant(np.clip(pred, 0, 1))])
+    q_from_cal = np.array([f"Q{q}" for q in va_quadrant(np.clip(pred_cal, 0, 1))])
     return {"valence_r": pearson_r(pred[:, 0], va[:, 0]), "arousal_r": pearson_r(pred[:, 1], va[:, 1]),
             "quadrant_acc_from_va": float(np.mean(q_from_va == quadrant)),
+            "quadrant_acc_from_calibrated_va": float(np.mean(q_from_cal == quadrant)),
+            "sd_ratio_valence_calibrated": sd_ratio(pred_cal[:, 0], va[:, 0]),
+            "sd_ratio_arousal_calibrated": sd_ratio(pred_cal[:, 1], va[:, 1]),
             "quadrant_acc_classifier": float(np.mean(q_pred == quadrant)),
             "sd_ratio_valence": sd_ratio(pred[:, 0], va[:, 0]), "sd_ratio_arousal": sd_ratio(pred[:, 1], va[:, 1]),
             "ridge_alpha_median": float(np.median(alphas))}
@@ -147,7 +159,8 @@ def main(argv=None) -> int:
     write_csv(out_dir / "taggers_va.csv", table)
     with pd.option_context("display.width", 220, "display.max_columns", 30, "display.precision", 3):
         cols = ["config", "tag_probabilities", "dims", "valence_r", "arousal_r", "quadrant_acc_from_va",
-                "quadrant_acc_classifier", "sd_ratio_valence", "sd_ratio_arousal"]
+                "quadrant_acc_from_calibrated_va", "quadrant_acc_classifier", "sd_ratio_valence", "sd_ratio_arousal",
+                "sd_ratio_valence_calibrated", "sd_ratio_arousal_calibrated"]
         print(f"\n{args.folds}-fold standardised ridge on the 500 catalog clips (seed {args.seed}):")
         print(table[cols].to_string(index=False))
     if missing:
