@@ -47,6 +47,8 @@ CONFIGS = [
     ("Jamendo Musicnn", ("jamendo_musicnn",)),
     ("Jamendo FCN", ("jamendo_fcn",)),
     ("Jamendo CRNN", ("jamendo_crnn",)),
+    ("MSD FCN + Jamendo Musicnn", NEW3[:2]),
+    ("MSD FCN + Jamendo Musicnn + MTAT Musicnn", NEW3[:2] + ("musicnn",)),
     ("MSD FCN + Jamendo Musicnn + Jamendo FCN", NEW3),
     ("+ MSD CRNN + Jamendo CRNN", NEW3 + ("msd_crnn", "jamendo_crnn")),
     ("MSD FCN + Jamendo Musicnn + Jamendo FCN + MTAT Musicnn", NEW3 + ("musicnn",)),

@@ -52,7 +52,7 @@ def test_random_taggers_shapes_and_determinism(name):
         emb, emb_b = a.module(x), b.module(x[1:])
         probs = a.head(emb)
     assert emb.shape == (2, dim) and probs.shape == (2, 50)
-    assert torch.allclose(emb[1:], emb_b, atol=1e-6)  # deterministic, seeded, independent of the batch
+    assert torch.allclose(emb[1:], emb_b, atol=1e-5)  # deterministic, seeded, independent of the batch
     assert not torch.allclose(emb[0], emb[1])  # the two inputs are told apart
     assert ((probs > 0) & (probs < 1)).all()
 
