@@ -105,6 +105,26 @@ ASSETS: dict[str, Asset] = {
             how_to_get="copy models/mtat/{musicnn,fcn}/best_model.pth of github.com/minzwon/"
                        "sota-music-tagging-models to <IMUSE_DATA>/weights/mtat/<model>_best_model.pth",
         ),
+        Asset(
+            "msd_weights", "weights/msd",
+            "FCN and CRNN taggers trained on the Million Song Dataset's top-50 last.fm tags (16 kHz)",
+            "Won et al. 2020, 'Evaluation of CNN-based automatic music tagging models'",
+            "MIT",
+            how_to_get="copy models/msd/{fcn,crnn}/best_model.pth of github.com/minzwon/"
+                       "sota-music-tagging-models to <IMUSE_DATA>/weights/msd/<model>_best_model.pth, and the "
+                       "50 tag names in output order (MSD_tags of philtgun/music-tagging-benchmark's "
+                       "analysis/evaluation_script.py), one a line, to <IMUSE_DATA>/weights/msd/msd_tags.txt",
+        ),
+        Asset(
+            "jamendo_weights", "weights/jamendo",
+            "Musicnn, FCN and CRNN taggers trained on MTG-Jamendo's top-50 tags (16 kHz)",
+            "Won et al. 2020, 'Evaluation of CNN-based automatic music tagging models'",
+            "MIT",
+            how_to_get="copy models/jamendo/{musicnn,fcn,crnn}/best_model.pth of github.com/minzwon/"
+                       "sota-music-tagging-models to <IMUSE_DATA>/weights/jamendo/<model>_best_model.pth, and the "
+                       "50 tag names in output order (jamendo_tags of philtgun/music-tagging-benchmark's "
+                       "analysis/evaluation_script.py), one a line, to <IMUSE_DATA>/weights/jamendo/jamendo_tags.txt",
+        ),
     ]
 }
 

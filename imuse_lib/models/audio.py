@@ -16,8 +16,19 @@
   Input lengths as upstream (``training/eval.py``): Musicnn 3 s (48000 samples), FCN
   29 s (464000 samples).
 
+* The same authors' taggers trained on other tag sets (:data:`TAGGERS`, mirror folders
+  ``weights/msd/`` and ``weights/jamendo/``, tag names in output order beside them):
+  ``msd_fcn`` and ``msd_crnn`` (Million Song Dataset, top-50 last.fm tags: happy, sad,
+  Mellow, chill...), ``jamendo_musicnn``, ``jamendo_fcn`` and ``jamendo_crnn`` (MTG-Jamendo
+  top-50: emotional, energetic, film, happy, relaxing...). FCN and Musicnn are the classes
+  above (the Jamendo Musicnn has the MTAT-sized back end, as upstream builds every dataset
+  but MSD); CRNN (Choi et al. 2017, as upstream builds it) is the same mel front end, four
+  3x3 conv blocks (64, 128, 128, 128 channels, pooled to one frequency bin) and a two-layer
+  GRU of 32 units whose last time step feeds the tag layer; input 29 s like FCN.
+
 The feature is the penultimate embedding, before the tag classifier: SampleCNN 512-d,
-Musicnn 200-d (after dense1 + BatchNorm + ReLU), FCN 64-d (after the last conv block).
+Musicnn 200-d (after dense1 + BatchNorm + ReLU), FCN 64-d (after the last conv block),
+CRNN 32-d (the GRU's output at the last time step).
 """
 
 from __future__ import annotations
@@ -46,6 +57,24 @@ SPECS = {
 
 MTAT_FILES = {"musicnn": "musicnn_best_model.pth", "fcn": "fcn_best_model.pth"}
 SAMPLECNN_ENV = "IMUSE_SAMPLECNN_WEIGHTS"
+
+# The taggers trained on other tag sets: backbone name -> (tag set, architecture). They are
+# not in AUDIO_BACKBONES (the experiment grid's audio arms): they serve the VA model's
+# feature sources (see imuse_lib.taggers).
+TAGGERS = {
+    "msd_fcn": ("msd", "fcn"),
+    "msd_crnn": ("msd", "crnn"),
+    "jamendo_musicnn": ("jamendo", "musicnn"),
+    "jamendo_fcn": ("jamendo", "fcn"),
+    "jamendo_crnn": ("jamendo", "crnn"),
+}
+# tag set -> (data asset, tag-name file, what the tags are)
+TAG_SETS = {
+    "msd": ("msd_weights", "msd_tags.txt", "Million Song Dataset top-50 last.fm tags"),
+    "jamendo": ("jamendo_weights", "jamendo_tags.txt", "MTG-Jamendo top-50 tags"),
+}
+SPECS.update({name: SPECS["fcn"] if arch == "fcn" else SPECS["musicnn"] if arch == "musicnn"
+              else (16000, 29 * 16000, 32, 1) for name, (_, arch) in TAGGERS.items()})
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -214,8 +243,37 @@ class FCN(nn.Module):
         return torch.sigmoid(self.dense(self.dropout(self.forward(x))))
 
 
-_CLASSES = {"samplecnn": SampleCNN, "musicnn": Musicnn, "fcn": FCN}
-_HEAD = {"samplecnn": ("dropout", "dense"), "musicnn": ("dropout", "dense2"), "fcn": ("dropout", "dense")}
+class CRNN(nn.Module):
+    """CRNN (Choi et al. 2017; Won et al. 2020's version). [B, 464000] -> [B, 32]: four conv
+    blocks pool the 96 mel bands to one, a two-layer GRU runs over the frames, and its output
+    at the last frame is the embedding."""
+
+    def __init__(self, n_class: int = 50):
+        super().__init__()
+        front = MelFrontEnd()
+        self.spec, self.to_db, self.spec_bn = front.spec, front.to_db, front.spec_bn
+        self.layer1 = Conv2dBlock(1, 64, pooling=(2, 2))
+        self.layer2 = Conv2dBlock(64, 128, pooling=(3, 3))
+        self.layer3 = Conv2dBlock(128, 128, pooling=(4, 4))
+        self.layer4 = Conv2dBlock(128, 128, pooling=(4, 4))
+        self.layer5 = nn.GRU(128, 32, 2, batch_first=True)
+        self.dropout = nn.Dropout(0.5)
+        self.dense = nn.Linear(32, n_class)
+
+    def forward(self, x):
+        x = self.spec_bn(self.to_db(self.spec(x)).unsqueeze(1))
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+        x, _ = self.layer5(x.squeeze(2).permute(0, 2, 1))  # [B, frames, 32]
+        return x[:, -1, :]
+
+    def classify(self, x):
+        return torch.sigmoid(self.dense(self.dropout(self.forward(x))))
+
+
+_CLASSES = {"samplecnn": SampleCNN, "musicnn": Musicnn, "fcn": FCN, "crnn": CRNN}
+_HEAD = {"samplecnn": ("dropout", "dense"), "musicnn": ("dropout", "dense2"), "fcn": ("dropout", "dense"),
+         "crnn": ("dropout", "dense")}
 
 
 class TagHead(nn.Module):
@@ -251,6 +309,8 @@ def weights_file(name: str) -> Path | None:
     from .. import data
 
     try:
+        if name in TAGGERS:
+            return tagger_weights(name)
         return data.asset_path("mtat_weights", MTAT_FILES[name])
     except DataError:
         return None
@@ -264,6 +324,66 @@ def mtat_tags() -> list[str]:
     from .. import data
 
     return [str(t) for t in np.load(data.asset_path("mtat_weights", "mtat_tags.npy"))]
+
+
+def tagger_weights(name: str) -> Path:
+    """Verified path of a tagger's checkpoint (DataError naming the file when missing or altered)."""
+    from .. import data
+
+    tag_set, arch = TAGGERS[name]
+    return data.asset_path(TAG_SETS[tag_set][0], f"{arch}_best_model.pth")
+
+
+def tag_names(tag_set: str) -> list[str]:
+    """The tag names of a tag set (``"msd"``, ``"jamendo"``), in the taggers' output order."""
+    from .. import data
+
+    asset, filename, _ = TAG_SETS[tag_set]
+    path = data.asset_path(asset, filename)
+    tags = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(tags) != 50 or len(set(tags)) != 50:
+        raise DataError(f"{path}: expected 50 distinct tag names, one a line; found {len(tags)} "
+                        f"({len(set(tags))} distinct)")
+    return tags
+
+
+def _build_tagger(name: str, weights: str, seed: int) -> Backbone:
+    """A tagger of :data:`TAGGERS`, frozen and headless, like the MTAT ones."""
+    tag_set, arch = TAGGERS[name]
+    sr, length, dim, eval_crops = SPECS[name]
+    cls = _CLASSES[arch]
+    labels = None
+    if weights == "random":
+        model = random_init(cls, seed)
+        info = {"kind": "random", "init_seed": seed}
+    else:
+        try:
+            path = tagger_weights(name) if weights == "pretrained" else Path(weights).expanduser()
+            labels = tag_names(tag_set)
+        except DataError as exc:
+            raise WeightsError(f"{name}: pretrained {TAG_SETS[tag_set][2]} weights unavailable: {exc}") from None
+        if not path.is_file():
+            raise WeightsError(f"{path}: {name} weights file not found (weights must be 'pretrained', "
+                               f"'random' or a checkpoint path)")
+        model = cls()
+        _load_strict(model, path, name)
+        head_out = getattr(model, _HEAD[arch][1]).out_features
+        if head_out != len(labels):
+            raise WeightsError(f"{path}: {name}'s tag layer has {head_out} outputs, its tag list "
+                               f"{TAG_SETS[tag_set][1]} names {len(labels)}")
+        flush_denormals(model)  # speed only: see base.flush_denormals
+        source = (f"Won et al. 2020 {tag_set} {arch} (minzwon/sota-music-tagging-models "
+                  f"models/{tag_set}/{arch}/best_model.pth)" if weights == "pretrained"
+                  else f"user checkpoint {path.name}")
+        info = {"kind": "pretrained", "source": source, "file": str(path), "sha256": sha256_file(path),
+                "dataset": TAG_SETS[tag_set][2], "weights_name": f"{tag_set}/{arch}_best_model.pth"}
+    head = TagHead(*(getattr(model, a) for a in _HEAD[arch]))
+    preprocessing = {"decode": "soundfile, mean of channels", "resample": f"torchaudio.functional.resample -> {sr} Hz",
+                     "sample_rate": sr, "input_length": length, "eval_crops": eval_crops,
+                     "short_clip": "looped to the crop when >= min(crop/2, 5 s), else rejected", "mel": MEL_SPEC}
+    return Backbone(name=name, kind="audio", dim=dim, weights=info, module=freeze(model),
+                    preprocessing=preprocessing, head=freeze(head), labels=labels,
+                    sample_rate=sr, input_length=length, eval_crops=eval_crops)
 
 
 def _load_state(path: Path) -> dict:
@@ -296,8 +416,13 @@ def build_audio_backbone(name: str, weights: str = "pretrained", seed: int = con
     ``sample_rate`` overrides SampleCNN's 22050 Hz for checkpoints trained at another rate
     (minzwon's code trains it at 16 kHz).
     """
+    if name in TAGGERS:
+        if sample_rate is not None and int(sample_rate) != SPECS[name][0]:
+            raise WeightsError(f"{name}: its mel front end is fixed at {SPECS[name][0]} Hz; sample_rate cannot change")
+        return _build_tagger(name, weights, seed)
     if name not in AUDIO_BACKBONES:
-        raise WeightsError(f"unknown audio backbone {name!r}; choose one of {', '.join(AUDIO_BACKBONES)}")
+        raise WeightsError(f"unknown audio backbone {name!r}; choose one of "
+                           f"{', '.join(AUDIO_BACKBONES + tuple(TAGGERS))}")
     sr, length, dim, eval_crops = SPECS[name]
     if sample_rate is not None:
         if name != "samplecnn":
