@@ -118,7 +118,7 @@ def activations(views: int | None = None, seed: int = config.SEED, *, images=Non
     import torch
     from tqdm import tqdm
 
-    from . import data, features
+    from . import data, feature_views, features
 
     views = features.DEFAULT_VIEWS if views is None else int(views)
     if views < 1:
@@ -153,7 +153,7 @@ def activations(views: int | None = None, seed: int = config.SEED, *, images=Non
                     pass
             inputs = []
             for item_id, src in zip(cids, paths[start:start + CHUNK_IMAGES]):
-                inputs.extend(features._image_inputs(bb, item_id, src, views, seed))  # [eval, train 1..views]
+                inputs.extend(feature_views.image_inputs(bb, item_id, src, views, seed))  # [eval, train 1..views]
             out = []
             for b in range(0, len(inputs), batch_size):
                 out.append(frozen(torch.stack(inputs[b:b + batch_size])).numpy().astype(np.float16))
@@ -354,7 +354,7 @@ class FineTuned:
         ``views`` seeded training views) through the frozen and the tuned blocks, averaged."""
         import torch
 
-        from . import features, media
+        from . import feature_views, media
 
         bb = _backbone(self.seed)
         frozen = bb.module.features[:SPLIT_AT].eval()
@@ -362,7 +362,7 @@ class FineTuned:
         with _threads(threads), torch.inference_mode():
             for n, im in enumerate(images):
                 src = im if isinstance(im, (str, Path)) else media.to_rgb(im, "<in-memory image>")
-                x = torch.stack(features._image_inputs(bb, str(im) if isinstance(im, (str, Path)) else f"image{n}",
+                x = torch.stack(feature_views.image_inputs(bb, str(im) if isinstance(im, (str, Path)) else f"image{n}",
                                                        src, self.info["views"], self.seed))
                 acts = frozen(x).numpy()[None]
                 out.append(_predict_std(self.net(), acts)[0])
