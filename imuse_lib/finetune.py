@@ -213,31 +213,28 @@ def _freeze_bn(module) -> None:
             m.eval()
 
 
-def _predict_std(net, acts: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Standardised predictions [N, 2], averaged over every stored view of each image."""
+def _over_views(fn, acts: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """``fn`` (a module's forward) over every stored view of each image: [N, views, ...]."""
     import torch
 
-    net.eval()
     n, v = acts.shape[:2]
     flat = acts.reshape(n * v, *ACT_SHAPE)
     out = []
     with torch.inference_mode():
         for b in range(0, len(flat), batch_size):
-            out.append(net(torch.from_numpy(flat[b:b + batch_size].astype(np.float32))).numpy())
-    return np.concatenate(out).reshape(n, v, 2).mean(axis=1)
+            out.append(fn(torch.from_numpy(flat[b:b + batch_size].astype(np.float32))).numpy())
+    return np.concatenate(out).reshape(n, v, -1)
+
+
+def _predict_std(net, acts: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Standardised predictions [N, 2], averaged over every stored view of each image."""
+    net.eval()
+    return _over_views(net, acts, batch_size).mean(axis=1)
 
 
 def _pooled(net, acts: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    import torch
-
     net.eval()
-    n, v = acts.shape[:2]
-    flat = acts.reshape(n * v, *ACT_SHAPE)
-    out = []
-    with torch.inference_mode():
-        for b in range(0, len(flat), batch_size):
-            out.append(net.pooled(torch.from_numpy(flat[b:b + batch_size].astype(np.float32))).numpy())
-    return np.concatenate(out).reshape(n, v, -1)
+    return _over_views(net.pooled, acts, batch_size)
 
 
 def _init_head(net, acts_train: np.ndarray, y_std: np.ndarray) -> float:
