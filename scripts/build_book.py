@@ -60,6 +60,7 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 BUILD_BOX = EXECUTED_DIR / "build-box.md"  # included by book/intro.md
 BUILD_CONFIG = ROOT / "_build" / "_config.build.yml"  # _config.yml plus the repository setting
 REPOSITORY_ENV = "IMUSE_REPOSITORY_URL"
+SETUP_STAMP = ".imuse-setup-stamp"  # in the virtual environment (the Makefile's STAMP)
 
 
 class BuildError(Exception):
@@ -255,10 +256,11 @@ def _library_files() -> list[Path]:
                   and p.suffix in {".py", ".tsv", ".json", ".csv", ".yaml"})
 
 
-def input_key(notebook: Path, params: dict) -> str:
-    """Hash of everything an executed copy depends on besides the data (checksummed) and results."""
+def input_key(notebook: Path, params: dict, static: bool = True) -> str:
+    """Hash of everything an executed copy depends on besides the data (checksummed) and results;
+    ``static``: whether its figures get static images (a browser was there)."""
     h = hashlib.sha256()
-    h.update(f"executor {EXECUTOR_VERSION}\n".encode())
+    h.update(f"executor {EXECUTOR_VERSION}\nstatic figures {static}\n".encode())
     h.update(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     for var in ("IMUSE_DATA", "IMUSE_CACHE", "IMUSE_RESULTS"):
@@ -283,27 +285,35 @@ def results_fingerprint(profile: str) -> str:
     return h.hexdigest()
 
 
-def render_plotly(nb, name: str, static: bool = True) -> int:
+def render_plotly(nb, name: str, browser: str | None = None, no_browser_why: str = "no browser for kaleido") -> dict:
     """Replace every plotly figure output by its offline HTML rendering (a div and a Plotly.newPlot
-    call; plotly.js itself is loaded once per page from _static) and, with ``static``, a PNG of it
-    made by kaleido (shown when printing or with JavaScript off). The figure's JSON is dropped from
-    the book's copy: myst-nb has no renderer for it and would warn. Returns how many."""
+    call; plotly.js itself is loaded once per page from _static) and, given a ``browser`` for
+    kaleido, a PNG of it (shown when printing or with JavaScript off). A static image kaleido
+    cannot make is left out, never fatal: the live figure is what a reader sees. The figure's JSON
+    is dropped from the book's copy: myst-nb has no renderer for it and would warn.
+
+    Returns ``{"figures": n, "static": how many got a PNG, "left_out_why": "" or the reason}``
+    (``no_browser_why`` when there is no ``browser``)."""
     from imuse_lib import report
     from imuse_lib.errors import ImuseError
 
-    count = 0
+    count, static, why = 0, 0, "" if browser is not None else no_browser_why
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             if PLOTLY_MIME in data:
                 fig = data.pop(PLOTLY_MIME)
-                try:
-                    png = report.static_png(fig) if static else None
-                except ImuseError as exc:
-                    raise BuildError(f"{name}: {exc} (or build with --no-static-figures)") from None
+                png = None
+                if not why:  # after one failure the others would fail alike
+                    try:
+                        png = report.static_png(fig, browser=browser)
+                        static += 1
+                    except ImuseError as exc:
+                        why = str(exc)
+                        log(f"{name}: {why}; static images left out")
                 data["text/html"] = report.plotly_html(fig, f"plotly-{name}-{count}", png)
                 count += 1
-    return count
+    return {"figures": count, "static": static, "left_out_why": why if count > static else ""}
 
 
 # Tags with which a notebook says itself how a cell is shown; a cell carrying one is left alone.
@@ -480,8 +490,10 @@ def is_fresh(name: str, key: str, fingerprint: str) -> bool:
     return saved.get("input") == key and saved.get("results") == fingerprint
 
 
-def execute(name: str, params: dict, env: dict[str, str], static: bool = True) -> float:
-    """Run notebooks/<name>.ipynb with papermill into book/_executed/<name>.ipynb; seconds taken.
+def execute(name: str, params: dict, env: dict[str, str], browser: str | None = None,
+            no_browser_why: str = "no browser for kaleido") -> tuple[float, dict]:
+    """Run notebooks/<name>.ipynb with papermill into book/_executed/<name>.ipynb; seconds taken
+    and :func:`render_plotly`'s count of figures.
 
     The output appears only when the run succeeded; a failed run leaves <name>.failed.ipynb
     (with the traceback) and no executed copy, so the book never shows a broken page."""
@@ -505,7 +517,7 @@ def execute(name: str, params: dict, env: dict[str, str], static: bool = True) -
                             language="python", cwd=str(NOTEBOOK_DIR), progress_bar=True,
                             request_save_on_cell_execute=False)
         nb = nbformat.read(running, as_version=4)
-        n_fig = render_plotly(nb, name, static=static)
+        figures = render_plotly(nb, name, browser, no_browser_why)
         with io.atomic_path(target) as tmp:
             nbformat.write(nb, tmp)
     except PapermillExecutionError as exc:
@@ -529,12 +541,16 @@ def execute(name: str, params: dict, env: dict[str, str], static: bool = True) -
                 os.environ[k] = v
     failed.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
-    log(f"{name}: executed in {seconds:.1f} s ({n_fig} plotly figure(s))")
-    return seconds
+    log(f"{name}: executed in {seconds:.1f} s ({figures['figures']} plotly figure(s), "
+        f"{figures['static']} with a static image)")
+    return seconds, figures
 
 
 def execute_all(names: list[str], profile: str, force: bool, allow_missing: bool,
-                static: bool = True) -> dict[str, float]:
+                browser: str | None = None, no_browser_why: str = "no browser for kaleido") -> dict[str, float]:
+    """Execute the notebooks that are not up to date; seconds each (0: from the cache). With no
+    ``browser`` the figures get no static image, and a copy made so is re-executed once a
+    browser is there."""
     from imuse_lib import io
 
     missing = [n for n in names if not (NOTEBOOK_DIR / f"{n}.ipynb").exists()]
@@ -549,15 +565,15 @@ def execute_all(names: list[str], profile: str, force: bool, allow_missing: bool
                 log(f"WARNING: notebooks/{name}.ipynb does not exist yet; its page is left out (--allow-missing)")
                 continue
             params = {"profile": profile}
-            key = input_key(NOTEBOOK_DIR / f"{name}.ipynb", params)
+            key = input_key(NOTEBOOK_DIR / f"{name}.ipynb", params, static=browser is not None)
             if not force and is_fresh(name, key, results_fingerprint(profile)):
                 log(f"{name}: up to date, not re-executed")
                 times[name] = 0.0
                 continue
-            times[name] = execute(name, params, env, static=static)
+            times[name], figures = execute(name, params, env, browser, no_browser_why)
             io.write_json(stamp_path(name), {"input": key, "results": results_fingerprint(profile), "profile": profile,
                                              "seconds": round(times[name], 1), "executed_at": utc_now(),
-                                             "commit": git_commit()})
+                                             "commit": git_commit(), "figures": figures})
     # Every notebook ran against the results as they are now: record that state in each stamp.
     fingerprint = results_fingerprint(profile)
     for name in times:
@@ -652,6 +668,58 @@ def build_time(info: dict) -> str:
     return f"{took} (data check and notebooks; the pages follow)"
 
 
+def time_breakdown(setup: tuple, steps: dict[str, float], times: dict[str, float],
+                   inside: dict[str, float]) -> list[str]:
+    """One line per step of the build, in order: set-up (from its stamp), the builder's steps, each
+    notebook executed and, within them, what the library recorded (feature stores, training runs,
+    evaluation)."""
+    from imuse_lib import report
+
+    fmt = report.fmt_seconds
+    seconds, when = setup
+    lines = [f"set-up (make setup, {when}): {fmt(seconds)}" if seconds is not None else "set-up: not recorded"]
+    for step, took in steps.items():
+        lines.append(f"{step}: {fmt(took)}")
+        if step == "notebooks":
+            lines += [f"- {name}: {fmt(t) if t else 'cached'}" for name, t in times.items()]
+            lines += [f"- within them, {part}: {fmt(t)}" for part, t in inside.items()]
+    return lines
+
+
+def static_left_out(names: list[str]) -> str:
+    """Which figures have no static image and why ("" when every figure has one), from the stamps."""
+    from imuse_lib import io
+
+    counts, whys = [], set()
+    for name in names:
+        figures = (io.read_json(stamp_path(name)) if stamp_path(name).exists() else {}).get("figures") or {}
+        lost = int(figures.get("figures", 0)) - int(figures.get("static", 0))
+        if lost > 0:
+            counts.append(f"{name} {lost}")
+            whys.add(figures.get("left_out_why") or "?")
+    if not counts:
+        return ""
+    return f"{', '.join(counts)} figure(s): {'; '.join(sorted(whys))}"
+
+
+def static_row(names: list[str]) -> str:
+    """The build box's line on the figures' static images (print, no JavaScript)."""
+    left_out = static_left_out(names)
+    if not left_out:
+        return "| static images | every plotly figure has one (for print and readers without JavaScript) |\n"
+    return (f"| static images | left out for {left_out}. The live figures are all there; the static ones "
+            f"serve print and readers without JavaScript |\n")
+
+
+def breakdown_row(info: dict) -> str:
+    """The build box's line on where this build's time went, up to the pages."""
+    if "steps" not in info:
+        return ""
+    lines = time_breakdown(info["setup"], info["steps"], {n: t for n, t in info.get("times", {}).items()},
+                           info.get("inside", {}))
+    return f"| time by step | {'<br>'.join(lines)} |\n"
+
+
 def tryit_row(sizes: dict | None) -> str:
     """The build box's line on the "Try it" page: its assets' sizes, and its times in the browser
     when this model's page has been measured (``--browser-check``)."""
@@ -699,7 +767,7 @@ def write_build_box(info: dict, names: list[str], out: Path = BUILD_BOX) -> Path
 | device | {info['device']} |
 | data | {report.fmt_count(info['data_files'])} files of {info['data_assets']} data sets, SHA-256 checksums verified |
 | build time | {build_time(info)} |
-{tryit_row(info.get('tryit'))}
+{breakdown_row(info)}{static_row(names)}{tryit_row(info.get('tryit'))}
 | chapter | execution time | executed |
 |---|---|---|
 {chr(10).join(rows)}
@@ -848,14 +916,19 @@ def check_offline(html_dir: Path = HTML_DIR) -> None:
 # --------------------------------------------------------------------------- browser check
 
 
-def _book_browser():
-    """scripts/book_browser.py (Playwright driving the system Chromium), beside this file."""
+def _sibling(name: str):
+    """A module of scripts/, beside this file (this script is run, not installed)."""
+    import importlib
+
     scripts = str(Path(__file__).resolve().parent)
     if scripts not in sys.path:
         sys.path.insert(0, scripts)
-    import book_browser
+    return importlib.import_module(name)
 
-    return book_browser
+
+def _book_browser():
+    """scripts/book_browser.py (Playwright driving the system Chromium), beside this file."""
+    return _sibling("book_browser")
 
 
 TRYIT_TIMES = ROOT / "_build" / "browser-check" / "tryit-times.json"
@@ -963,45 +1036,116 @@ def main(argv: list[str] | None = None) -> int:
         return _build(args)
 
 
+class StepTimes:
+    """Wall time of each build step, in order: the breakdown in the log and the build box."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def static_figure_browser(no_static: bool) -> tuple[str | None, str]:
+    """(the browser kaleido uses for the figures' static images, "") or (None, why there is none).
+    The browser is the one set-up installs (``setup_system.browser``)."""
+    if no_static:
+        return None, "left out on request (--no-static-figures)"
+    browser = _sibling("setup_system").browser()
+    if browser is None:
+        return None, ("no Chrome/Chromium on PATH for kaleido (`make setup` installs Debian's chromium where it "
+                      "can; see its line)")
+    return browser, ""
+
+
+def setup_seconds() -> tuple[float | None, str]:
+    """Set-up's wall time and date from the virtual environment's set-up stamp (make setup)."""
+    got = _sibling("setup_system").read_stamp(str(Path(sys.prefix) / SETUP_STAMP))
+    return got["seconds"], got["when"]
+
+
+def inside_notebooks(profile: str, since: float) -> dict[str, float]:
+    """What the notebooks computed in this build (written after ``since``, a time.time()), as the
+    library recorded it: each feature store computed, the training runs, the evaluation."""
+    import pandas as pd
+
+    from imuse_lib import config, features, io
+
+    parts: dict[str, float] = {}
+    for row in features.list_store():
+        meta = features.store_root() / str(row["key"]) / "meta.json"
+        if meta.exists() and meta.stat().st_mtime >= since and row.get("seconds"):
+            parts[f"feature store {row['backbone']}"] = float(row["seconds"])
+    results = config.results_dir() / profile
+    runs_csv = results / "training_runs.csv"
+    if runs_csv.exists() and runs_csv.stat().st_mtime >= since:
+        runs = pd.read_csv(runs_csv)
+        processes = int(runs.parallel_processes.max()) if "parallel_processes" in runs else 1
+        parts[f"training runs ({len(runs)} on {processes} processes)"] = float(
+            (runs.train_s_total + runs.val_s_total).sum() / max(processes, 1))
+    results_json = results / "results.json"
+    if results_json.exists() and results_json.stat().st_mtime >= since:
+        parts["evaluation"] = float(io.read_json(results_json).get("seconds") or 0.0)
+    return parts
+
+
 def _build(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
+    steps = StepTimes()
+    times: dict[str, float] = {}
     try:
+        if args.browser_check and _book_browser().any_browser() is None:
+            raise BuildError("`make book-check` opens every page in a browser and none is installed: "
+                             "`apt-get install -y chromium` (which `make setup` does on Debian as root)")
+        browser, no_static_why = static_figure_browser(args.no_static_figures)
+        if browser is None:
+            log(f"static images of the figures: {no_static_why}; the live figures are there")
         names = toc_notebooks()
         repo_url, branch = repository_setting()
-        data_files, data_assets = verify_data()
-        install_plotly()
-        install_mathjax()
-        if not args.skip_execute:
-            times = execute_all(names, args.profile, args.force, args.allow_missing,
-                                static=not args.no_static_figures)
-        else:
-            times = {}
+        with steps.step("data check"):
+            data_files, data_assets = verify_data()
+        with steps.step("JavaScript (plotly.js, MathJax)"):
+            install_plotly()
+            install_mathjax()
+        with steps.step("notebooks"):
+            if not args.skip_execute:
+                times = execute_all(names, args.profile, args.force, args.allow_missing, browser, no_static_why)
         missing = [n for n in names if not (EXECUTED_DIR / f"{n}.ipynb").exists()]
         if missing and not args.allow_missing:
             raise BuildError(f"no executed copy of: {', '.join(missing)} (run without --skip-execute)")
         present_names = [n for n in names if n not in missing]
-        tryit_sizes = install_tryit(args.allow_missing)  # needs the default model and index: after execution
-        changed = [n for n in present_names if present(n, args.profile, repo_url, branch)]
+        with steps.step("Try it page (ONNX export, onnxruntime-web)"):
+            tryit_sizes = install_tryit(args.allow_missing)  # needs the default model and index: after execution
+        with steps.step("presentation"):
+            changed = [n for n in present_names if present(n, args.profile, repo_url, branch)]
         if changed:
             log(f"reader-first presentation applied to {', '.join(changed)}")
         box_info = {"profile": args.profile, "commit": git_commit(), "built": utc_now(),
                     "device": device_label(), "data_files": data_files, "data_assets": data_assets,
                     "wall_s": time.perf_counter() - start, "executed": {n: t > 0 for n, t in times.items()},
-                    "tryit": tryit_sizes}
+                    "tryit": tryit_sizes, "setup": setup_seconds(), "steps": dict(steps.seconds), "times": times,
+                    "inside": inside_notebooks(args.profile, started_at)}
         write_build_box(box_info, present_names)
         toc = write_build_toc(missing) if missing else None
         strict = not args.no_strict
         if missing and strict:
             log("pages are missing (--allow-missing): links to them will warn, so warnings are not errors")
             strict = False
-        jupyter_book(strict=strict, toc=toc, all_files=args.force, config=write_build_config(repo_url))
-        check_offline(HTML_DIR)
+        with steps.step("HTML (jupyter-book) and offline check"):
+            jupyter_book(strict=strict, toc=toc, all_files=args.force, config=write_build_config(repo_url))
+            check_offline(HTML_DIR)
         if args.browser_check:
-            browser_check(HTML_DIR)
-            if tryit_sizes is not None:  # the box shows the page's times: measured now, box rebuilt
-                tryit_times(HTML_DIR)
-                write_build_box(box_info, present_names)
-                jupyter_book(strict=strict, toc=toc, config=write_build_config(repo_url))
+            with steps.step("browser check"):
+                browser_check(HTML_DIR)
+                if tryit_sizes is not None:  # the box shows the page's times: measured now, box rebuilt
+                    tryit_times(HTML_DIR)
+                    write_build_box(box_info, present_names)
+                    jupyter_book(strict=strict, toc=toc, config=write_build_config(repo_url))
     except BuildError as exc:
         print(f"build_book: error: {exc}", file=sys.stderr)
         return 1
@@ -1013,8 +1157,11 @@ def _build(args: argparse.Namespace) -> int:
             return 1
         raise
     total = time.perf_counter() - start
-    for name, seconds in times.items():
-        log(f"  {name}: {'cached' if seconds == 0 else f'{seconds:.1f} s'}")
+    for line in time_breakdown(box_info["setup"], steps.seconds, times, box_info["inside"]):
+        log(f"  {line}")
+    left_out = static_left_out(present_names)
+    if left_out:
+        log(f"static images left out: {left_out}")
     log(f"book built in {total:.1f} s: {(HTML_DIR / 'index.html').resolve()}")
     return 0
 

@@ -13,6 +13,8 @@ import nbformat
 import pytest
 import yaml
 
+import browser_helpers
+
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
 bb = importlib.util.module_from_spec(_spec)
@@ -150,20 +152,16 @@ def test_plotly_outputs_get_offline_html():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig.show()", outputs=[
         nbformat.v4.new_output("display_data", data={bb.PLOTLY_MIME: json.loads(fig.to_json()),
                                                      "text/plain": ["Figure"]})])])
-    assert bb.render_plotly(nb, "t", static=False) == 1
+    assert bb.render_plotly(nb, "t", None, "no browser here") == {"figures": 1, "static": 0,
+                                                                   "left_out_why": "no browser here"}
     html = nb.cells[0].outputs[0]["data"]["text/html"]
     assert "Plotly.newPlot" in html and 'id="plotly-t-0"' in html
     assert "cdn" not in html.lower() and "<script src" not in html
     assert len(html) < 100_000  # plotly.js itself is not inlined: pages load it from _static
     assert bb.PLOTLY_MIME not in nb.cells[0].outputs[0]["data"]  # myst-nb would warn about it
-    assert bb.render_plotly(nb, "t") == 0  # already rendered
+    assert bb.render_plotly(nb, "t")["figures"] == 0  # already rendered
 
 
-def _browser_for_kaleido() -> bool:
-    return any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome"))
-
-
-@pytest.mark.skipif(not _browser_for_kaleido(), reason="kaleido needs an installed Chrome or Chromium")
 def test_plotly_figure_keeps_a_static_png_for_print_and_no_javascript():
     import base64
 
@@ -171,10 +169,12 @@ def test_plotly_figure_keeps_a_static_png_for_print_and_no_javascript():
 
     from imuse_lib import report
 
+    browser, why = bb.static_figure_browser(no_static=False)
+    assert browser == browser_helpers.require_browser() and why == ""  # kaleido's is set-up's browser
     fig = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]), layout={"title": {"text": "Two <b>bars</b>"}})
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig.show()", outputs=[
         nbformat.v4.new_output("display_data", data={bb.PLOTLY_MIME: json.loads(fig.to_json())})])])
-    assert bb.render_plotly(nb, "s") == 1
+    assert bb.render_plotly(nb, "s", browser) == {"figures": 1, "static": 1, "left_out_why": ""}
     html = nb.cells[0].outputs[0]["data"]["text/html"]
     assert f'class="{report.LIVE_FIGURE_CLASS}"' in html and "Plotly.newPlot" in html
     m = re.search(rf'<img class="{report.STATIC_FIGURE_CLASS}" alt="([^"]+)" src="data:image/png;base64,([^"]+)"', html)
@@ -457,7 +457,6 @@ def test_quick_book_builds_offline():
     assert "This edition" in landing and "SHA-256 checksums verified" in landing
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
     """Playwright on a served page: a CDN script is blocked and reported, a console error is
     caught, a block wider than the column and a word longer than its line are cut off, a wide
@@ -470,6 +469,7 @@ def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
 <div class="box" style="overflow-x:auto"><table style="width:600px"><tr><td>wide table</td></tr></table></div>
 <details><summary>code</summary><pre id="folded" style="width:900px">folded code</pre></details>
 <img src="data:image/png;base64,iVBORw0KGgo="><script>console.error("boom")</script></article></body></html>""")
+    browser_helpers.require_browser()
     measured = bb._book_browser().check_pages(tmp_path / "site", ["p.html"], tmp_path / "shots", widths=(1280,))
     got = measured["p.html@1280"]
     assert got["cut"] == ["div#wide", "h1#long (text)"] and got["scroll"] == ["div.box"]
@@ -506,11 +506,11 @@ def test_browser_check_fails_the_build_on_what_a_reader_would_have_to_scroll(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_built_book_reads_well_in_a_browser(tmp_path):
     """Every page of the built book (the quick build above) at 1280 and 390 px: loads with no
     console error, requests nothing remote, draws every plotly figure, gives every image alt
     text, scrolls nothing sideways at 1280 px and cuts nothing off at either width."""
+    browser_helpers.require_browser()
     pages = sorted(p.relative_to(bb.HTML_DIR).as_posix() for p in (bb.HTML_DIR / "book").rglob("*.html"))
     if not pages:
         pytest.fail("no built book: test_quick_book_builds_offline builds it first")

@@ -27,13 +27,13 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from imuse_lib import cli, export, media, recommend
 
+import browser_helpers
 import tryit_helpers as th
 
 pytestmark = pytest.mark.slow
 
 N_IMAGES = 12  # three per quadrant
 ASSETS_BUDGET = 25e6  # bytes the page may download
-CHROMIUM = th.book_browser.find_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,7 @@ def site(deployed, tmp_path_factory, pytestconfig):
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        pytest.fail("chromium not found: the browser checks use Debian's chromium (apt-get install -y chromium)")
-    with th.book_browser.chromium(CHROMIUM) as b:
+    with th.book_browser.chromium(browser_helpers.require_browser()) as b:
         yield b
 
 

@@ -68,8 +68,6 @@ def build_site(site: Path, model, index, npm_cache: Path, check_images=None) -> 
     return manifest
 
 
-if str(ROOT / "scripts") not in sys.path:  # the book's browser checks (scripts/book_browser.py)
-    sys.path.insert(0, str(ROOT / "scripts"))
-import book_browser  # noqa: E402
+from browser_helpers import book_browser  # noqa: E402  (scripts/book_browser.py)
 
 serve = book_browser.serve
