@@ -12,7 +12,7 @@ Layout under ``results_dir()/<profile>/``::
     table2.csv      mean and spread over seeds, two-way bootstrap 95 % intervals
     margins.csv     paired differences learned predictor - baseline, with intervals and verdicts
     map_at_k.csv    NSG@k and the paper's MAP@k (a), k = 1..10
-    results.json    what was run: profile, device, backbones and weights provenance, baselines
+    results.json    what was run: profile, device, git commit, backbones and weights provenance, baselines
 
 A configuration is an (image backbone, audio backbone) pair, named ``<image>+<audio>``.
 Variants: ``joint`` (the paper's network), ``factorised`` (a VA head on each arm) and
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import config, io
+from . import config, io, provenance
 from .errors import ImuseError, ModelMismatchError
 
 VARIANTS = ("joint", "factorised", "joint_item")
@@ -720,7 +720,7 @@ def run_evaluation(profile: str | Profile = "quick", progress: bool = True, **ov
                "knn": {f"{c['config']}/{c['split']}": c["knn"] for c in cells if "knn" in c},
                "deployed": deployed and deployed["label"],
                "runs": {k: v for c in cells for k, v in c.get("runs", {}).items()}, "pairs_seed": config.SEED,
-               "n_boot": prof.n_boot,
+               "n_boot": prof.n_boot, "commit": provenance.git_commit(),
                "versions": {"torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
                             "python": platform.python_version()},
                "features": {config_name(i, a): {"image": feature_data(i, a).image_meta,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "scripts") not in sys.path:  # set-up's list and the book's browser checks live there
+if str(ROOT / "scripts") not in sys.path:  # the book's builder and set-up's list live there
     sys.path.insert(0, str(ROOT / "scripts"))
-import book_browser  # noqa: E402
 import setup_system  # noqa: E402
+from bookbuild import browser as book_browser  # noqa: E402
 
 SETUP_STAMP = Path(sys.prefix) / ".imuse-setup-stamp"  # the Makefile's STAMP, in this environment
 

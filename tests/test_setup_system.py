@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
 import browser_helpers
+from bookbuild import build_box, cli, common, execution
 from browser_helpers import ROOT, book_browser, setup_system
-from test_book import bb
 
 
 def _fake_bin(tmp_path: Path, **scripts: str) -> Path:
@@ -53,14 +52,14 @@ def test_setup_list_and_the_code_agree():
               if p.apt != "chromium" and not set(p.commands) & looked_up]
     assert not unused, f"set-up installs packages nothing uses: {unused}"
     # the browser: the builder's static images, the browser checks and the tests take set-up's
-    assert book_browser.find_chromium() == setup_system.browser() == bb.static_figure_browser(False)[0]
-    assert "setup_system.browser()" in (ROOT / "scripts" / "book_browser.py").read_text()
+    assert book_browser.find_chromium() == setup_system.browser() == execution.static_figure_browser(False)[0]
+    assert "setup_system.browser()" in (ROOT / "scripts" / "bookbuild" / "browser.py").read_text()
 
 
 def test_without_a_browser_on_path_nobody_finds_one(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(_fake_bin(tmp_path)))
     assert setup_system.browser() is None and book_browser.find_chromium() is None
-    browser, why = bb.static_figure_browser(no_static=False)
+    browser, why = execution.static_figure_browser(no_static=False)
     assert browser is None and "no Chrome/Chromium on PATH" in why and "make setup" in why
 
 
@@ -116,8 +115,8 @@ def test_without_a_browser_the_figure_step_builds_the_page_and_says_what_it_left
     and why, and nothing fails."""
     import plotly.graph_objects as go
 
-    monkeypatch.setattr(bb, "NOTEBOOK_DIR", tmp_path / "notebooks")
-    monkeypatch.setattr(bb, "EXECUTED_DIR", tmp_path / "executed")
+    monkeypatch.setattr(common, "NOTEBOOK_DIR", tmp_path / "notebooks")
+    monkeypatch.setattr(common, "EXECUTED_DIR", tmp_path / "executed")
     monkeypatch.setenv("PATH", str(_fake_bin(tmp_path)))
     fig = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]))
     source = nbformat.v4.new_notebook(cells=[
@@ -127,22 +126,22 @@ def test_without_a_browser_the_figure_step_builds_the_page_and_says_what_it_left
     source.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     (tmp_path / "notebooks").mkdir()
     nbformat.write(source, tmp_path / "notebooks" / "99_figure.ipynb")
-    browser, why = bb.static_figure_browser(no_static=False)
+    browser, why = execution.static_figure_browser(no_static=False)
     assert browser is None
     env = {"PLOTLY_RENDERER": "plotly_mimetype"}
-    monkeypatch.setattr(bb, "kernel_env", lambda workdir, real=bb.kernel_env: {**real(workdir), **env})
-    times = bb.execute_all(["99_figure"], "quick", force=True, allow_missing=False, browser=browser,
+    monkeypatch.setattr(execution, "kernel_env", lambda workdir, real=execution.kernel_env: {**real(workdir), **env})
+    times = execution.execute_all(["99_figure"], "quick", force=True, allow_missing=False, browser=browser,
                            no_browser_why=why)
     assert times["99_figure"] > 0
     page = json.dumps([c.get("outputs", []) for c in nbformat.read(tmp_path / "executed" / "99_figure.ipynb", as_version=4).cells])
     assert "Plotly.newPlot" in page and "imuse-static-figure" not in page
     stamp = json.loads((tmp_path / "executed" / "99_figure.stamp.json").read_text())
     assert stamp["figures"] == {"figures": 1, "static": 0, "left_out_why": why}
-    assert bb.static_left_out(["99_figure"]) == f"99_figure 1 figure(s): {why}"
+    assert build_box.static_left_out(["99_figure"]) == f"99_figure 1 figure(s): {why}"
     info = {"profile": "quick", "commit": "c", "built": "now", "device": "CPU", "data_files": 1, "data_assets": 1,
             "wall_s": 1.0, "executed": times, "tryit": None, "setup": (42, "today"), "steps": {"notebooks": 3.0},
             "times": times, "inside": {"feature store mobilenet_v2": 2.0}}
-    box = bb.write_build_box(info, ["99_figure"], out=tmp_path / "box.md").read_text()
+    box = build_box.write_build_box(info, ["99_figure"], out=tmp_path / "box.md").read_text()
     assert "| static images | left out for 99_figure 1 figure(s): no Chrome/Chromium on PATH" in box
     assert "set-up (make setup, today): 42.0 s" in box and "within them, feature store mobilenet_v2: 2.00 s" in box
 
@@ -150,7 +149,7 @@ def test_without_a_browser_the_figure_step_builds_the_page_and_says_what_it_left
 def test_book_check_without_a_browser_stops_with_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(_fake_bin(tmp_path)))
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "no-browsers"))
-    assert bb.main(["--profile", "quick", "--browser-check"]) == 1
+    assert cli.main(["--profile", "quick", "--browser-check"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "make book-check" in err[0] and "apt-get install -y chromium" in err[0]
 

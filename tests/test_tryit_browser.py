@@ -141,7 +141,7 @@ def test_page_recommends_what_imuse_recommend_does(visit, deployed, site, capsys
         rows.append((Path(path).name, res["ms"], same))
     timings = [r[1] for r in rows]
     load_ms = visit.page.evaluate("window.imuseTryit.timings.load_ms")
-    sizes = export.page_asset_sizes(root / "_static")
+    sizes = th.vendor.page_asset_sizes(root / "_static")
     print(f"\n[tryit] parity: {identical}/{len(rows)} images with identical top 10, largest VA difference "
           f"{max(va_diffs):.1e}; first result {timings[0]:.0f} ms (model load {load_ms:.0f} ms), later "
           f"median {np.median(timings[1:]):.0f} ms, max {max(timings[1:]):.0f} ms; assets "

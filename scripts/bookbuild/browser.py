@@ -1,6 +1,6 @@
 """The built book in a real browser: Playwright for Python driving the system Chromium.
 
-Used by ``scripts/build_book.py --browser-check`` and by the tests. The book is served over
+Used by ``scripts/build_book.py --browser-check`` (:mod:`bookbuild.checks`) and by the tests. The book is served over
 HTTP from 127.0.0.1 (as a reader's web server would serve it) and every page is opened at a
 laptop's and a phone's width. For each page and width it records:
 
