@@ -381,6 +381,7 @@ def static_png(figure, width: int = 900, height: int | None = None, scale: float
     downloads nothing and needs no network. ``browser``: that browser's path (else kaleido looks
     for one itself). Raises ImuseError in one line when it cannot run."""
     import os
+    import warnings
 
     import plotly.io as pio
 
@@ -390,7 +391,9 @@ def static_png(figure, width: int = 900, height: int | None = None, scale: float
     if browser is not None:
         os.environ["BROWSER_PATH"] = str(browser)  # how kaleido's choreographer is told which browser
     try:
-        return pio.to_image(figure, format="png", width=width, height=height, scale=scale, validate=False)
+        with warnings.catch_warnings():  # plotly passes kopts={} also to a running kaleido server
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+            return pio.to_image(figure, format="png", width=width, height=height, scale=scale, validate=False)
     except Exception as exc:  # kaleido missing, no browser found, browser crashed
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ImuseError(f"static image of a plotly figure failed ({type(exc).__name__}: {first}); kaleido needs "

@@ -4,6 +4,7 @@ Plotly outputs become offline HTML, with a static PNG made by kaleido when a bro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -192,7 +193,7 @@ def execute_all(names: list[str], profile: str, force: bool, allow_missing: bool
         raise BuildError(f"notebook(s) listed in _toc.yml but missing: "
                          f"{', '.join(f'notebooks/{n}.ipynb' for n in missing)}")
     times: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="imuse-kernel-") as kdir:
+    with tempfile.TemporaryDirectory(prefix="imuse-kernel-") as kdir, static_image_server(browser):
         env = kernel_env(Path(kdir))
         for name in names:
             if name in missing:
@@ -215,6 +216,32 @@ def execute_all(names: list[str], profile: str, force: bool, allow_missing: bool
         stamp["results"] = fingerprint
         io.write_json(stamp_path(name), stamp)
     return times
+
+
+@contextlib.contextmanager
+def static_image_server(browser: str | None):
+    """One browser for every static image of the build: kaleido otherwise starts one per figure
+    (about 5 s each on two busy cores, for images only print and readers without JavaScript see).
+    Where it cannot start, each figure starts its own, as without it."""
+    if browser is None:
+        yield
+        return
+    import kaleido
+
+    saved = os.environ.get("BROWSER_PATH")
+    os.environ["BROWSER_PATH"] = browser  # how kaleido's choreographer is told which browser
+    try:
+        kaleido.start_sync_server(silence_warnings=True)
+    except Exception as exc:  # noqa: BLE001 - the one-shot path reports its own errors per figure
+        log(f"kaleido's shared browser did not start ({type(exc).__name__}); one per figure")
+    try:
+        yield
+    finally:
+        kaleido.stop_sync_server(silence_warnings=True)
+        if saved is None:
+            os.environ.pop("BROWSER_PATH", None)
+        else:
+            os.environ["BROWSER_PATH"] = saved
 
 
 def static_figure_browser(no_static: bool) -> tuple[str | None, str]:
