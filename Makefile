@@ -9,20 +9,24 @@ STAMP := $(VENV)/.imuse-setup-stamp
 
 setup: $(STAMP)
 
-# Re-run set-up whenever the pins or the package metadata change.
-$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+# Re-run set-up whenever the pins, the package metadata or the list of system packages change.
+# First the system packages (scripts/setup_system.py: Chromium, npm, Node.js; installed with apt
+# when missing, or skipped with one line saying why), recorded in the stamp with the Python ones.
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup_system.py
+	$(PYTHON) scripts/setup_system.py --record $(STAMP).system
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
 	$(VENV)/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
-	touch $@
+	$(PYTHON) scripts/setup_system.py --finish $@
 
 # Verify the data, compute features, execute every notebook with papermill, build the HTML.
 book: setup
 	$(VENV)/bin/python scripts/build_book.py --profile $(PROFILE)
 
-# The same, then headless Chromium opens every page and logs any request leaving the machine.
+# The same, then headless Chromium opens every page and logs any request leaving the machine
+# (this one needs the browser: without it, it stops with one line saying so).
 book-check: setup
 	$(VENV)/bin/python scripts/build_book.py --profile $(PROFILE) --browser-check
 

@@ -20,8 +20,8 @@ What is written (``write_page_assets``) into one folder:
   official 4Q quadrant), in index order (by id), plus the few constants the page needs;
 * ``manifest.json``: sizes, checksums, the check's numbers.
 
-onnxruntime-web comes from the npm registry with a pinned checksum
-(:func:`install_onnxruntime_web`), like the book's MathJax, and is served by the book.
+onnxruntime-web (:data:`ONNXRUNTIME_WEB_VERSION`) comes from the npm registry with a pinned
+checksum, like the book's MathJax, fetched by the book's builder (``scripts/bookbuild/vendor.py``).
 
 What a model needs to be exported: ``image_pipeline_module()`` (the contract above),
 ``fingerprint`` (its index must carry the same), and to work with ``recommend.Recommender``;
@@ -32,19 +32,13 @@ published wrong.
 
 from __future__ import annotations
 
-import base64
-import gzip
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import tarfile
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -63,25 +57,9 @@ CHECK_IMAGES = 8
 SONGS_FORMAT = "imuse-tryit-songs/1"
 EXPORT_VERSION = "1"  # bump when what is written changes (invalidates unchanged-export reuse)
 
+# The runtime the page is built for (recorded in its manifest); the book's builder fetches it
+# (scripts/bookbuild/vendor.py: npm, pinned checksum).
 ONNXRUNTIME_WEB_VERSION = "1.30.0"
-# npm's dist.integrity of onnxruntime-web@1.30.0, checked on every use.
-ONNXRUNTIME_WEB_INTEGRITY = ("sha512-q0y+JrrtukXSzsBWEMccVfqX25LRmosXHF+CaRJmg8pZClzcV7svNc4rKY3jL02Vb7QmRMDs1Si"
-                             "gqR4CXAfKYQ==")
-# The wasm backend only: the classic-script API, its wasm glue module and the wasm binary
-# (single-threaded use needs no cross-origin isolation); WebGPU/WebGL/JSEP builds are left out.
-# package.json goes along: the package has no LICENSE file, its licence (MIT) is stated there.
-ONNXRUNTIME_WEB_FILES = ("dist/ort.wasm.min.js", "dist/ort-wasm-simd-threaded.mjs",
-                         "dist/ort-wasm-simd-threaded.wasm", "package.json")
-# Written gzipped (14.2 MB -> 3.7 MB): the page inflates it with the browser's own
-# DecompressionStream and hands the bytes to the runtime (ort.env.wasm.wasmBinary), so the
-# book stays within its size budget whatever compression the web server does or does not do.
-GZIPPED = ("dist/ort-wasm-simd-threaded.wasm",)
-RUNTIME_LAYOUT = "wasm-gz1"  # part of the VERSION stamp: a change of layout reinstalls
-
-
-def runtime_file_name(member: str) -> str:
-    """The name under which a member of :data:`ONNXRUNTIME_WEB_FILES` is served."""
-    return Path(member).name + (".gz" if member in GZIPPED else "")
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -294,104 +272,3 @@ def write_page_assets(out: str | os.PathLike, model=None, index=None, *, catalog
                 "files": _files_info(out, [onnx_name, "songs.json"])}
     io.write_json(out / "manifest.json", manifest)
     return manifest
-
-
-# --------------------------------------------------------------------------- onnxruntime-web from npm
-
-
-def check_integrity(path: Path, integrity: str) -> None:
-    """npm's Subresource-Integrity string (``sha512-<base64>``) against ``path``."""
-    algo, _, expected = integrity.partition("-")
-    h = hashlib.new(algo)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    got = base64.b64encode(h.digest()).decode()
-    if got != expected:
-        raise ExportError(f"{path}: integrity mismatch (expected {integrity[:24]}..., got {algo}-{got[:16]}...); "
-                          f"delete it and try again")
-
-
-def npm_tarball(name: str, version: str, integrity: str, cache: str | os.PathLike | None = None) -> Path:
-    """The npm tarball of ``name@version``, from ``cache`` (default: the download cache) or
-    fetched once with `npm pack`; its pinned integrity is checked every time."""
-    dest = Path(cache) if cache is not None else config.cache_dir() / "downloads" / "npm"
-    tarball = dest / f"{name.replace('/', '-').lstrip('@')}-{version}.tgz"
-    if not tarball.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise ExportError(f"npm not found: it is needed once to fetch {name}@{version} (install Node.js/npm, "
-                              f"e.g. `apt-get install -y npm`, or put {tarball.name} from the npm registry at {tarball})")
-        dest.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest) as tmp:
-            proc = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", tmp, "--silent"],
-                                  capture_output=True, text=True)
-            got = Path(tmp) / tarball.name
-            if proc.returncode or not got.exists():
-                last = ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]
-                raise ExportError(f"`npm pack {name}@{version}` failed: {last}")
-            check_integrity(got, integrity)
-            os.replace(got, tarball)
-    check_integrity(tarball, integrity)
-    return tarball
-
-
-def install_onnxruntime_web(target: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
-    """onnxruntime-web's wasm backend (:data:`ONNXRUNTIME_WEB_FILES`, the wasm binary gzipped)
-    in ``target`` (a VERSION stamp says what is there; an up-to-date folder is left alone)."""
-    target = Path(target)
-    stamp = target / "VERSION"
-    names = [runtime_file_name(f) for f in ONNXRUNTIME_WEB_FILES]
-    if stamp.is_file() and stamp.read_text().split() == [ONNXRUNTIME_WEB_VERSION, RUNTIME_LAYOUT] \
-            and all((target / n).is_file() for n in names):
-        return target
-    tarball = npm_tarball("onnxruntime-web", ONNXRUNTIME_WEB_VERSION, ONNXRUNTIME_WEB_INTEGRITY, cache)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        with tarfile.open(tarball) as tar:
-            for member in ONNXRUNTIME_WEB_FILES:
-                info = tar.getmember(f"package/{member}")
-                if not info.isfile():
-                    raise ExportError(f"{tarball}: package/{member} is not a plain file")
-                with tar.extractfile(info) as src, open(tmp / runtime_file_name(member), "wb") as dst:
-                    if member in GZIPPED:  # mtime 0 and no name: the same bytes on every build
-                        with gzip.GzipFile(filename="", mode="wb", fileobj=dst, compresslevel=9, mtime=0) as gz:
-                            shutil.copyfileobj(src, gz)
-                    else:
-                        shutil.copyfileobj(src, dst)
-        (tmp / "VERSION").write_text(f"{ONNXRUNTIME_WEB_VERSION} {RUNTIME_LAYOUT}\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except KeyError as exc:
-        raise ExportError(f"{tarball}: has no {exc.args[0]}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-# --------------------------------------------------------------------------- the book
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-
-
-def page_asset_sizes(static_dir: str | os.PathLike) -> dict[str, int]:
-    """Bytes of what the page loads, under a book's ``_static`` folder: its own scripts and style,
-    the model and song file (``tryit/model``), and the runtime (``vendor/onnxruntime-web``,
-    counted without its package.json and stamp)."""
-    static_dir = Path(static_dir)
-    tryit, runtime = static_dir / "tryit", static_dir / "vendor" / "onnxruntime-web"
-    model_dir = tryit / "model"
-    manifest = io.read_json(model_dir / "manifest.json")
-    sizes: dict[str, Any] = {
-        "page scripts and style": sum(p.stat().st_size for p in tryit.glob("*") if p.suffix in (".js", ".css")),
-        "model": (model_dir / manifest["model_file"]).stat().st_size,
-        "songs": (model_dir / "songs.json").stat().st_size,
-        "runtime": sum((runtime / runtime_file_name(f)).stat().st_size for f in ONNXRUNTIME_WEB_FILES
-                       if f.startswith("dist/")),
-    }
-    sizes["total"] = sum(sizes.values())
-    return sizes

@@ -386,21 +386,37 @@ def forest_sentence(frame: pd.DataFrame, label: str = "comparison", metric: str 
 # --------------------------------------------------------------------------- static figures
 
 
-def static_png(figure, width: int = 900, height: int | None = None, scale: float = 1.0) -> bytes:
+def static_png(figure, width: int = 900, height: int | None = None, scale: float = 1.0,
+               browser: str | None = None) -> bytes:
     """PNG bytes of a plotly figure (a ``go.Figure`` or its dict) with kaleido.
 
     kaleido 1.x drives a Chrome/Chromium that is already installed (Debian's ``chromium`` here); it
-    downloads nothing and needs no network. Raises ImuseError in one line when it cannot run."""
+    downloads nothing and needs no network. ``browser``: that browser's path (else kaleido looks
+    for one itself). Raises ImuseError in one line when it cannot run."""
+    import os
+    import warnings
+
     import plotly.io as pio
 
     height = height or int((figure.get("layout", {}) if isinstance(figure, dict) else figure.layout.to_plotly_json())
                            .get("height") or 500)
+    saved = os.environ.get("BROWSER_PATH")
+    if browser is not None:
+        os.environ["BROWSER_PATH"] = str(browser)  # how kaleido's choreographer is told which browser
     try:
-        return pio.to_image(figure, format="png", width=width, height=height, scale=scale, validate=False)
+        with warnings.catch_warnings():  # plotly passes kopts={} also to a running kaleido server
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+            return pio.to_image(figure, format="png", width=width, height=height, scale=scale, validate=False)
     except Exception as exc:  # kaleido missing, no browser found, browser crashed
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ImuseError(f"static image of a plotly figure failed ({type(exc).__name__}: {first}); kaleido needs "
                          f"Chrome or Chromium (`apt-get install chromium`)") from None
+    finally:
+        if browser is not None:
+            if saved is None:
+                os.environ.pop("BROWSER_PATH", None)
+            else:
+                os.environ["BROWSER_PATH"] = saved
 
 
 def figure_title(figure: dict) -> str:

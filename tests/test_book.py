@@ -1,23 +1,30 @@
-"""The book's build script: offline checker, toc, caching keys, plotly rendering, config."""
+"""The book's builder (scripts/bookbuild, through its public functions): offline checker, toc,
+caching keys, plotly rendering, presentation, build box, config, the browser check."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
 import importlib.util
+import io
 import json
 import re
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 
+import browser_helpers  # first: puts scripts/ on sys.path (bookbuild, setup_system)
+from bookbuild import browser as book_browser
+from bookbuild import build_box, checks, cli, common, execution, presentation, toc, vendor
+from imuse_lib import export, provenance
+
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
-bb = importlib.util.module_from_spec(_spec)
-sys.modules["build_book"] = bb  # dataclasses look their module up there
-_spec.loader.exec_module(bb)
 
 TOC_NOTEBOOKS = ["01_data_selection", "02_pair_formation", "03_training", "04_results",
                  "05_recommendation", "06_acquisition", "07_scaling"]
@@ -46,7 +53,7 @@ def test_offline_checker_flags_every_kind_of_remote_load(tmp_path):
 </body></html>""")
     _write(tmp_path / "_static" / "theme.css", "@import 'https://fonts.example.org/a.css';\n"
                                                "@font-face { src: url(https://fonts.example.org/f.woff2); }")
-    found = {(r.file, r.url) for r in bb.find_remote_loads(tmp_path)}
+    found = {(r.file, r.url) for r in checks.find_remote_loads(tmp_path)}
     assert found == {
         ("page.html", "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"),
         ("page.html", "https://fonts.googleapis.com/css?family=Lato"),
@@ -59,8 +66,8 @@ def test_offline_checker_flags_every_kind_of_remote_load(tmp_path):
         ("_static/theme.css", "https://fonts.example.org/a.css"),
         ("_static/theme.css", "https://fonts.example.org/f.woff2"),
     }
-    with pytest.raises(bb.BuildError, match="10 remote resource load"):
-        bb.check_offline(tmp_path)
+    with pytest.raises(common.BuildError, match="10 remote resource load"):
+        checks.check_offline(tmp_path)
 
 
 def test_offline_checker_accepts_links_and_local_resources(tmp_path):
@@ -75,15 +82,15 @@ def test_offline_checker_accepts_links_and_local_resources(tmp_path):
 <img src="_images/fig.png">
 </body></html>""")
     _write(tmp_path / "_static" / "theme.css", "body { background: url(../_images/bg.png); }")
-    assert bb.find_remote_loads(tmp_path) == []
-    bb.check_offline(tmp_path)  # does not raise
+    assert checks.find_remote_loads(tmp_path) == []
+    checks.check_offline(tmp_path)  # does not raise
 
 
 # --------------------------------------------------------------------------- toc and config
 
 
 def test_toc_lists_every_chapter_in_order():
-    assert bb.toc_notebooks() == TOC_NOTEBOOKS
+    assert toc.toc_notebooks() == TOC_NOTEBOOKS
 
 
 def test_every_toc_notebook_exists_with_a_parameters_cell():
@@ -117,18 +124,18 @@ def test_book_config_is_offline_and_never_executes():
     assert config["execute"]["execute_notebooks"] == "off"
     assert config["only_build_toc_files"] is True
     sphinx = config["sphinx"]["config"]
-    assert not bb.REMOTE.match(sphinx["mathjax_path"])
+    assert not checks.REMOTE.match(sphinx["mathjax_path"])
     assert sphinx["mathjax_path"].startswith("vendor/") and "vendor/plotly.min.js" in sphinx["html_js_files"]
     assert sphinx["nb_ipywidgets_js"] == {}
 
 
 def test_build_toc_without_missing_pages(tmp_path, monkeypatch):
-    monkeypatch.setattr(bb, "ROOT", tmp_path)
-    monkeypatch.setattr(bb, "EXECUTED_DIR", tmp_path / "book" / "_executed")
-    toc = yaml.safe_load(bb.write_build_toc(["03_training", "06_acquisition"]).read_text())
-    files = [c["file"] for c in toc["chapters"]]
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    monkeypatch.setattr(common, "EXECUTED_DIR", tmp_path / "book" / "_executed")
+    built = yaml.safe_load(toc.write_build_toc(["03_training", "06_acquisition"]).read_text())
+    files = [c["file"] for c in built["chapters"]]
     assert "book/_executed/03_training" not in files and "book/_executed/06_acquisition" not in files
-    assert "book/_executed/01_data_selection" in files and toc["root"] == "book/intro"
+    assert "book/_executed/01_data_selection" in files and built["root"] == "book/intro"
 
 
 # --------------------------------------------------------------------------- execution pieces
@@ -136,11 +143,11 @@ def test_build_toc_without_missing_pages(tmp_path, monkeypatch):
 
 def test_input_key_follows_notebook_and_parameters(tmp_path):
     nb = _write(tmp_path / "n.ipynb", json.dumps({"cells": [], "metadata": {}}))
-    key = bb.input_key(nb, {"profile": "quick"})
-    assert key == bb.input_key(nb, {"profile": "quick"})
-    assert key != bb.input_key(nb, {"profile": "full"})
+    key = execution.input_key(nb, {"profile": "quick"})
+    assert key == execution.input_key(nb, {"profile": "quick"})
+    assert key != execution.input_key(nb, {"profile": "full"})
     _write(nb, json.dumps({"cells": [], "metadata": {"x": 1}}))
-    assert key != bb.input_key(nb, {"profile": "quick"})
+    assert key != execution.input_key(nb, {"profile": "quick"})
 
 
 def test_plotly_outputs_get_offline_html():
@@ -148,22 +155,18 @@ def test_plotly_outputs_get_offline_html():
 
     fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig.show()", outputs=[
-        nbformat.v4.new_output("display_data", data={bb.PLOTLY_MIME: json.loads(fig.to_json()),
+        nbformat.v4.new_output("display_data", data={execution.PLOTLY_MIME: json.loads(fig.to_json()),
                                                      "text/plain": ["Figure"]})])])
-    assert bb.render_plotly(nb, "t", static=False) == 1
+    assert execution.render_plotly(nb, "t", None, "no browser here") == {"figures": 1, "static": 0,
+                                                                   "left_out_why": "no browser here"}
     html = nb.cells[0].outputs[0]["data"]["text/html"]
     assert "Plotly.newPlot" in html and 'id="plotly-t-0"' in html
     assert "cdn" not in html.lower() and "<script src" not in html
     assert len(html) < 100_000  # plotly.js itself is not inlined: pages load it from _static
-    assert bb.PLOTLY_MIME not in nb.cells[0].outputs[0]["data"]  # myst-nb would warn about it
-    assert bb.render_plotly(nb, "t") == 0  # already rendered
+    assert execution.PLOTLY_MIME not in nb.cells[0].outputs[0]["data"]  # myst-nb would warn about it
+    assert execution.render_plotly(nb, "t")["figures"] == 0  # already rendered
 
 
-def _browser_for_kaleido() -> bool:
-    return any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome"))
-
-
-@pytest.mark.skipif(not _browser_for_kaleido(), reason="kaleido needs an installed Chrome or Chromium")
 def test_plotly_figure_keeps_a_static_png_for_print_and_no_javascript():
     import base64
 
@@ -171,10 +174,12 @@ def test_plotly_figure_keeps_a_static_png_for_print_and_no_javascript():
 
     from imuse_lib import report
 
+    browser, why = execution.static_figure_browser(no_static=False)
+    assert browser == browser_helpers.require_browser() and why == ""  # kaleido's is set-up's browser
     fig = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]), layout={"title": {"text": "Two <b>bars</b>"}})
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig.show()", outputs=[
-        nbformat.v4.new_output("display_data", data={bb.PLOTLY_MIME: json.loads(fig.to_json())})])])
-    assert bb.render_plotly(nb, "s") == 1
+        nbformat.v4.new_output("display_data", data={execution.PLOTLY_MIME: json.loads(fig.to_json())})])])
+    assert execution.render_plotly(nb, "s", browser) == {"figures": 1, "static": 1, "left_out_why": ""}
     html = nb.cells[0].outputs[0]["data"]["text/html"]
     assert f'class="{report.LIVE_FIGURE_CLASS}"' in html and "Plotly.newPlot" in html
     m = re.search(rf'<img class="{report.STATIC_FIGURE_CLASS}" alt="([^"]+)" src="data:image/png;base64,([^"]+)"', html)
@@ -186,7 +191,7 @@ def test_plotly_figure_keeps_a_static_png_for_print_and_no_javascript():
 
 
 def _glue_output(name="x"):
-    return nbformat.v4.new_output("display_data", data={f"{bb.GLUE_PREFIX}text/plain": "1"},
+    return nbformat.v4.new_output("display_data", data={f"{presentation.GLUE_PREFIX}text/plain": "1"},
                                   metadata={"scrapbook": {"name": name}})
 
 
@@ -216,17 +221,17 @@ def test_reader_first_rule_and_tag_overrides():
         "markdown": nbformat.v4.new_markdown_cell("# Title"),
     }
     nb = nbformat.v4.new_notebook(cells=list(cells.values()))
-    bb.reader_first(nb)
+    presentation.reader_first(nb)
     tags = {k: c.metadata.get("tags", []) for k, c in cells.items()}
     assert tags == {"defaults": ["parameters", "hide-input"], "injected": ["injected-parameters", "remove-cell"],
                     "imports": ["remove-input"], "glue_only": ["remove-input"], "box_only": ["remove-input"],
                     "table": ["hide-input"], "author_show": ["show-input"], "author_remove": ["remove-cell"],
                     "markdown": []}
-    bb.reader_first(nb)  # idempotent
+    presentation.reader_first(nb)  # idempotent
     assert {k: c.metadata.get("tags", []) for k, c in cells.items()} == tags
     # the build's own tags are re-derived: a cell that now shows a table gets its code folded instead
     cells["imports"].outputs = [table]
-    bb.reader_first(nb)
+    presentation.reader_first(nb)
     assert cells["imports"].metadata["tags"] == ["hide-input"]
 
 
@@ -234,70 +239,70 @@ def test_provenance_line_under_the_title_replaced_each_build():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Data selection\n\nIntro."),
                                          _code("x = 1")])
     stamp = {"executed_at": "2026-11-29 06:00 UTC", "commit": "abc1234", "seconds": 75.0, "profile": "quick"}
-    links = bb.launch_links("01_data_selection", "https://github.com/someone/imuse", "main")
-    bb.add_provenance(nb, bb.provenance_html("quick", stamp, links))
-    bb.add_provenance(nb, bb.provenance_html("full", stamp, []))
-    marked = [c for c in nb.cells if c.metadata.get(bb.PROVENANCE_KEY)]
+    links = presentation.launch_links("01_data_selection", "https://github.com/someone/imuse", "main")
+    presentation.add_provenance(nb, presentation.provenance_html("quick", stamp, links))
+    presentation.add_provenance(nb, presentation.provenance_html("full", stamp, []))
+    marked = [c for c in nb.cells if c.metadata.get(presentation.PROVENANCE_KEY)]
     assert len(marked) == 1 and nb.cells[1] is marked[0]
     text = marked[0].source
     assert "<strong>full</strong> profile" in text and "abc1234" in text and "1 min 15 s" in text
     assert "colab" not in text  # no repository: no launch links
     again = nbformat.writes(nb)
-    bb.add_provenance(nb, bb.provenance_html("full", stamp, []))
+    presentation.add_provenance(nb, presentation.provenance_html("full", stamp, []))
     assert nbformat.writes(nb) == again  # same line, same notebook: the page is not rebuilt
-    first = bb.provenance_html("quick", stamp, links)
+    first = presentation.provenance_html("quick", stamp, links)
     assert "Open in Colab" in first and "Launch on Binder" in first
 
 
 def test_present_is_idempotent_on_an_executed_copy(tmp_path, monkeypatch):
     from imuse_lib import io
 
-    monkeypatch.setattr(bb, "EXECUTED_DIR", tmp_path)
+    monkeypatch.setattr(common, "EXECUTED_DIR", tmp_path)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Chapter"),
                                          _code("import numpy as np"), _code("x", outputs=[
                                              nbformat.v4.new_output("stream", name="stdout", text="42\n")])])
     nbformat.write(nb, tmp_path / "09_demo.ipynb")
-    io.write_json(bb.stamp_path("09_demo"), {"profile": "quick", "seconds": 3.0, "executed_at": "2026-11-29 06:00 UTC",
+    io.write_json(execution.stamp_path("09_demo"), {"profile": "quick", "seconds": 3.0, "executed_at": "2026-11-29 06:00 UTC",
                                             "commit": "abc1234"})
-    assert bb.present("09_demo", "quick", "", "main") is True
-    assert bb.present("09_demo", "quick", "", "main") is False  # nothing to change the second time
+    assert presentation.present("09_demo", "quick", "", "main") is True
+    assert presentation.present("09_demo", "quick", "", "main") is False  # nothing to change the second time
     shown = nbformat.read(tmp_path / "09_demo.ipynb", as_version=4)
     assert [c.metadata.get("tags") for c in shown.cells] == [None, None, ["remove-input"], ["hide-input"]]
     assert "<strong>quick</strong> profile" in shown.cells[1].source
-    assert bb.present("09_demo", "quick", "https://github.com/someone/imuse", "main") is True  # links added
+    assert presentation.present("09_demo", "quick", "https://github.com/someone/imuse", "main") is True  # links added
 
 
 def test_launch_links_from_the_one_repository_setting():
-    assert bb.launch_links("04_results", "", "main") == []
-    links = dict(bb.launch_links("04_results", "https://github.com/someone/imuse.git", "dev/x"))
+    assert presentation.launch_links("04_results", "", "main") == []
+    links = dict(presentation.launch_links("04_results", "https://github.com/someone/imuse.git", "dev/x"))
     assert links["Open in Colab"] == ("https://colab.research.google.com/github/someone/imuse/blob/dev/x/"
                                       "notebooks/04_results.ipynb")
     assert links["Launch on Binder"] == ("https://mybinder.org/v2/gh/someone/imuse/dev%2Fx"
                                          "?labpath=notebooks%2F04_results.ipynb")
-    other = bb.launch_links("04_results", "https://gitlab.example.org/group/imuse", "main")
+    other = presentation.launch_links("04_results", "https://gitlab.example.org/group/imuse", "main")
     assert other == [("notebook source", "https://gitlab.example.org/group/imuse/blob/main/notebooks/04_results.ipynb")]
 
 
 def test_repository_setting_env_wins_and_config_follows(tmp_path, monkeypatch):
     cfg = _write(tmp_path / "_config.yml", yaml.safe_dump({"title": "t", "repository": {"url": "", "branch": "main"},
                                                            "html": {"use_repository_button": False}}))
-    monkeypatch.delenv(bb.REPOSITORY_ENV, raising=False)
-    assert bb.repository_setting(cfg) == ("", "main")
-    off = yaml.safe_load(bb.write_build_config("", tmp_path / "out.yml", cfg).read_text())
+    monkeypatch.delenv(presentation.REPOSITORY_ENV, raising=False)
+    assert presentation.repository_setting(cfg) == ("", "main")
+    off = yaml.safe_load(presentation.write_build_config("", tmp_path / "out.yml", cfg).read_text())
     assert off["html"]["use_repository_button"] is False and off["repository"]["url"] == ""
-    monkeypatch.setenv(bb.REPOSITORY_ENV, "https://github.com/someone/imuse/")
-    url, branch = bb.repository_setting(cfg)
+    monkeypatch.setenv(presentation.REPOSITORY_ENV, "https://github.com/someone/imuse/")
+    url, branch = presentation.repository_setting(cfg)
     assert (url, branch) == ("https://github.com/someone/imuse", "main")
-    on = yaml.safe_load(bb.write_build_config(url, tmp_path / "out.yml", cfg).read_text())
+    on = yaml.safe_load(presentation.write_build_config(url, tmp_path / "out.yml", cfg).read_text())
     assert on["html"]["use_repository_button"] is True and on["repository"]["url"] == url
-    monkeypatch.setenv(bb.REPOSITORY_ENV, "/home/me/imuse")
-    with pytest.raises(bb.BuildError, match="not an https:// address"):
-        bb.repository_setting(cfg)
+    monkeypatch.setenv(presentation.REPOSITORY_ENV, "/home/me/imuse")
+    with pytest.raises(common.BuildError, match="not an https:// address"):
+        presentation.repository_setting(cfg)
 
 
 def test_build_config_finds_the_local_sphinx_extension_from_build(tmp_path):
     """The generated config lives in _build/: its local extension folder must still resolve."""
-    out = yaml.safe_load(bb.write_build_config("", tmp_path / "out.yml").read_text())
+    out = yaml.safe_load(presentation.write_build_config("", tmp_path / "out.yml").read_text())
     folder = Path(out["sphinx"]["local_extensions"]["imuse_pages"])
     assert folder.is_absolute() and (folder / "imuse_pages.py").is_file()
 
@@ -316,10 +321,10 @@ def test_project_config_has_no_dangling_launch_buttons():
 def test_build_box_lists_profile_commit_and_chapter_times(tmp_path, monkeypatch):
     from imuse_lib import io
 
-    monkeypatch.setattr(bb, "EXECUTED_DIR", tmp_path)
-    io.write_json(bb.stamp_path("01_data_selection"), {"seconds": 12.34, "executed_at": "2026-11-29 05:00 UTC"})
-    io.write_json(bb.stamp_path("02_pair_formation"), {"seconds": 250.0, "executed_at": "2026-11-28 23:00 UTC"})
-    out = bb.write_build_box({"profile": "quick", "commit": "abc1234+changes", "built": "2026-11-29 06:00 UTC",
+    monkeypatch.setattr(common, "EXECUTED_DIR", tmp_path)
+    io.write_json(execution.stamp_path("01_data_selection"), {"seconds": 12.34, "executed_at": "2026-11-29 05:00 UTC"})
+    io.write_json(execution.stamp_path("02_pair_formation"), {"seconds": 250.0, "executed_at": "2026-11-28 23:00 UTC"})
+    out = build_box.write_build_box({"profile": "quick", "commit": "abc1234+changes", "built": "2026-11-29 06:00 UTC",
                               "device": "cpu (x86_64, 2 cores)", "data_files": 2345, "data_assets": 6,
                               "wall_s": 3725.0, "executed": {"01_data_selection": True}},
                              ["01_data_selection", "02_pair_formation"], out=tmp_path / "box.md")
@@ -339,22 +344,22 @@ def test_build_box_prints_the_try_it_page_budgets(tmp_path, monkeypatch):
 
     static = tmp_path / "book" / "_static" / "tryit" / "model"
     io.write_json(static / "manifest.json", {"fingerprint": "f" * 64})
-    monkeypatch.setattr(bb, "ROOT", tmp_path)
-    monkeypatch.setattr(bb, "TRYIT_TIMES", tmp_path / "times.json")
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    monkeypatch.setattr(checks, "TRYIT_TIMES", tmp_path / "times.json")
     sizes = {"total": 17_060_000, "model": 13_270_000, "runtime": 3_730_000, "songs": 40_000}
-    row = bb.tryit_row(sizes)
+    row = build_box.tryit_row(sizes)
     assert "17.1 MB of assets (model 13.3 MB, runtime 3.7 MB gzipped, songs 40 kB)" in row
     assert "make book-check" in row
-    io.write_json(bb.TRYIT_TIMES, {"fingerprint": "f" * 64, "first_ms": 1450.0, "later_median_ms": 66.0,
+    io.write_json(checks.TRYIT_TIMES, {"fingerprint": "f" * 64, "first_ms": 1450.0, "later_median_ms": 66.0,
                                    "images": 4, "model_load_ms": 1023.0})
-    row = bb.tryit_row(sizes)
+    row = build_box.tryit_row(sizes)
     assert "first result 1.45 s (model load included), later pictures 66 ms (median of 3)" in row
-    io.write_json(bb.TRYIT_TIMES, {"fingerprint": "0" * 64, "first_ms": 1.0, "later_median_ms": 1.0, "images": 2})
-    assert "make book-check" in bb.tryit_row(sizes)  # another model's times are not shown
+    io.write_json(checks.TRYIT_TIMES, {"fingerprint": "0" * 64, "first_ms": 1.0, "later_median_ms": 1.0, "images": 2})
+    assert "make book-check" in build_box.tryit_row(sizes)  # another model's times are not shown
 
 
 def test_git_commit_names_the_checkout():
-    commit = bb.git_commit()
+    commit = provenance.git_commit()
     assert re.fullmatch(r"[0-9a-f]{10}(\+changes)?", commit), commit
 
 
@@ -414,21 +419,62 @@ def test_binder_environment_uses_the_project_pins():
 
 
 def test_integrity_check(tmp_path):
-    import base64
-    import hashlib
-
     blob = _write(tmp_path / "x.tgz", "content")
     good = "sha512-" + base64.b64encode(hashlib.sha512(b"content").digest()).decode()
-    bb._check_integrity(blob, good)
-    with pytest.raises(bb.BuildError, match="integrity mismatch"):
-        bb._check_integrity(blob, "sha512-" + base64.b64encode(hashlib.sha512(b"other").digest()).decode())
+    vendor.check_integrity(blob, good)
+    with pytest.raises(common.BuildError, match="integrity mismatch"):
+        vendor.check_integrity(blob, "sha512-" + base64.b64encode(hashlib.sha512(b"other").digest()).decode())
+
+
+def _fake_package(tmp_path: Path, files: dict[str, bytes]) -> tuple[Path, str]:
+    tgz = tmp_path / "onnxruntime-web-9.9.9.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    digest = base64.b64encode(hashlib.sha512(tgz.read_bytes()).digest()).decode()
+    return tgz, f"sha512-{digest}"
+
+
+def test_runtime_is_extracted_from_the_pinned_tarball_only(tmp_path, monkeypatch):
+    files = {f: f"content of {f}".encode() for f in vendor.ONNXRUNTIME_WEB_FILES}
+    files["dist/ort.webgpu.min.js"] = b"not wanted"
+    tgz, integrity = _fake_package(tmp_path, files)
+    monkeypatch.setattr(export, "ONNXRUNTIME_WEB_VERSION", "9.9.9")
+    monkeypatch.setattr(vendor, "ONNXRUNTIME_WEB_INTEGRITY", integrity)
+    target = vendor.install_onnxruntime_web(tmp_path / "vendor" / "onnxruntime-web", cache=tmp_path)
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        [vendor.runtime_file_name(f) for f in vendor.ONNXRUNTIME_WEB_FILES] + ["VERSION"])
+    assert (target / "ort.wasm.min.js").read_bytes() == b"content of dist/ort.wasm.min.js"
+    # the wasm binary is served gzipped, byte-identical from one build to the next
+    packed = (target / "ort-wasm-simd-threaded.wasm.gz").read_bytes()
+    assert gzip.decompress(packed) == b"content of dist/ort-wasm-simd-threaded.wasm"
+    shutil.rmtree(target)
+    assert vendor.install_onnxruntime_web(target, cache=tmp_path) == target
+    assert (target / "ort-wasm-simd-threaded.wasm.gz").read_bytes() == packed
+    # a tarball that is not the pinned one is refused, and nothing is installed from it
+    raw = bytearray(tgz.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    tgz.write_bytes(bytes(raw))
+    shutil.rmtree(target)
+    with pytest.raises(common.BuildError, match="integrity mismatch"):
+        vendor.install_onnxruntime_web(target, cache=tmp_path)
+    assert not target.exists()
+
+
+def test_pinned_runtime_version_and_checksum_agree_with_npm_metadata():
+    # the pin is npm's dist.integrity of that version (sha512, base64): well-formed and complete
+    algo, _, digest = vendor.ONNXRUNTIME_WEB_INTEGRITY.partition("-")
+    assert algo == "sha512" and len(base64.b64decode(digest)) == 64
+    assert export.ONNXRUNTIME_WEB_VERSION.count(".") == 2
 
 
 def test_missing_notebook_is_an_error_unless_allowed(tmp_path, monkeypatch):
-    monkeypatch.setattr(bb, "NOTEBOOK_DIR", tmp_path)
-    with pytest.raises(bb.BuildError, match="notebooks/99_missing.ipynb"):
-        bb.execute_all(["99_missing"], "quick", force=False, allow_missing=False)
-    assert bb.execute_all(["99_missing"], "quick", force=False, allow_missing=True) == {}
+    monkeypatch.setattr(common, "NOTEBOOK_DIR", tmp_path)
+    with pytest.raises(common.BuildError, match="notebooks/99_missing.ipynb"):
+        execution.execute_all(["99_missing"], "quick", force=False, allow_missing=False)
+    assert execution.execute_all(["99_missing"], "quick", force=False, allow_missing=True) == {}
 
 
 # --------------------------------------------------------------------------- end to end
@@ -440,12 +486,12 @@ def test_quick_book_builds_offline():
     """`make book` in the quick profile: every page built, glued numbers present, nothing remote."""
     from imuse_lib import data
 
-    assert bb.main(["--profile", "quick"]) == 0
-    html = bb.HTML_DIR
+    assert cli.main(["--profile", "quick"]) == 0
+    html = common.HTML_DIR
     assert (html / "index.html").exists()
     for name in TOC_NOTEBOOKS:
         assert (html / "book" / "_executed" / f"{name}.html").exists(), name
-    assert bb.find_remote_loads(html) == []
+    assert checks.find_remote_loads(html) == []
     page = (html / "book" / "_executed" / "01_data_selection.html").read_text()
     agreement = data.quadrant_agreement(data.load_catalog())
     assert f"{agreement:.1%}" in page  # the glued number, computed by the library
@@ -457,7 +503,6 @@ def test_quick_book_builds_offline():
     assert "This edition" in landing and "SHA-256 checksums verified" in landing
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
     """Playwright on a served page: a CDN script is blocked and reported, a console error is
     caught, a block wider than the column and a word longer than its line are cut off, a wide
@@ -470,19 +515,20 @@ def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
 <div class="box" style="overflow-x:auto"><table style="width:600px"><tr><td>wide table</td></tr></table></div>
 <details><summary>code</summary><pre id="folded" style="width:900px">folded code</pre></details>
 <img src="data:image/png;base64,iVBORw0KGgo="><script>console.error("boom")</script></article></body></html>""")
-    measured = bb._book_browser().check_pages(tmp_path / "site", ["p.html"], tmp_path / "shots", widths=(1280,))
+    browser_helpers.require_browser()
+    measured = book_browser.check_pages(tmp_path / "site", ["p.html"], tmp_path / "shots", widths=(1280,))
     got = measured["p.html@1280"]
     assert got["cut"] == ["div#wide", "h1#long (text)"] and got["scroll"] == ["div.box"]
     assert len(got["img_without_alt"]) == 1 and got["plotly"] == 0
     assert got["remote"] == ["https://cdn.example.org/x.js"] and "boom" in got["console"]
     assert (tmp_path / "shots" / "p-1280.png").stat().st_size > 0
-    summary = bb._book_browser().summarise(measured)
+    summary = book_browser.summarise(measured)
     assert summary["cut"] == {1280: 2} and summary["remote_requests"] == 1
     assert summary["console_errors"] == len(got["console"]) >= 1  # "boom", and the blocked script's load error
     # nothing in the column sticks out, yet the page as a whole scrolls sideways
     _write(tmp_path / "site" / "q.html", """<html><body><article class="bd-article" style="width:300px">fine</article>
 <div style="position:absolute;left:1500px;width:10px">far off</div></body></html>""")
-    whole = bb._book_browser().check_pages(tmp_path / "site", ["q.html"], widths=(1280,))["q.html@1280"]
+    whole = book_browser.check_pages(tmp_path / "site", ["q.html"], widths=(1280,))["q.html@1280"]
     assert whole["cut"] == ["html (the page scrolls sideways)"]
 
 
@@ -493,29 +539,29 @@ def test_browser_check_fails_the_build_on_what_a_reader_would_have_to_scroll(tmp
     (tmp_path / "book" / "p.html").write_text("<html></html>")
     clean = {"scroll": [], "cut": [], "plotly": 1, "plotly_drawn": 1, "img_without_alt": [], "console": [], "remote": []}
     measured = {"book/p.html@1280": dict(clean), "book/p.html@390": {**clean, "scroll": ["div.output"]}}
-    browser = bb._book_browser()
+    browser = book_browser
     monkeypatch.setattr(browser, "check_pages", lambda *a, **k: measured)
-    assert bb.browser_check(tmp_path, tmp_path / "shots")["scroll"] == {1280: 0, 390: 1}
+    assert checks.browser_check(tmp_path, tmp_path / "shots")["scroll"] == {1280: 0, 390: 1}
     measured["book/p.html@390"]["cut"] = ["h1 (text)"]
-    with pytest.raises(bb.BuildError, match=r"p.html@390: \['cut off: h1 \(text\)'\]"):
-        bb.browser_check(tmp_path, tmp_path / "shots")
+    with pytest.raises(common.BuildError, match=r"p.html@390: \['cut off: h1 \(text\)'\]"):
+        checks.browser_check(tmp_path, tmp_path / "shots")
     measured["book/p.html@390"]["cut"] = []
     measured["book/p.html@1280"]["scroll"] = ["div.output.text_html"]
-    with pytest.raises(bb.BuildError, match="scrolls sideways: div.output.text_html"):
-        bb.browser_check(tmp_path, tmp_path / "shots")
+    with pytest.raises(common.BuildError, match="scrolls sideways: div.output.text_html"):
+        checks.browser_check(tmp_path, tmp_path / "shots")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_built_book_reads_well_in_a_browser(tmp_path):
     """Every page of the built book (the quick build above) at 1280 and 390 px: loads with no
     console error, requests nothing remote, draws every plotly figure, gives every image alt
     text, scrolls nothing sideways at 1280 px and cuts nothing off at either width."""
-    pages = sorted(p.relative_to(bb.HTML_DIR).as_posix() for p in (bb.HTML_DIR / "book").rglob("*.html"))
+    browser_helpers.require_browser()
+    pages = sorted(p.relative_to(common.HTML_DIR).as_posix() for p in (common.HTML_DIR / "book").rglob("*.html"))
     if not pages:
         pytest.fail("no built book: test_quick_book_builds_offline builds it first")
-    measured = bb._book_browser().check_pages(bb.HTML_DIR, pages, tmp_path / "shots")
-    summary = bb._book_browser().summarise(measured)
+    measured = book_browser.check_pages(common.HTML_DIR, pages, tmp_path / "shots")
+    summary = book_browser.summarise(measured)
     print(f"\n[browser] {summary}")
     problems = {k: {f: v[f] for f in ("remote", "console", "cut", "img_without_alt") if v[f]}
                 for k, v in measured.items()}
@@ -528,8 +574,8 @@ def test_built_book_reads_well_in_a_browser(tmp_path):
 
 def test_failing_notebook_names_itself_and_leaves_no_page(tmp_path, monkeypatch):
     """A real kernel runs a two-cell notebook whose second cell raises."""
-    monkeypatch.setattr(bb, "NOTEBOOK_DIR", tmp_path / "notebooks")
-    monkeypatch.setattr(bb, "EXECUTED_DIR", tmp_path / "executed")
+    monkeypatch.setattr(common, "NOTEBOOK_DIR", tmp_path / "notebooks")
+    monkeypatch.setattr(common, "EXECUTED_DIR", tmp_path / "executed")
     source = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('profile = "quick"'),
                                              nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")])
     source.cells[0].metadata["tags"] = ["parameters"]
@@ -538,8 +584,8 @@ def test_failing_notebook_names_itself_and_leaves_no_page(tmp_path, monkeypatch)
     nbformat.write(source, tmp_path / "notebooks" / "99_broken.ipynb")
     (tmp_path / "executed").mkdir()
     (tmp_path / "executed" / "99_broken.ipynb").write_text("{}")  # a stale page from an earlier run
-    with pytest.raises(bb.BuildError, match=r"99_broken\.ipynb failed in cell \[\d+\]: ValueError: broken on purpose"):
-        bb.execute_all(["99_broken"], "quick", force=True, allow_missing=False)
+    with pytest.raises(common.BuildError, match=r"99_broken\.ipynb failed in cell \[\d+\]: ValueError: broken on purpose"):
+        execution.execute_all(["99_broken"], "quick", force=True, allow_missing=False)
     assert not (tmp_path / "executed" / "99_broken.ipynb").exists()
     failed = nbformat.read(tmp_path / "executed" / "99_broken.failed.ipynb", as_version=4)
     assert any(o.get("ename") == "ValueError" for c in failed.cells for o in c.get("outputs", []))
@@ -551,7 +597,7 @@ def test_build_lock_is_exclusive(tmp_path):
     lock = tmp_path / "lock"
     probe = ("import fcntl, sys\nf = open(sys.argv[1], 'a+')\n"
              "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n")
-    with bb.build_lock(lock):
+    with cli.build_lock(lock):
         assert subprocess.run([sys.executable, "-c", probe, str(lock)]).returncode == 3
         assert lock.read_text().strip() == str(__import__("os").getpid())
     assert subprocess.run([sys.executable, "-c", probe, str(lock)]).returncode == 0
@@ -559,12 +605,12 @@ def test_build_lock_is_exclusive(tmp_path):
 
 def test_results_fingerprint_ignores_the_other_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("IMUSE_RESULTS", str(tmp_path))
-    before = bb.results_fingerprint("quick")
+    before = execution.results_fingerprint("quick")
     _write(tmp_path / "full" / "runs" / "checkpoint.pt", "a full-profile run in progress")
-    assert bb.results_fingerprint("quick") == before
-    assert bb.results_fingerprint("full") != before
+    assert execution.results_fingerprint("quick") == before
+    assert execution.results_fingerprint("full") != before
     _write(tmp_path / "quick" / "table2.csv", "x")
-    assert bb.results_fingerprint("quick") != before
+    assert execution.results_fingerprint("quick") != before
 
 
 def test_sphinx_extension_drops_duplicate_scripts_only():

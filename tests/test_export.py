@@ -1,18 +1,13 @@
 """`imuse export onnx` and the page's own code: the ONNX export checked against PyTorch on
-real OASIS images, the song file, the pinned onnxruntime-web fetch, and the page's
+real OASIS images, the song file, and the page's
 preprocessing and ranking (book/_static/tryit/preprocess.js, run with Node) against PIL,
 torchvision and ranking.rank_va."""
 
 from __future__ import annotations
 
-import base64
-import gzip
-import hashlib
-import io as stdio
 import json
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -174,53 +169,6 @@ def test_cli_export_onnx(exported, tmp_path, capsys):
     assert cli.main(["export", "onnx", "--index", str(index_path), "--check-images", "0",
                      "--model", str(model_path)]) == 2
     assert "--check-images must be at least 1" in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------- onnxruntime-web from npm
-
-
-def _fake_package(tmp_path: Path, files: dict[str, bytes]) -> tuple[Path, str]:
-    tgz = tmp_path / "onnxruntime-web-9.9.9.tgz"
-    with tarfile.open(tgz, "w:gz") as tar:
-        for name, content in files.items():
-            info = tarfile.TarInfo(f"package/{name}")
-            info.size = len(content)
-            tar.addfile(info, stdio.BytesIO(content))
-    digest = base64.b64encode(hashlib.sha512(tgz.read_bytes()).digest()).decode()
-    return tgz, f"sha512-{digest}"
-
-
-def test_runtime_is_extracted_from_the_pinned_tarball_only(tmp_path, monkeypatch):
-    files = {f: f"content of {f}".encode() for f in export.ONNXRUNTIME_WEB_FILES}
-    files["dist/ort.webgpu.min.js"] = b"not wanted"
-    tgz, integrity = _fake_package(tmp_path, files)
-    monkeypatch.setattr(export, "ONNXRUNTIME_WEB_VERSION", "9.9.9")
-    monkeypatch.setattr(export, "ONNXRUNTIME_WEB_INTEGRITY", integrity)
-    target = export.install_onnxruntime_web(tmp_path / "vendor" / "onnxruntime-web", cache=tmp_path)
-    assert sorted(p.name for p in target.iterdir()) == sorted(
-        [export.runtime_file_name(f) for f in export.ONNXRUNTIME_WEB_FILES] + ["VERSION"])
-    assert (target / "ort.wasm.min.js").read_bytes() == b"content of dist/ort.wasm.min.js"
-    # the wasm binary is served gzipped, byte-identical from one build to the next
-    packed = (target / "ort-wasm-simd-threaded.wasm.gz").read_bytes()
-    assert gzip.decompress(packed) == b"content of dist/ort-wasm-simd-threaded.wasm"
-    shutil.rmtree(target)
-    assert export.install_onnxruntime_web(target, cache=tmp_path) == target
-    assert (target / "ort-wasm-simd-threaded.wasm.gz").read_bytes() == packed
-    # a tarball that is not the pinned one is refused, and nothing is installed from it
-    raw = bytearray(tgz.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    tgz.write_bytes(bytes(raw))
-    shutil.rmtree(target)
-    with pytest.raises(ExportError, match="integrity mismatch"):
-        export.install_onnxruntime_web(target, cache=tmp_path)
-    assert not target.exists()
-
-
-def test_pinned_runtime_version_and_checksum_agree_with_npm_metadata():
-    # the pin is npm's dist.integrity of that version (sha512, base64): well-formed and complete
-    algo, _, digest = export.ONNXRUNTIME_WEB_INTEGRITY.partition("-")
-    assert algo == "sha512" and len(base64.b64decode(digest)) == 64
-    assert export.ONNXRUNTIME_WEB_VERSION.count(".") == 2
 
 
 # --------------------------------------------------------------------------- the page's JavaScript

@@ -129,16 +129,10 @@ def test_forest_plot_has_a_panel_per_metric_and_a_row_per_comparison():
 def test_glue_and_glue_box_in_a_real_kernel():
     """In a kernel, as the book runs them: strings glue without quotes, a formatted number as its
     text, the box as HTML; none of them echoes a value when it is a cell's last line."""
-    import importlib.util
-    import sys
-
     from nbclient import NotebookClient
 
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("build_book", root / "scripts" / "build_book.py")
-    bb = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("build_book", bb)
-    spec.loader.exec_module(bb)
+    import browser_helpers  # noqa: F401  (puts scripts/ on sys.path)
+    from bookbuild import execution, presentation
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import numpy as np\n"
         "from imuse_lib import report\n"
@@ -148,13 +142,13 @@ def test_glue_and_glue_box_in_a_real_kernel():
         "report.glue_box(['**7** songs'])\n"
         "report.glue_md('finding', '**Read NSG@10 first.** It asks')")])
     with tempfile.TemporaryDirectory() as kdir, pytest.MonkeyPatch.context() as mp:
-        for key, value in bb.kernel_env(Path(kdir)).items():  # the kernel the book uses: this venv
+        for key, value in execution.kernel_env(Path(kdir)).items():  # the kernel the book uses: this venv
             mp.setenv(key, value)
-        NotebookClient(nb, kernel_name=bb.KERNEL_NAME, timeout=120).execute()
+        NotebookClient(nb, kernel_name=execution.KERNEL_NAME, timeout=120).execute()
     outputs = nb.cells[0].outputs
     assert all(o["output_type"] == "display_data" for o in outputs), outputs  # no echoed value
     records = {o["metadata"]["scrapbook"]["name"]: o["data"] for o in outputs}
-    prefix = bb.GLUE_PREFIX
+    prefix = presentation.GLUE_PREFIX
     assert records["name"][prefix + "text/plain"] == "mobilenet_v2"
     assert records["mae"][prefix + "text/plain"] == "0.412"
     assert records["n"][prefix + "text/plain"] == "7"

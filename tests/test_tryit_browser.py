@@ -29,13 +29,13 @@ from imuse_lib import cli, export, media, recommend
 from imuse_lib import image_path
 from imuse_lib.index import building as index_building
 
+import browser_helpers
 import tryit_helpers as th
 
 pytestmark = pytest.mark.slow
 
 N_IMAGES = 12  # three per quadrant
 ASSETS_BUDGET = 25e6  # bytes the page may download
-CHROMIUM = th.book_browser.find_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +69,7 @@ def site(deployed, tmp_path_factory, pytestconfig):
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        pytest.fail("chromium not found: the browser checks use Debian's chromium (apt-get install -y chromium)")
-    with th.book_browser.chromium(CHROMIUM) as b:
+    with th.book_browser.chromium(browser_helpers.require_browser()) as b:
         yield b
 
 
@@ -145,7 +143,7 @@ def test_page_recommends_what_imuse_recommend_does(visit, deployed, site, capsys
         rows.append((Path(path).name, res["ms"], same))
     timings = [r[1] for r in rows]
     load_ms = visit.page.evaluate("window.imuseTryit.timings.load_ms")
-    sizes = export.page_asset_sizes(root / "_static")
+    sizes = th.vendor.page_asset_sizes(root / "_static")
     print(f"\n[tryit] parity: {identical}/{len(rows)} images with identical top 10, largest VA difference "
           f"{max(va_diffs):.1e}; first result {timings[0]:.0f} ms (model load {load_ms:.0f} ms), later "
           f"median {np.median(timings[1:]):.0f} ms, max {max(timings[1:]):.0f} ms; assets "

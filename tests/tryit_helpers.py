@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,7 @@ def build_site(site: Path, model, index, npm_cache: Path, check_images=None) -> 
                     ignore=shutil.ignore_patterns("model"))
     manifest = export.write_page_assets(static / "tryit" / "model", model, index,
                                         images=check_images, check=check_images is not None)
-    export.install_onnxruntime_web(static / "vendor" / "onnxruntime-web", cache=npm_cache)
+    vendor.install_onnxruntime_web(static / "vendor" / "onnxruntime-web", cache=npm_cache)
     page = site / "book" / "tryit.html"
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -69,8 +68,7 @@ def build_site(site: Path, model, index, npm_cache: Path, check_images=None) -> 
     return manifest
 
 
-if str(ROOT / "scripts") not in sys.path:  # the book's browser checks (scripts/book_browser.py)
-    sys.path.insert(0, str(ROOT / "scripts"))
-import book_browser  # noqa: E402
+from browser_helpers import book_browser  # noqa: E402  (scripts/bookbuild/browser.py)
+from bookbuild import vendor  # noqa: E402  (after browser_helpers: scripts/ on sys.path)
 
 serve = book_browser.serve

@@ -12,7 +12,7 @@ Layout under ``results_dir()/<profile>/``::
     table2.csv      mean and spread over seeds, two-way bootstrap 95 % intervals
     margins.csv     paired differences learned predictor - baseline, with intervals and verdicts
     map_at_k.csv    NSG@k and the paper's MAP@k (a), k = 1..10
-    results.json    what was run: profile, device, backbones and weights provenance, baselines
+    results.json    what was run: profile, device, git commit, backbones and weights provenance, baselines
 
 A configuration is an (image backbone, audio backbone) pair, named ``<image>+<audio>``.
 Variants: ``joint`` (the paper's network), ``factorised`` (a VA head on each arm) and

@@ -13,7 +13,7 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
-from .. import config, io
+from .. import config, io, provenance
 from ..errors import ImuseError
 from ..profiles import SPLITS, Profile, get_profile
 from . import inputs
@@ -184,7 +184,7 @@ def run_evaluation(profile: str | Profile = "quick", progress: bool = True, **ov
                "knn": {f"{c['config']}/{c['split']}": c["knn"] for c in cells if "knn" in c},
                "deployed": deployed and deployed["label"],
                "runs": {k: v for c in cells for k, v in c.get("runs", {}).items()}, "pairs_seed": config.SEED,
-               "n_boot": prof.n_boot,
+               "n_boot": prof.n_boot, "commit": provenance.git_commit(),
                "versions": {"torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
                             "python": platform.python_version()},
                "features": {inputs.config_name(i, a): {"image": inputs.feature_data(i, a).image_meta,

@@ -1,6 +1,6 @@
 """The built book in a real browser: Playwright for Python driving the system Chromium.
 
-Used by ``scripts/build_book.py --browser-check`` and by the tests. The book is served over
+Used by ``scripts/build_book.py --browser-check`` (:mod:`bookbuild.checks`) and by the tests. The book is served over
 HTTP from 127.0.0.1 (as a reader's web server would serve it) and every page is opened at a
 laptop's and a phone's width. For each page and width it records:
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import shutil
 import threading
 from pathlib import Path
 from statistics import median
@@ -84,7 +83,26 @@ def serve(folder: str | Path) -> Iterator[str]:
 
 
 def find_chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    """The system's browser, the one set-up installs (``setup_system.browser``); None without one."""
+    import setup_system  # beside this file: scripts/ is on sys.path for this module's users
+
+    return setup_system.browser()
+
+
+def any_browser() -> str | None:
+    """:func:`find_chromium`'s browser, else the one `playwright install chromium` put in
+    Playwright's cache (a CI runner), else None."""
+    found = find_chromium()
+    if found is not None:
+        return found
+    from playwright.sync_api import sync_playwright
+
+    try:
+        with sync_playwright() as p:
+            path = p.chromium.executable_path
+    except Exception:  # no driver, unsupported platform: no browser for us either way
+        return None
+    return path if Path(path).is_file() else None
 
 
 @contextlib.contextmanager
@@ -102,8 +120,8 @@ def chromium(executable: str | None = None):
             if executable is not None:
                 raise
             raise RuntimeError("chromium not found: the browser checks use the system's Chromium "
-                               "(apt-get install -y chromium) or Playwright's "
-                               "(python -m playwright install chromium)") from None
+                               "(apt-get install -y chromium, which `make setup` does on Debian as root) or "
+                               "Playwright's (python -m playwright install chromium)") from None
         try:
             yield browser
         finally:

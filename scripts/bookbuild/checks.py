@@ -1,0 +1,159 @@
+"""Checks of the built HTML: no page or stylesheet loads anything remote (a static scan), and, with
+``--browser-check``, every page in headless Chromium (:mod:`bookbuild.browser`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from imuse_lib import provenance
+
+from . import browser as book_browser
+from . import common
+from .common import BuildError, log, short_path
+
+
+@dataclass(frozen=True)
+class RemoteLoad:
+    file: str
+    what: str  # e.g. "script src", "css url()", "link rel=stylesheet"
+    url: str
+
+
+REMOTE = re.compile(r"^\s*(?:https?:)?//", re.I)
+CSS_URL = re.compile(r"""url\(\s*['"]?\s*((?:https?:)?//[^'")\s]+)""", re.I)
+CSS_IMPORT = re.compile(r"""@import\s+['"]\s*((?:https?:)?//[^'"\s]+)""", re.I)
+JS_LOAD = re.compile(r"""(?:\bimport\s*\(?\s*|\.src\s*=\s*|\bfetch\s*\(\s*|importScripts\s*\(\s*)['"`]"""
+                     r"""((?:https?:)?//[^'"`\s]+)""", re.I)
+# <link rel=...> values that make the browser fetch or connect; canonical, alternate, next... do not.
+LINK_LOADS = {"stylesheet", "icon", "shortcut", "apple-touch-icon", "preload", "modulepreload", "prefetch",
+              "preconnect", "dns-prefetch", "manifest", "mask-icon", "prerender"}
+SRC_ATTRS = {"src", "data", "poster", "background", "srcset", "imagesrcset"}
+
+
+def _css_loads(text: str) -> list[str]:
+    return CSS_URL.findall(text) + CSS_IMPORT.findall(text)
+
+
+class _LoadFinder(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[str, str]] = []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = {k.lower(): (v or "") for k, v in attrs}
+        for attr in SRC_ATTRS & a.keys():
+            urls = [u.strip().split()[0] for u in a[attr].split(",") if u.strip()] if "srcset" in attr else [a[attr]]
+            self.found += [(f"{tag} {attr}", u.strip()) for u in urls if REMOTE.match(u)]
+        if tag == "link" and REMOTE.match(a.get("href", "")):
+            rels = set(a.get("rel", "").lower().split())
+            if rels & LINK_LOADS or not rels:
+                self.found.append((f"link rel={a.get('rel', '')}", a["href"].strip()))
+        for attr in ("href", "xlink:href"):
+            if tag in {"image", "use", "feimage"} and REMOTE.match(a.get(attr, "")):
+                self.found.append((f"{tag} {attr}", a[attr].strip()))
+        if "style" in a:
+            self.found += [(f"{tag} style url()", u) for u in _css_loads(a["style"])]
+        if tag in {"script", "style"}:
+            self._in = tag
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "style":
+            self.found += [("inline style url()", u) for u in _css_loads(data)]
+        elif self._in == "script":
+            self.found += [("inline script load", u) for u in JS_LOAD.findall(data)]
+
+
+def find_remote_loads(html_dir: Path) -> list[RemoteLoad]:
+    """Every resource an HTML page or stylesheet under ``html_dir`` would load from another host.
+
+    Looks at src/srcset/data of any tag, <link> that fetches (stylesheet, icon, preload...),
+    url() and @import in CSS files, <style> and style= attributes, and imports/fetches in
+    inline scripts. Plain <a href> links are not loads and are not reported.
+    """
+    html_dir = Path(html_dir)
+    out: list[RemoteLoad] = []
+    for path in sorted(html_dir.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(html_dir).as_posix()
+        if path.suffix in {".html", ".htm"}:
+            finder = _LoadFinder()
+            finder.feed(path.read_text(encoding="utf-8", errors="replace"))
+            finder.close()
+            out += [RemoteLoad(rel, what, url) for what, url in finder.found]
+        elif path.suffix == ".css":
+            out += [RemoteLoad(rel, "css url()", u) for u in _css_loads(path.read_text(encoding="utf-8", errors="replace"))]
+    return out
+
+
+def check_offline(html_dir: Path = common.HTML_DIR) -> None:
+    loads = find_remote_loads(html_dir)
+    if loads:
+        shown = "; ".join(f"{r.file}: {r.what} {r.url}" for r in loads[:5])
+        raise BuildError(f"{len(loads)} remote resource load(s) in {html_dir} (the book must work offline): "
+                         f"{shown}{' ...' if len(loads) > 5 else ''}")
+    log(f"offline check passed: no page or stylesheet under {short_path(html_dir)} loads anything remote")
+
+
+TRYIT_TIMES = common.ROOT / "_build" / "browser-check" / "tryit-times.json"
+
+
+def browser_check(html_dir: Path = common.HTML_DIR, out_dir: Path | None = None) -> dict:
+    """Every page of the built book in headless Chromium at a laptop's and a phone's width
+    (``book_browser.check_pages``): screenshots and ``browser-check.json`` in ``out_dir``.
+    Raises BuildError on a request that leaves the machine, a console error, a plotly figure
+    that does not draw, anything cut off past the main column's edge at either width, or a
+    sideways scroller at a laptop's width (at a phone's, a wide table scrolls inside its own
+    box, as it should). Returns the summary."""
+    bb = book_browser
+    out_dir = out_dir or common.ROOT / "_build" / "browser-check"
+    pages = sorted(p.relative_to(html_dir).as_posix() for p in (html_dir / "book").rglob("*.html"))
+    try:
+        measured = bb.check_pages(html_dir, pages, out_dir)
+    except RuntimeError as exc:
+        raise BuildError(str(exc)) from None
+    summary = bb.summarise(measured)
+    log(f"browser: {summary['pages']} pages x {len(bb.WIDTHS)} widths -> {short_path(out_dir)}; sideways scrollers "
+        f"{summary['scroll']}, cut off {summary['cut']}, plotly drawn {summary['plotly_drawn']}/{summary['plotly']}, "
+        f"images without alt text {summary['img_without_alt']}")
+    laptop = max(bb.WIDTHS)
+
+    def problems(key: str, v: dict) -> list:
+        found = v["remote"] + v["console"] + [f"cut off: {c}" for c in v["cut"]]
+        if key.endswith(f"@{laptop}"):  # on a phone a wide table scrolls in its own box
+            found += [f"scrolls sideways: {c}" for c in v["scroll"]]
+        if v["plotly_drawn"] < v["plotly"]:
+            found.append("a plotly figure did not draw")
+        return found
+
+    bad = {k: found for k, v in measured.items() if (found := problems(k, v))}
+    if bad:
+        shown = "; ".join(f"{k}: {found[:2]}" for k, found in list(bad.items())[:4])
+        raise BuildError(f"browser check: {len(bad)} page-width(s) with a remote request, a console error, an "
+                         f"undrawn figure or a layout a reader would have to scroll: {shown} (screenshots in "
+                         f"{short_path(out_dir)})")
+    return summary
+
+
+def tryit_times(html_dir: Path = common.HTML_DIR) -> dict:
+    """The "Try it" page timed on real OASIS pictures in the browser, saved with the model's
+    fingerprint for the build box (:data:`TRYIT_TIMES`)."""
+    from imuse_lib import export, io
+
+    manifest = io.read_json(common.ROOT / "book" / "_static" / "tryit" / "model" / "manifest.json")
+    times = book_browser.measure_tryit(html_dir, export.check_images(4))
+    times.update(fingerprint=manifest["fingerprint"], measured=provenance.utc_now())
+    if times["remote"] or times["console"]:
+        raise BuildError(f"Try-it page: {(times['remote'] + times['console'])[:3]}")
+    io.write_json(TRYIT_TIMES, times)
+    log(f"try-it page in the browser: first result {times['first_ms']:.0f} ms (model load "
+        f"{times['model_load_ms']:.0f} ms), later {times['later_median_ms']:.0f} ms (median)")
+    return times
