@@ -31,6 +31,7 @@ The package map, one home per concept, from the top layer down (the layers contr
 * ``io``: atomic writes and checked output paths.
 * ``parallel``: a Ray session and lists of calls run as Ray tasks.
 * ``report``: formatting and glue for the book.
+* ``provenance``: what a result was made with: git commit, date, device, versions.
 * ``scaling``: the scaling benchmark's results read and projected (chapter 07).
 * ``image_view``: the image-view spec (resize, crop, normalisation), written once.
 * ``config``: folders, seeds and settings from the environment.
