@@ -18,7 +18,7 @@ from .settings import TrainConfig, device_name, resolve_device
 
 def _random_crop(wave: np.ndarray, length: int, sample_rate: int, path, rng: np.random.Generator) -> np.ndarray:
     """A random crop, as the feature store draws them (short clips looped by media.fit_length)."""
-    from . import media
+    from .. import media
 
     wave = media.fit_length(wave, length, sample_rate, path)
     start = int(rng.integers(0, len(wave) - length + 1))
@@ -36,7 +36,7 @@ def time_end_to_end(image_backbone, audio_backbone, data: FeatureData, pairs: pd
     optimiser step of the head network; a validation batch decodes the evaluation view and
     the eval crops. ``n_batches`` batches are timed and the per-batch mean is extrapolated
     to the epoch's batch count (stated in the result)."""
-    from . import features, media
+    from .. import features, media
 
     cfg = cfg or TrainConfig()
     device = resolve_device(cfg.device)
