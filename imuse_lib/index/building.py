@@ -197,7 +197,7 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
             with imuse_io.atomic_path(path) as tmp:
                 with contextlib.closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
                     conn.execute("BEGIN")
-                    insert_all(conn, meta, song_rows, image_rows)
+                    insert_all(conn, meta, song_rows, image_rows, new_file=True)
                     conn.execute("COMMIT")
                     conn.execute("PRAGMA journal_mode=WAL")
                 for suffix in SIDECARS:
