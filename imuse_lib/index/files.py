@@ -285,9 +285,13 @@ def connect_read(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class UnreadableIndex(DataError):
+    """The system (permissions, I/O, space, a read-only mount), not the file, keeps it from being read."""
+
+
 def cannot_read(path: Path, exc: BaseException) -> DataError:
     """The one line for an index that the system (not its content) keeps from being read."""
-    return DataError(f"{path}: cannot read the song index ({exc}); the file itself may be sound: check the "
+    return UnreadableIndex(f"{path}: cannot read the song index ({exc}); the file itself may be sound: check the "
                      f"disk space, the permissions of {path.parent} and whether it is mounted read-only")
 
 
