@@ -323,6 +323,7 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> None:
     trigger, no other table): every query is then bounded by real rows (a ``songs`` that is a
     cross-join view once drove ``index list`` to 5 GB)."""
     objects = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+    objects.sort(key=lambda o: o[1] not in SCHEMA_TABLES)  # a schema name of the wrong kind is said first
     found = {}
     for kind, name, table, sql in objects:
         if kind == "index" and sql is None and table in SCHEMA_TABLES:  # the primary keys' own indexes
