@@ -353,3 +353,24 @@ def test_a_non_finite_embedding_is_refused_naming_the_audio(world, monkeypatch):
     with pytest.raises(DataError, match=r"poison\.wav: its embedding is not a finite number"):
         index_building.add_songs(index, model, [tone])
     assert index.read_bytes() == before
+
+
+def test_a_full_disk_still_reads_a_clean_index(world, monkeypatch):  # noqa: F811
+    """No room for the -shm a read-write reader makes: the clean file alone is read."""
+    tmp, model, ckpt, index = world
+    real = sqlite3.connect
+
+    class NoRoom:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def execute(self, *a):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def close(self):
+            self.conn.close()
+
+    monkeypatch.setattr(index_files.sqlite3, "connect",
+                        lambda target, *a, uri=False, **k: real(target, *a, uri=uri, **k) if uri
+                        else NoRoom(real(target, *a, **k)))
+    assert "tone_a" in ids(index) and index_integrity.check_integrity(index) == []

@@ -241,7 +241,7 @@ def journals_belong(path: Path) -> bool:
                     raise refuse("-journal", "holds pages of another size than the index's")
         return has_wal
     except OSError as exc:
-        raise DataError(f"{path}: cannot read the song index or its journals ({exc.strerror or exc})") from None
+        raise cannot_read(path, exc.strerror or exc) from None
 
 
 def _read_only_filesystem(path: Path) -> bool:
@@ -262,7 +262,8 @@ def connect_read(path: Path) -> sqlite3.Connection:
     * a file nobody may write here (a read-only mount, or no write permission on it or its
       folder) and no WAL: ``immutable=1`` (``mode=ro`` would need to create the ``-shm``);
     * else read-write with ``query_only``: nothing to replay, and the empty ``-wal`` and
-      ``-shm`` SQLite makes are removed when it closes (``mode=ro`` would leave them).
+      ``-shm`` SQLite makes are removed when it closes (``mode=ro`` would leave them); when
+      they cannot be made (a full disk), ``immutable=1`` as on a read-only mount.
     """
     has_wal = check_journals(path)
     uri = path.resolve().as_uri()
@@ -278,8 +279,18 @@ def connect_read(path: Path) -> sqlite3.Connection:
             conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=LOCK_TIMEOUT)
         else:
             conn = sqlite3.connect(path, isolation_level=None, timeout=LOCK_TIMEOUT)
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens its -wal and -shm
+            except sqlite3.DatabaseError as exc:
+                conn.close()  # now: an open connection keeps its -wal and -shm
+                if not any(words in str(exc).lower() for words in SYSTEM_ERRORS) or hot_journal:
+                    raise
+                # a full disk (no room for the -shm): with no log to read, the file alone is the index
+                conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=LOCK_TIMEOUT)
     except sqlite3.DatabaseError as exc:
-        raise cannot_read(path, exc) from None
+        if any(words in str(exc).lower() for words in SYSTEM_ERRORS):
+            raise cannot_read(path, exc) from None
+        raise
     conn.isolation_level = None
     conn.execute("PRAGMA query_only = ON")  # a reader never writes data (recovery aside)
     return conn
