@@ -189,6 +189,9 @@ def feature_store(backbone, arm: str, n_train: int, seed: int, frame=None, eval_
             if batch["error"][j]:
                 report.skipped.append((str(batch["path"][j]), str(batch["error"][j])))
                 continue
+            if not np.isfinite(batch["eval"][j]).all():  # would fail the whole transaction (add_embedded)
+                report.skipped.append((str(batch["path"][j]), "its embedding is not a finite number"))
+                continue
             tr = batch["train"][j].reshape(n_train, backbone.dim) if n_train else np.zeros((0, backbone.dim),
                                                                                             np.float32)
             pending[c][item] = (tr, batch["eval"][j])
@@ -267,6 +270,9 @@ def index_add(index_path, model, audio: Sequence, titles: Sequence[str] | None =
         for j, row in enumerate(batch["id"]):
             if batch["error"][j]:
                 report.skipped.append((str(batch["path"][j]), str(batch["error"][j])))
+                continue
+            if not np.isfinite(batch["eval"][j]).all():  # would fail the whole transaction (add_embedded)
+                report.skipped.append((str(batch["path"][j]), "its embedding is not a finite number"))
                 continue
             buffer.append((int(row), np.asarray(batch["eval"][j], np.float32)))
             report.computed += 1

@@ -94,12 +94,81 @@ def world(tmp_path, monkeypatch):
     os.rename(os.fsencode(t / "undecodable" / "tmp.wav"), os.fsencode(t / "undecodable") + b"/caf\xe9.wav")
     (t / "store" / "features" / "k1").mkdir(parents=True)
     (t / "store" / "features" / "k1" / "meta.json").write_bytes(b"\xff\xfe{garbage")
+    hostile_indexes(t, Path(index))
     return t, index
+
+
+def one_write_wal(db: Path, sql: str) -> bytes:
+    """The ``-wal`` of ``db`` after one committed write (as a killed writer leaves it); the
+    write is then checkpointed into ``db``."""
+    import sqlite3
+
+    from imuse_lib.index import files as index_files
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    if conn.execute("PRAGMA application_id").fetchone()[0]:
+        index_files.stamp_write(conn)
+    conn.execute(sql)
+    conn.execute("COMMIT")
+    wal = Path(f"{db}-wal").read_bytes()
+    conn.close()
+    return wal
+
+
+def hostile_indexes(t: Path, index: Path) -> None:
+    """Song indexes in ``t/idx`` that must be refused, each unchanged (issue 23, items 1, 4-8)."""
+    import sqlite3
+
+    from imuse_lib.index import files as index_files
+
+    d = t / "idx"
+    d.mkdir()
+    data = index.read_bytes()
+
+    def copy(name: str, sql: str = "") -> Path:
+        path = d / name
+        path.write_bytes(data)
+        if sql:
+            with sqlite3.connect(path) as conn:
+                conn.executescript(sql)
+            conn.close()
+        return path
+
+    # another database's -wal beside the index (the issue: `index list` replayed it, 1.7 MB -> 8 kB)
+    other = d / "other.sqlite"
+    foreign = one_write_wal(other, "CREATE TABLE t (x); INSERT INTO t VALUES (1)".split(";")[0])
+    copy("foreign.sqlite")
+    (d / "foreign.sqlite-wal").write_bytes(foreign)
+    other.unlink()
+    (d / "garbage.sqlite-wal").write_bytes(b"\x00junk" * 100)
+    copy("garbage.sqlite")
+    copy("view.sqlite", "CREATE TABLE songs_real AS SELECT * FROM songs; DROP TABLE songs; "
+                        "CREATE VIEW songs AS SELECT a.* FROM songs_real a, songs_real b, songs_real c;")
+    copy("nometa.sqlite", "DROP TABLE meta;")
+    copy("extra.sqlite", "CREATE TRIGGER t AFTER INSERT ON songs BEGIN DELETE FROM images; END;")
+    (d / "truncated.sqlite").write_bytes(data[: len(data) // 3])
+    (d / "zeroed.sqlite").write_bytes(bytes(len(data)))
+    flipped = bytearray(data)
+    for at in range(2 * 4096, len(flipped), 4096):  # every b-tree page's header after page 2
+        flipped[at + 3:at + 5] = b"\xff\xff"  # an impossible cell count
+    (d / "bitflip.sqlite").write_bytes(bytes(flipped))
+    dim = int(index_files.read_meta(index)["music_dim"])
+    copy("nan.sqlite")
+    with sqlite3.connect(d / "nan.sqlite") as conn:
+        conn.execute("UPDATE songs SET vector = ? WHERE song_id = 'S0001'",
+                     (np.full(dim, np.nan, np.float32).tobytes(),))
+    conn.close()
+    generation = index_files.read_meta(index)["generation"]
+    copy("fifoarr.sqlite")
+    (d / "fifoarr.sqlite.arrays" / generation).mkdir(parents=True)
+    os.mkfifo(d / "fifoarr.sqlite.arrays" / generation / "song_ids.npy")
 
 
 def cases(t: Path, index: Path) -> list[tuple]:
     """(argv, phrase the one-line error must contain[, environment variables set for the run])."""
-    photo, tone, idx = t / "photo.jpg", t / "tone.wav", ["--index", index]
+    photo, tone, idx, d = t / "photo.jpg", t / "tone.wav", ["--index", index], t / "idx"
     mirror = config.data_root()
     undecodable = os.fsdecode(os.fsencode(t / "undecodable") + b"/caf\xe9.wav")
     return [
@@ -146,6 +215,28 @@ def cases(t: Path, index: Path) -> list[tuple]:
         (["index", "add", tone, "--title", "caf\udce9", *idx], "not UTF-8"),
         (["index", "add", undecodable, *idx], "not UTF-8"),
         (["features", "--list"], "not UTF-8 text", {"IMUSE_CACHE": str(t / "store")}),
+        # the index never changes under a reader (issue 23, items 1, 3-8): refused, named, left as it is
+        (["index", "list", "--index", d / "foreign.sqlite"], "foreign.sqlite-wal: was written to another database"),
+        (["recommend", photo, "--index", d / "foreign.sqlite"], "foreign.sqlite-wal: was written to another"),
+        (["index", "remove", "S0001", "--index", d / "foreign.sqlite"], "foreign.sqlite-wal: was written to"),
+        (["index", "add", tone, "--index", d / "foreign.sqlite"], "foreign.sqlite-wal: was written to"),
+        (["index", "build", "--index", d / "foreign.sqlite"], "was written to another database"),
+        (["index", "list", "--index", d / "garbage.sqlite"], "garbage.sqlite-wal: is not a SQLite write-ahead log"),
+        (["index", "list", "--index", d / "view.sqlite"], "its view 'songs' is not in the song index schema"),
+        (["recommend", photo, "--index", d / "view.sqlite"], "is not in the song index schema"),
+        (["index", "list", "--index", d / "extra.sqlite"], "its trigger 't' is not in the song index schema"),
+        (["index", "list", "--index", d / "nometa.sqlite"], "index build --replace-broken"),
+        (["index", "build", "--index", d / "nometa.sqlite"], "pass --replace-broken"),
+        (["index", "list", "--index", d / "truncated.sqlite"], "index build --replace-broken"),
+        (["index", "build", "--index", d / "truncated.sqlite"], "pass --replace-broken"),
+        (["index", "list", "--index", d / "zeroed.sqlite"], "index build --replace-broken"),
+        (["index", "build", "--index", d / "zeroed.sqlite"], "pass --replace-broken"),
+        (["index", "list", "--index", d / "bitflip.sqlite"], "index build --replace-broken"),
+        (["index", "build", "--index", d / "bitflip.sqlite"], "bitflip.sqlite: exists and is not a sound"),
+        (["index", "list", "--index", d / "nan.sqlite"], "songs S0001: vector holds a value that is not a finite"),
+        (["recommend", photo, "--index", d / "nan.sqlite"], "nan.sqlite: the song index stores values that are not"),
+        (["recommend", photo, "--index", d / "fifoarr.sqlite"], "song_ids.npy: is a FIFO"),
+        (["index", "list", "--index", d / "fifoarr.sqlite"], "song_ids.npy: is a FIFO"),
 
         # recommend
         (["recommend", t / "missing.jpg"], "missing.jpg: file not found"),

@@ -189,3 +189,188 @@ def test_writer_lock_times_out_with_one_line(tmp_path):
     assert code.returncode == 3 and "another imuse process" in code.stdout
     with index_files.writer_lock(path, timeout=0.3):  # released: free again
         pass
+
+
+# --------------------------------------------------------------------------- issue 23: links, journals, advice
+
+
+def test_build_and_add_through_a_linked_folder_lose_nothing(world):  # noqa: F811
+    """`index build --index real/idx.sqlite` and `index add --index link/idx.sqlite` (a link to
+    the same folder) serialise: the lock is on the real folder (the issue lost the added song)."""
+    tmp, model, ckpt, index = world
+    link = tmp / "linked"
+    link.symlink_to(index.parent, target_is_directory=True)
+    via_link = link / index.name
+    log = str(tmp / "child.log")
+    added = {"tone_a"}
+    for r in range(2):
+        tone = fk.write_tone(tmp / f"linked{r}.wav", 310 + 41 * r)
+        build = kh.start(kh.cli_worker, ["index", "build", "--index", str(index), "--model", str(ckpt)], log,
+                         str(ckpt), catalog_seed=1 + r, build_pause=1.5)
+        time.sleep(0.3)
+        add = kh.start(kh.cli_worker, ["index", "add", tone, "--index", str(via_link), "--model", str(ckpt)], log,
+                       str(ckpt))
+        for p in (build, add):
+            p.join(120)
+            assert p.exitcode == 0, Path(log).read_text()[-2000:]
+        added.add(f"linked{r}")
+        assert not added - ids(index), f"round {r}: lost {added - ids(index)}"
+    assert index_integrity.check_integrity(index) == []
+
+
+def test_writer_lock_is_keyed_on_the_real_file(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    with index_files.writer_lock(tmp_path / "real" / "i.sqlite"):
+        with pytest.raises(DataError, match="another imuse process"):
+            with index_files.writer_lock(tmp_path / "link" / "i.sqlite", timeout=0.2):
+                pass
+
+
+KILLED_AFTER_COMMIT = r"""
+import os, sqlite3, sys
+from imuse_lib.index import files as index_files
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("DELETE FROM songs WHERE song_id = ?", (sys.argv[2],))
+index_files.bump_generation(conn, index_files.utc_now())
+conn.execute("COMMIT")
+os._exit(0)  # killed after its commit: the write lives in the -wal only
+"""
+
+
+def _killed_write(index: Path, song: str) -> None:
+    subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT, str(index), song], check=True)
+    assert Path(f"{index}-wal").stat().st_size > 0
+
+
+def _files(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.name.endswith("-shm")}
+
+
+def test_a_killed_writers_wal_is_read_and_never_replayed_by_a_reader(world, capsys):  # noqa: F811
+    tmp, model, ckpt, index = world
+    _killed_write(index, "S0001")
+    before = _files(index.parent)
+    assert "S0001" not in ids(index)  # the committed write is seen ...
+    from imuse_lib import cli
+
+    assert cli.main(["index", "list", "--index", str(index)]) == 0 and "integrity: ok" in capsys.readouterr().out
+    assert _files(index.parent) == before  # ... and the file is byte for byte as it was
+    index_building.add_songs(index, model, [fk.write_tone(tmp / "after.wav", 610)])  # the writer's own journal
+    assert "after" in ids(index) and "S0001" not in ids(index)
+
+
+def test_a_stale_wal_beside_a_restored_backup_is_refused_and_left_alone(world, capsys):  # noqa: F811
+    """The issue: a backup restored beside its own index's stale -wal; `index list` replayed
+    it (900 images became 800). The -wal continues a later write than the file's."""
+    tmp, model, ckpt, index = world
+    backup = index.read_bytes()
+    index_building.add_songs(index, model, [fk.write_tone(tmp / "later.wav", 620)])  # checkpointed
+    _killed_write(index, "S0002")
+    stale = Path(f"{index}-wal").read_bytes()
+    Path(f"{index}-shm").unlink()
+    index.write_bytes(backup)  # restored beside the stale -wal
+    before = _files(index.parent)
+    from imuse_lib import cli
+
+    for argv in (["index", "list"], ["index", "remove", "S0003"]):
+        assert cli.main([*argv, "--index", str(index)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{index}-wal: continues write" in err and "restored" in err
+        assert _files(index.parent) == before
+    with pytest.raises(DataError, match="continues write"):
+        index_reading.open_index(index)
+    assert Path(f"{index}-wal").read_bytes() == stale
+    Path(f"{index}-wal").unlink()  # what the message advises: the backup then reads as it was
+    assert "S0002" in ids(index) and "later" not in ids(index)
+
+
+def test_replace_broken_is_needed_to_replace_a_broken_index(world, capsys):  # noqa: F811
+    """`index list` advises `index build --replace-broken`, and `build` accepts it; without it,
+    a damaged index or a file that is no index is never replaced."""
+    tmp, model, ckpt, index = world
+    from imuse_lib import cli
+
+    catalog, sf_, images, if_ = fk.make_catalog(seed=1)
+    for damage in (lambda b: bytes(len(b)), lambda b: b[: len(b) // 3], lambda b: b"not an index at all\n" * 10):
+        index.write_bytes(damage(index.read_bytes()) if index.exists() else b"")
+        broken = index.read_bytes()
+        assert cli.main(["index", "list", "--index", str(index)]) == 2
+        err = capsys.readouterr().err
+        assert f"imuse index build --replace-broken --index {index}" in err
+        assert cli.main(["index", "build", "--index", str(index), "--model", str(ckpt)]) == 2
+        assert "pass --replace-broken" in capsys.readouterr().err and index.read_bytes() == broken
+        with pytest.raises(DataError, match="pass --replace-broken"):
+            index_building.build_index(model, index, catalog, sf_, images, if_, progress=False)
+        index_building.build_index(model, index, catalog, sf_, images, if_, progress=False, replace_broken=True)
+        assert index_integrity.check_integrity(index) == [] and ids(index) == set(catalog.song_id)
+        assert sorted(p.name for p in index.parent.iterdir()) == [index.name]
+
+
+def test_a_read_only_filesystem_is_read_without_sidecars(world, monkeypatch):  # noqa: F811
+    tmp, model, ckpt, index = world
+    monkeypatch.setattr(index_files, "_read_only_filesystem", lambda path: True)
+    before = _files(index.parent)
+    assert "tone_a" in ids(index) and index_integrity.check_integrity(index) == []
+    assert sorted(p.name for p in index.parent.iterdir()) == [index.name] and _files(index.parent) == before
+
+
+def test_a_system_failure_is_not_called_a_broken_index(world, capsys, monkeypatch):  # noqa: F811
+    tmp, model, ckpt, index = world
+
+    def failing(path):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(index_integrity, "connect_read", failing)
+    from imuse_lib import cli
+
+    assert cli.main(["index", "list", "--index", str(index)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the song index (disk I/O error)" in err and "FAILED" not in err and err.count("\n") == 1
+
+
+def test_nfc_and_nfd_spellings_are_one_id(world):  # noqa: F811
+    import unicodedata
+
+    tmp, model, ckpt, index = world
+    nfd = fk.write_tone(tmp / unicodedata.normalize("NFD", "café.wav"), 480)
+    assert index_building.add_songs(index, model, [nfd]) == ["café"]  # NFC
+    (tmp / "other").mkdir()
+    nfc = fk.write_tone(tmp / "other" / unicodedata.normalize("NFC", "café.wav"), 490)
+    with pytest.raises(Exception, match="already in the index"):
+        index_building.add_songs(index, model, [nfc])
+
+
+def test_a_non_finite_embedding_is_refused_naming_the_audio(world, monkeypatch):  # noqa: F811
+    tmp, model, ckpt, index = world
+    real = type(model).music_side
+    monkeypatch.setattr(type(model), "music_side",
+                        lambda self, feats: tuple(np.full_like(x, np.nan) for x in real(self, feats)))
+    before = index.read_bytes()
+    tone = fk.write_tone(tmp / "poison.wav", 530)
+    with pytest.raises(DataError, match=r"poison\.wav: its embedding is not a finite number"):
+        index_building.add_songs(index, model, [tone])
+    assert index.read_bytes() == before
+
+
+def test_a_full_disk_still_reads_a_clean_index(world, monkeypatch):  # noqa: F811
+    """No room for the -shm a read-write reader makes: the clean file alone is read."""
+    tmp, model, ckpt, index = world
+    real = sqlite3.connect
+
+    class NoRoom:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def execute(self, *a):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def close(self):
+            self.conn.close()
+
+    monkeypatch.setattr(index_files.sqlite3, "connect",
+                        lambda target, *a, uri=False, **k: real(target, *a, uri=uri, **k) if uri
+                        else NoRoom(real(target, *a, **k)))
+    assert "tone_a" in ids(index) and index_integrity.check_integrity(index) == []

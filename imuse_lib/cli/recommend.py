@@ -3,7 +3,7 @@
     imuse recommend IMAGE [--top N] [--json] [--model PATH] [--index PATH] [--threads N]
     imuse recommend-images AUDIO [--top N] [--json] [--model PATH] [--index PATH] [--threads N]
                            [--max-audio-seconds S]
-    imuse index build [--model PATH] [--index PATH] [--drop-added]
+    imuse index build [--model PATH] [--index PATH] [--drop-added] [--replace-broken]
     imuse index add AUDIO... [--title T]... [--artist A]... [--id ID]... [--model PATH] [--index PATH]
                     [--max-audio-seconds S]
     imuse index remove SONG_ID... [--model PATH] [--index PATH]
@@ -106,6 +106,9 @@ def register(sub) -> None:
     q.add_argument("--drop-added", action="store_true",
                    help="drop the songs added to the existing index with `imuse index add` (default: keep "
                         "them, re-embedded from their audio when the model changed)")
+    q.add_argument("--replace-broken", action="store_true",
+                   help="replace a file at --index that is not a sound song index (damaged, truncated, another "
+                        "schema, not SQLite at all); default: refuse it. A sound index is rebuilt in place either way")
     q.set_defaults(func=cmd_index_build)
 
     q = isub.add_parser("add", help="add songs from audio files (nothing else is recomputed)")
@@ -221,7 +224,7 @@ def cmd_index_build(args) -> int:
 
     model = load_deployed(args.model)
     start = time.perf_counter()
-    path = build_index(model, args.index, keep_added=not args.drop_added)
+    path = build_index(model, args.index, keep_added=not args.drop_added, replace_broken=args.replace_broken)
     meta = read_meta(path)
     n = open_index(path)
     kept = int(meta.get("added_kept", 0))
@@ -284,7 +287,8 @@ def cmd_index_list(args) -> int:
     problems = check_integrity(path)
     if problems:
         raise ImuseError(f"{path}: integrity check FAILED: {'; '.join(problems[:3])}; rebuild it with "
-                         f"`imuse index build` (add the added songs again if it cannot read them)")
+                         f"`imuse index build --replace-broken --index {path}` (add the added songs again if "
+                         f"it cannot read them)")
     index = open_index(path)
     cols = ["song_id", "artist", "title", "valence", "arousal", "true_valence", "true_arousal", "added"]
     if args.json:

@@ -20,11 +20,19 @@ The parts, from storage up (storage imports no model; only :mod:`.building` runs
 Survives a kill at any point, and concurrent writers:
 
 * WAL journal mode (``PRAGMA journal_mode=WAL``): a write is one transaction, a kill
-  before its commit leaves the old index, readers never see half a write and never need
-  to write themselves (an older rollback-journal index is converted on its next write;
-  a reader that finds its hot journal rolls it back, when the file is writable).
+  before its commit leaves the old index, readers never see half a write and never write
+  the file: a killed writer's log is read (``mode=ro``), never checkpointed into it
+  (an older rollback-journal index is converted on its next write; a reader that finds
+  its hot journal rolls it back, when the file is writable).
+* A ``-wal``, ``-shm`` or ``-journal`` that is not the file's own (another database's
+  leftovers, a restored backup beside a stale log) is refused and left alone, by readers
+  and writers alike (:func:`.files.check_journals`: every write stamps the file's lineage and
+  its count of writes into page 1, which each commit in the log then carries).
+* The file must hold the schema's three tables and nothing else (:func:`.files.check_schema`),
+  so every query is bounded by real rows; memory-mapped arrays and the file must be regular
+  files (a FIFO would block). Stored values that are not finite are refused when read.
 * Writers (``build``, ``add``, ``remove``) hold an exclusive lock (``flock`` on the index's
-  folder, :func:`.files.writer_lock`) from their check of the index to their commit, so
+  real folder, links resolved, :func:`.files.writer_lock`) from their check of the index to their commit, so
   that one cannot undo another's work: a ``build`` that waited for an ``add`` keeps the
   song it added. The lock dies with its process (no stale locks after a kill).
 * ``build`` over an existing index rewrites it in ONE transaction (the file is never

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import connect_read, read_meta, unblob, writer_lock
+from ..errors import DataError
+from .files import connect_read, file_kind, read_meta, unblob, writer_lock
 
 # Songs from which an index keeps memory-mapped arrays beside it. Below, SQLite loads in
 # well under a second and the index stays one file.
@@ -40,9 +41,14 @@ def load_arrays(path: Path, meta: dict) -> dict | None:
         return None
     folder = arrays_dir(path) / generation
     dim = int(meta.get("music_dim", 0))
+    names = ("song_ids", "song_va") + (("song_vectors",) if dim else ())
+    for name in names:  # regular files only: opening a FIFO would wait for a writer forever
+        kind = file_kind(folder / f"{name}.npy")
+        if kind:
+            raise DataError(f"{folder / name}.npy: is {kind}, not a memory-mapped array of the song index {path}; "
+                            f"delete the folder {folder} (it is rebuilt from the index)")
     try:
-        out = {name: np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False)
-               for name in ("song_ids", "song_va") + (("song_vectors",) if dim else ())}
+        out = {name: np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False) for name in names}
     except (OSError, ValueError):  # missing (not written yet, or removed by a later writer) or damaged
         return None
     n = len(out["song_ids"])
@@ -94,12 +100,15 @@ def publish_generation(path: Path, generation: str, old_generation: str | None =
     generations' (and killed writers' temporary folders) removed. From the previous
     generation's arrays plus the change when they exist, else read from SQLite."""
     root = arrays_dir(path)
-    old = load_arrays(path, {"generation": old_generation, "music_dim": 0}) if old_generation else None
+    old = None
+    if old_generation:
+        with contextlib.suppress(DataError):  # damaged old arrays: rebuilt from SQLite below
+            old = load_arrays(path, {"generation": old_generation, "music_dim": 0})
     arrays = None
     if old is not None and (added or removed):
         ids, va = np.asarray(old["song_ids"]), np.asarray(old["song_va"])
         vec_file = arrays_dir(path) / old_generation / "song_vectors.npy"
-        vecs = np.load(vec_file, mmap_mode="r") if vec_file.exists() else None
+        vecs = np.load(vec_file, mmap_mode="r") if vec_file.exists() and not file_kind(vec_file) else None
         if added:
             new_ids = np.array([s.encode("utf-8") for s in added[0]], dtype=np.bytes_)
             ids = np.concatenate([ids, new_ids])

@@ -24,8 +24,9 @@ from ..errors import DataError, ModelMismatchError
 from ..joint import joint_means
 from . import arrays as mmap_arrays
 from .editing import per_file_text, refuse_taken
-from .files import (SCHEMA_VERSION, SIDECARS, SONG_COLUMNS, blob, bump_generation, connect_read, connect_write,
-                    file_kind, insert_all, new_generation, read_meta, transaction, utc_now, writable, writer_lock)
+from .files import (SCHEMA_VERSION, SIDECARS, SONG_COLUMNS, SYSTEM_ERRORS, UnreadableIndex, blob, bump_generation,
+                    cannot_read, connect_read, connect_write, file_kind, insert_all, meta_of, new_generation,
+                    read_meta, transaction, utc_now, writable, writer_lock)
 from .reading import check_fingerprint, default_index_path, open_index
 
 
@@ -48,25 +49,37 @@ def meta_rows(model: DeployedModel, music_dim: int, image_dim: int) -> dict:
     }
 
 
-def existing_index(path: Path) -> tuple[dict | None, list[tuple]]:
+def existing_index(path: Path, replace_broken: bool = False) -> tuple[dict | None, list[tuple]]:
     """(meta, song rows) of the index at ``path`` that a rebuild replaces; (None, []) when
-    there is none. A file there that is not a song index is refused, never replaced."""
+    there is none. A file there that is not a sound song index (not SQLite, another schema,
+    damaged pages, or journals that are not its own) is refused, never replaced, unless
+    ``replace_broken`` (``--replace-broken``) says to; then (None, []) too, and the new index
+    is written beside it and renamed over it. A file the system cannot read (permissions,
+    I/O, a full disk) is refused either way: it may be sound."""
     if not path.exists():
         return None, []
     try:
         with contextlib.closing(connect_read(path)) as conn:
-            try:
-                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-                rows = conn.execute(f"SELECT {', '.join(SONG_COLUMNS)} FROM songs ORDER BY song_id").fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise DataError(f"{path}: exists and is not an IMUSE song index ({exc}); refusing to replace "
-                                f"it: remove it yourself or give another --index") from None
-    except sqlite3.DatabaseError as exc:
-        raise DataError(f"{path}: exists and is not an IMUSE song index ({exc}); refusing to replace it: "
-                        f"remove it yourself or give another --index") from None
+            check = conn.execute("PRAGMA quick_check(5)").fetchall()  # a bit flip fails here, not in DROP TABLE
+            if [r[0] for r in check] != ["ok"]:
+                raise DataError(f"{path}: a damaged song index (SQLite quick_check: {check[0][0]})")
+            meta = meta_of(conn, path)
+            rows = conn.execute(f"SELECT {', '.join(SONG_COLUMNS)} FROM songs ORDER BY song_id").fetchall()
+    except UnreadableIndex:
+        raise
+    except (DataError, sqlite3.DatabaseError) as exc:
+        if any(words in str(exc).lower() for words in SYSTEM_ERRORS):
+            raise cannot_read(path, exc) from None
+        if replace_broken:
+            return None, []
+        why = str(exc).removeprefix(f"{path}: ").split("; ")[0]
+        raise DataError(f"{path}: exists and is not a sound IMUSE song index ({why}); refusing to replace it: "
+                        f"pass --replace-broken to replace it with a new index, or give another --index") from None
     if "fingerprint" not in meta:
+        if replace_broken:
+            return None, []
         raise DataError(f"{path}: exists and is not an IMUSE song index (no fingerprint); refusing to replace "
-                        f"it: remove it yourself or give another --index")
+                        f"it: pass --replace-broken to replace it with a new index, or give another --index")
     return meta, rows
 
 
@@ -99,16 +112,15 @@ def _carry_added(path: Path, model: DeployedModel, old_meta: dict, old_rows: lis
 def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: str | os.PathLike | None = None,
                 catalog: pd.DataFrame | None = None, song_features: np.ndarray | None = None,
                 images: pd.DataFrame | None = None, image_features: np.ndarray | None = None,
-                progress: bool = True, keep_added: bool = True) -> Path:
+                progress: bool = True, keep_added: bool = True, replace_broken: bool = False) -> Path:
     """Build the index of ``catalog`` (default: the 500-clip catalog) for ``model``.
 
     Song and image backbone features default to the feature store's eval features (the
     same the model was trained on). Songs added to an existing index at ``path`` are kept
     (``keep_added``; see the module notes). Atomic: a kill leaves the old index or the new.
+    A file at ``path`` that is not a sound index is replaced only with ``replace_broken``.
     """
     from tqdm import tqdm
-
-    from .. import io as imuse_io
 
     if not isinstance(model, DeployedModel):
         model = load_deployed(model)
@@ -117,7 +129,7 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
     if kind:
         raise DataError(f"{path}: is {kind}; give a file path for the song index")
     if path.exists():
-        existing_index(path)  # refuse a file that is not an index before the long work
+        existing_index(path, replace_broken)  # refuse a file that is not an index before the long work
     if catalog is None or song_features is None:
         from .. import data, features
 
@@ -147,6 +159,18 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
         raise DataError(f"catalog has duplicate song_id(s): {catalog.song_id[catalog.song_id.duplicated()].tolist()[:3]}")
 
     bar = tqdm(total=3, desc="index", disable=not progress, leave=False)
+    try:  # closed before any error is printed: the message gets a line of its own
+        _write_index(path, model, catalog, song_features, image_features, images, keep_added, replace_broken, bar)
+    finally:
+        bar.close()
+    return path
+
+
+def _write_index(path: Path, model: DeployedModel, catalog: pd.DataFrame, song_features: np.ndarray,
+                 image_features: np.ndarray, images: pd.DataFrame, keep_added: bool, replace_broken: bool, bar) -> None:
+    """:func:`build_index` past its inputs: the model's arms, then the index written under the lock."""
+    from .. import io as imuse_io
+
     music_vecs, music_va = model.music_side(song_features)
     image_vecs, image_va = model.image_side(image_features)
     bar.update(1)
@@ -178,7 +202,7 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
     meta = meta_rows(model, music_dim, image_dim)
 
     with writer_lock(path):
-        old_meta, old_rows = existing_index(path)
+        old_meta, old_rows = existing_index(path, replace_broken)
         if old_meta is not None:
             if keep_added:
                 kept = _carry_added(path, model, old_meta, old_rows, set(catalog.song_id.astype(str)),
@@ -186,10 +210,13 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
                 song_rows += kept
                 meta["added_kept"] = str(len(kept))  # said by `imuse index build`
             conn = connect_write(path, "cannot rewrite the song index")
-            with contextlib.closing(conn), transaction(conn):
-                for table in ("meta", "songs", "images"):
-                    conn.execute(f"DROP TABLE IF EXISTS {table}")
-                insert_all(conn, meta, song_rows, image_rows)
+            try:
+                with contextlib.closing(conn), transaction(conn):
+                    for table in ("meta", "songs", "images"):
+                        conn.execute(f"DROP TABLE IF EXISTS {table}")
+                    insert_all(conn, meta, song_rows, image_rows)
+            except sqlite3.DatabaseError as exc:
+                raise DataError(f"{path}: cannot rewrite the song index ({exc}); nothing changed") from None
         else:
             for suffix in SIDECARS:  # journals of an index deleted by hand: never replay them onto this one
                 with contextlib.suppress(FileNotFoundError):
@@ -197,7 +224,7 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
             with imuse_io.atomic_path(path) as tmp:
                 with contextlib.closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
                     conn.execute("BEGIN")
-                    insert_all(conn, meta, song_rows, image_rows)
+                    insert_all(conn, meta, song_rows, image_rows, new_file=True)
                     conn.execute("COMMIT")
                     conn.execute("PRAGMA journal_mode=WAL")
                 for suffix in SIDECARS:
@@ -205,8 +232,19 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
                         os.unlink(f"{tmp}{suffix}")
         mmap_arrays.publish_generation(path, meta["generation"])
         bar.update(1)
-    bar.close()
-    return path
+
+
+def refuse_non_finite_audio(audio: Sequence[Path], *arrays) -> None:
+    """Songs whose features, vector or VA hold NaN or infinity are refused before any write,
+    naming the audio (SQLite would store NaN as NULL and blame the index)."""
+    for values in arrays:
+        if values is None:
+            continue
+        rows = np.asarray(values, dtype=np.float64).reshape(len(audio), -1)
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if len(bad):
+            raise DataError(f"{audio[bad[0]]}: its embedding is not a finite number (NaN or infinity; the audio may be "
+                            f"silent, damaged or far past full scale); nothing added")
 
 
 def add_songs(index_path: str | os.PathLike, model: DeployedModel, audio: Sequence, titles: Sequence[str] | None = None,
@@ -237,12 +275,15 @@ def add_embedded(index_path: Path, model: DeployedModel, audio: Sequence[Path], 
     ``publish=False`` leaves the memory-mapped arrays to a later :func:`publish_arrays` (a job
     of many transactions writes them once, not once per transaction)."""
     n = len(ids)
+    refuse_non_finite_audio(audio, feats)
     music_vecs, music_va = model.music_side(feats)
+    refuse_non_finite_audio(audio, music_va, music_vecs)
     if not model.factorised:
         idx = open_index(index_path)
         if idx.image_vectors is None or not len(idx.image_vectors):
             raise DataError(f"{index_path}: holds no image vectors to place new songs in VA space; rebuild it")
         music_va = joint_means(model.net, idx.image_vectors, music_vecs)[1]
+    refuse_non_finite_audio(audio, music_va)
     now = utc_now()
     with writer_lock(index_path):
         with writable(index_path) as conn:

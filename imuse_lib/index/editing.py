@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -14,14 +15,15 @@ from .files import bump_generation, check_index_file, connect_read, utc_now, wri
 
 
 def check_text(values: Sequence[str], name: str) -> list[str]:
-    """Titles, artists and ids as stored: stripped; empty, overlong or control characters refused."""
+    """Titles, artists and ids as stored: stripped and in Unicode NFC (a name typed or read from a
+    file name in NFD is the same id); empty, overlong or control characters refused."""
     out = []
     for v in values:
         v = str(v)
         problem = text_problem(v)
         if problem:
             raise ImuseError(f"--{name} {v!r} {problem}; expected 1 to 200 printable characters")
-        out.append(v.strip())
+        out.append(unicodedata.normalize("NFC", v.strip()))
     return out
 
 
@@ -84,7 +86,7 @@ def refuse_taken(index_path: Path, ids: list[str], conn: sqlite3.Connection | No
 def remove_songs(index_path: str | os.PathLike, song_ids: Iterable[str]) -> list[str]:
     """Remove songs by id in one transaction; unknown ids are an error and nothing is removed."""
     index_path = Path(index_path)
-    ids = list(dict.fromkeys(str(s) for s in song_ids))
+    ids = list(dict.fromkeys(unicodedata.normalize("NFC", str(s)) for s in song_ids))
     if not ids:
         raise ImuseError("no song id given to remove")
     check_index_file(index_path)

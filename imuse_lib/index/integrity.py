@@ -10,7 +10,20 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import arrays_dir, load_arrays, song_arrays
-from .files import check_index_file, connect_read, meta_of
+from .files import SYSTEM_ERRORS, cannot_read, check_index_file, connect_read, meta_of
+
+
+def _non_finite_vectors(conn: sqlite3.Connection, table: str, key: str, dim: int) -> list[str]:
+    """The first rows whose stored vector holds NaN or infinity (read 10,000 rows at a time)."""
+    bad, cursor = [], conn.execute(f"SELECT {key}, vector FROM {table}")
+    while len(bad) < 5:
+        rows = cursor.fetchmany(10_000)
+        if not rows:
+            break
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        bad += [f"{table} {rows[i][0]}: vector holds a value that is not a finite number"
+                for i in np.flatnonzero(~np.isfinite(vecs).all(axis=1))[:5]]
+    return bad[:5]
 
 
 def check_integrity(path: str | os.PathLike) -> list[str]:
@@ -31,6 +44,8 @@ def check_integrity(path: str | os.PathLike) -> list[str]:
                     bad = conn.execute(f"SELECT {key} FROM {table} WHERE vector IS NULL OR length(vector) != ? "
                                        f"LIMIT 5", (nbytes,)).fetchall()
                     problems += [f"{table} {r[0]}: vector is not {nbytes // 4} float32 values" for r in bad]
+                    if not bad:
+                        problems += _non_finite_vectors(conn, table, key, nbytes // 4)
                 bad = conn.execute(f"SELECT {key} FROM {table} WHERE NOT (valence BETWEEN -1e9 AND 1e9) "
                                    f"OR NOT (arousal BETWEEN -1e9 AND 1e9) LIMIT 5").fetchall()
                 problems += [f"{table} {r[0]}: valence/arousal not a finite number" for r in bad]
@@ -42,5 +57,7 @@ def check_integrity(path: str | os.PathLike) -> list[str]:
                     problems.append(f"{arrays_dir(path) / meta['generation']}: memory-mapped arrays differ from "
                                     f"the index; delete that folder (the next load rebuilds it)")
     except sqlite3.DatabaseError as exc:
+        if any(words in str(exc).lower() for words in SYSTEM_ERRORS):  # the system's failing, not the file's
+            raise cannot_read(path, exc) from None
         problems.append(f"not readable as a song index ({exc})")
     return problems

@@ -142,8 +142,19 @@ def open_index(path: str | os.PathLike) -> SongIndex:
         ids = np.array([s.encode("utf-8") for s in songs.song_id], dtype=np.bytes_)
         mmap_arrays.write_arrays(path, meta["generation"], ids, va, song_vectors, quiet=True)
     iva = images[["valence", "arousal"]].to_numpy(np.float32).reshape(-1, 2)
+    refuse_non_finite(path, va, song_vectors if arrays is None else None, iva, image_vectors)
     return SongIndex(path=path, meta=meta, songs=songs, song_va=va, song_vectors=song_vectors,
                      images=images, image_va=iva, image_vectors=image_vectors, song_ids=song_ids)
+
+
+def refuse_non_finite(path: Path, *stored) -> None:
+    """A stored VA or vector that is NaN or infinite would rank as nonsense: refused, naming the index.
+    (Memory-mapped vectors are checked by the integrity check only: reading them all would
+    undo what mapping them saves; their VA are checked here.)"""
+    for values in stored:
+        if values is not None and len(values) and not np.isfinite(values).all():
+            raise DataError(f"{path}: the song index stores values that are not finite numbers (NaN or infinity); "
+                            f"run `imuse index list` for its integrity check and rebuild it with `imuse index build`")
 
 
 def read_song_table(path: Path, generation: str, expect_ids: np.ndarray | None,
