@@ -10,7 +10,7 @@ STAMP := $(VENV)/.imuse-setup-stamp
 setup: $(STAMP)
 
 # Re-run set-up whenever the pins, the package metadata or the list of system packages change.
-# First the system packages (scripts/setup_system.py: Chromium, npm, Node.js; installed with apt
+# First the system packages (scripts/setup_system.py: Debian's chromium, npm, nodejs; installed with apt
 # when missing, or skipped with one line saying why), recorded in the stamp with the Python ones.
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup_system.py
 	$(PYTHON) scripts/setup_system.py --record $(STAMP).system
