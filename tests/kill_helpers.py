@@ -180,7 +180,7 @@ def run_killed(target, *args, delay: float, **kwargs) -> int | None:
     proc = start(target, *args, **kwargs)
     proc.join(delay)
     if proc.is_alive():
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.kill()  # SIGKILL; no error when the child ended since is_alive()
     proc.join(60)
     return proc.exitcode
 
@@ -197,7 +197,7 @@ def run_killed_at_write(target, *args, watch: Path, pattern: str, after: float, 
             break
         time.sleep(0.0005)
     if proc.is_alive():
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.kill()  # SIGKILL; no error when the child ended since is_alive()
     proc.join(60)
     return proc.exitcode
 
