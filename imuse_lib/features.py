@@ -3,8 +3,8 @@
 The paper freezes its pretrained backbones, so every (backbone, weights, preprocessing,
 item, view) has one feature vector; training then never runs a CNN again.
 
-    fs = features.image_features("mobilenet_v2", views=4)   # 900 OASIS images
-    fs = features.audio_features("musicnn", crops=4)        # 500 4Q clips
+    fs = features.image_features("mobilenet_v2", views=2)   # 900 OASIS images
+    fs = features.audio_features("musicnn", crops=2)        # 500 4Q clips
     fs.ids, fs.train [N, K, D], fs.eval [N, D], fs.meta
 
 Views (made by :mod:`imuse_lib.feature_views`). Images: ``K`` random training views
@@ -47,10 +47,13 @@ from .io import atomic_path, open_npz, read_json, write_json
 from .models.base import Backbone
 
 FORMAT_VERSION = 1
-DEFAULT_VIEWS = 4  # K random training views per image
-# M random training crops per clip. FCN's crop is 29 s of a 30 s clip: extra random crops
-# differ by under a second, so one is enough (and each costs ~0.7 s on this CPU).
-DEFAULT_CROPS = {"samplecnn": 4, "musicnn": 4, "fcn": 1}
+# K random training views per image and M random training crops per clip: what training's
+# augmentation and the test-time-averaged predictor draw from. Two keep both meaningful; each
+# more costs a backbone pass per item (on 2 CPU cores ~50 ms an image view, ~70 ms a Musicnn
+# crop), which made the stores the largest part of a first quick build (issue 19).
+# FCN's crop is 29 s of a 30 s clip: extra random crops differ by under a second, so one.
+DEFAULT_VIEWS = 2
+DEFAULT_CROPS = {"samplecnn": 2, "musicnn": 2, "fcn": 1}
 CHUNK_ITEMS = 50  # items per resumable chunk
 
 

@@ -245,3 +245,13 @@ def test_cli_names_match_the_models():
 
     assert cli_features.IMAGE_CHOICES == models.IMAGE_BACKBONES
     assert cli_features.AUDIO_CHOICES == models.AUDIO_BACKBONES
+
+
+def test_cli_help_states_the_library_defaults(capsys):
+    """The CLI keeps torch out of `--help` by not importing the feature store, so its help text
+    states the defaults itself: it must say what features.py does."""
+    assert main(["features", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {features.DEFAULT_VIEWS})" in text
+    crops = ", ".join(f"{k} {v}" for k, v in features.DEFAULT_CROPS.items())
+    assert f"(default: {crops})" in text

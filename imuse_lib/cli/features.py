@@ -23,9 +23,9 @@ def register(sub) -> None:
     p.add_argument("--image-backbone", choices=IMAGE_CHOICES, help="image arm (torchvision name)")
     p.add_argument("--audio-backbone", choices=AUDIO_CHOICES, help="audio arm")
     p.add_argument("--views", type=bounded_int(0, 100, "views"), default=None,
-                   help="random training views per image, 0..100 (default 4)")
+                   help="random training views per image, 0..100 (default 2)")
     p.add_argument("--crops", type=bounded_int(0, 100, "crops"), default=None,
-                   help="random training crops per clip (default: samplecnn 4, musicnn 4, fcn 1)")
+                   help="random training crops per clip (default: samplecnn 2, musicnn 2, fcn 1)")
     p.add_argument("--seed", type=bounded_int(0, 2**32 - 1, "seed"), default=config.SEED, help=f"seed of the random views/crops (default {config.SEED})")
     p.add_argument("--random-weights", action="store_true",
                    help="use seeded RANDOM weights instead of pretrained ones (recorded as random)")
