@@ -306,3 +306,22 @@ def test_nsg_by_song_va_rated_is_the_oracle_when_the_image_is_exact():
     for arm in ("rated", "audio"):
         assert out[arm]["lo"] <= out[arm]["estimate"] <= out[arm]["hi"]
     assert out["rated - audio"]["verdict"] == "win" and out["rated - audio"]["lo"] > 0
+
+
+def test_default_index_is_named_by_schema_and_keeps_the_older_defaults_added_songs(tmp_path, monkeypatch):
+    """The default index of schema 2 sits beside schema 1's (which is left alone): a program that
+    reads schema 2 never fails on an older default index; its first build keeps that one's added songs."""
+    monkeypatch.setenv("IMUSE_CACHE", str(tmp_path / "cache"))
+    model = fk.make_model(factorised=True)
+    legacy = index_reading.legacy_default_path(model)
+    assert index_reading.default_index_path(model).name == f"{model.fingerprint[:16]}.v2.sqlite"
+    legacy.parent.mkdir(parents=True)
+    _make_v1(legacy, model.fingerprint)
+    before = legacy.read_bytes()
+    with pytest.raises(DataError, match="no song index for this model yet"):
+        recommend.Recommender.load(model, None)
+    catalog, sf_, images, if_ = rated_catalog()
+    path = index_building.build_index(model, None, catalog, sf_, images, if_, progress=False)
+    assert path == index_reading.default_index_path(model) and legacy.read_bytes() == before
+    index = index_reading.open_index(path)
+    assert {"mine", "rated"} <= set(index.songs.song_id) and index.meta["added_kept"] == "2"

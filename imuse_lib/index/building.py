@@ -27,7 +27,7 @@ from .editing import per_file_text, refuse_taken
 from .files import (PREDICTED, SCHEMA_VERSION, SIDECARS, SONG_COLUMNS, SYSTEM_ERRORS, VA_SOURCES, UnreadableIndex,
                     blob, bump_generation, cannot_read, connect_read, connect_write, file_kind, insert_all,
                     insert_songs, meta_of, new_generation, read_meta, transaction, utc_now, writable, writer_lock)
-from .reading import check_fingerprint, default_index_path, open_index
+from .reading import check_fingerprint, default_index_path, legacy_default_path, open_index
 
 
 def meta_rows(model: DeployedModel, music_dim: int, image_dim: int) -> dict:
@@ -130,11 +130,14 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
     values are missing, the song's VA is predicted only. Songs added to an existing index at ``path`` are kept
     (``keep_added``; see the module notes). Atomic: a kill leaves the old index or the new.
     A file at ``path`` that is not a sound index is replaced only with ``replace_broken``.
+    A first build at the default path keeps the songs added to the model's index of the older
+    schema's default name (:func:`.reading.legacy_default_path`), which is left as it is.
     """
     from tqdm import tqdm
 
     if not isinstance(model, DeployedModel):
         model = load_deployed(model)
+    legacy = legacy_default_path(model) if path is None else None
     path = Path(path) if path is not None else default_index_path(model)
     kind = file_kind(path)
     if kind:
@@ -171,14 +174,16 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
 
     bar = tqdm(total=3, desc="index", disable=not progress, leave=False)
     try:  # closed before any error is printed: the message gets a line of its own
-        _write_index(path, model, catalog, song_features, image_features, images, keep_added, replace_broken, bar)
+        _write_index(path, model, catalog, song_features, image_features, images, keep_added, replace_broken, bar,
+                     legacy)
     finally:
         bar.close()
     return path
 
 
 def _write_index(path: Path, model: DeployedModel, catalog: pd.DataFrame, song_features: np.ndarray,
-                 image_features: np.ndarray, images: pd.DataFrame, keep_added: bool, replace_broken: bool, bar) -> None:
+                 image_features: np.ndarray, images: pd.DataFrame, keep_added: bool, replace_broken: bool, bar,
+                 legacy: Path | None = None) -> None:
     """:func:`build_index` past its inputs: the model's arms, then the index written under the lock."""
     from .. import io as imuse_io
 
@@ -215,12 +220,16 @@ def _write_index(path: Path, model: DeployedModel, catalog: pd.DataFrame, song_f
 
     with writer_lock(path):
         old_meta, old_rows = existing_index(path, replace_broken)
+        carried = (old_meta, old_rows, path)
+        if old_meta is None and legacy is not None and legacy.is_file() and not file_kind(legacy):
+            with contextlib.suppress(DataError):  # an unreadable older index: nothing to keep from it
+                carried = (*existing_index(legacy), legacy)
+        if carried[0] is not None and keep_added:
+            kept = _carry_added(carried[2], model, carried[0], carried[1], set(catalog.song_id.astype(str)),
+                                image_vecs, music_dim)
+            song_rows += kept
+            meta["added_kept"] = str(len(kept))  # said by `imuse index build`
         if old_meta is not None:
-            if keep_added:
-                kept = _carry_added(path, model, old_meta, old_rows, set(catalog.song_id.astype(str)),
-                                    image_vecs, music_dim)
-                song_rows += kept
-                meta["added_kept"] = str(len(kept))  # said by `imuse index build`
             conn = connect_write(path, "cannot rewrite the song index")
             try:
                 with contextlib.closing(conn), transaction(conn):

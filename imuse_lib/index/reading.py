@@ -21,11 +21,19 @@ from .. import config
 from ..errors import DataError, ModelMismatchError
 from ..ranking import va_columns
 from . import arrays as mmap_arrays
-from .files import PREDICTED, SONG_META_COLUMNS, check_index_file, connect_read, meta_of, not_an_index, read_meta, unblob
+from .files import PREDICTED, SCHEMA_VERSION, SONG_META_COLUMNS, check_index_file, connect_read, meta_of, not_an_index, read_meta, unblob
 
 
 def default_index_path(model) -> Path:
-    """Where the index of ``model`` (anything with a ``fingerprint``) lives by default."""
+    """Where the index of ``model`` (anything with a ``fingerprint``) lives by default: named by
+    the schema version too, so that a program reading a newer schema builds its own beside an
+    older index instead of failing on it (:func:`legacy_default_path`)."""
+    return config.cache_dir() / "index" / f"{model.fingerprint[:16]}.v{SCHEMA_VERSION}.sqlite"
+
+
+def legacy_default_path(model) -> Path:
+    """The default index of ``model`` as schema version 1 named it: `imuse index build` to the
+    default path keeps the songs added to it."""
     return config.cache_dir() / "index" / f"{model.fingerprint[:16]}.sqlite"
 
 
