@@ -98,7 +98,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_recommend_images)
 
     p = sub.add_parser("index", help="build and edit the song index",
-                       description="The song index: music vectors and predicted VA of every song, "
+                       description="The song index: music vectors and VA of every song (rated where known, else predicted), "
                                    "stored once (SQLite) for the model that made them.")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION")
     isub.required = True
