@@ -159,7 +159,7 @@ def _synthetic_index(path: Path, n: int, seed: int) -> None:
         meta = {"schema_version": str(index_files.SCHEMA_VERSION), "fingerprint": "synthetic",
                 "music_dim": "128", "image_dim_vec": "0", "generation": "bench"}
         conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-        conn.executemany("INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, '')",
+        conn.executemany("INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, '', 'predicted')",
                          ((f"SYN{i:08d}", f"artist {i % 977}", f"title {i}", None, vecs[i].tobytes(),
                            float(va[i, 0]), float(va[i, 1])) for i in range(n)))
 

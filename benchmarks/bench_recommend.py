@@ -173,7 +173,7 @@ def _sqlite_load(n: int, va: np.ndarray, vecs: np.ndarray) -> dict:
             meta = {"schema_version": str(index_files.SCHEMA_VERSION), "fingerprint": "synthetic",
                     "music_dim": "128", "image_dim_vec": "0"}
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-            conn.executemany("INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, '')",
+            conn.executemany("INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, '', 'predicted')",
                              ((f"SYN{i:08d}", "artist", f"title {i}", None, vecs[i].tobytes(),
                                float(va[i, 0]), float(va[i, 1])) for i in range(n)))
         t = time.perf_counter()

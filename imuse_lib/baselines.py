@@ -30,31 +30,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import va_quadrant
+from .metrics import FixedVA, va_quadrant
 from .pairs import similarity
 
 RIDGE_ALPHAS = np.logspace(-2, 5, 15)
 
 
-class ItemVAPredictor:
-    """A predictor that gives each image and each song one VA (table rows = feature rows)."""
+class ItemVAPredictor(FixedVA):
+    """A predictor that gives each image and each song one VA (table rows = feature rows), clipped
+    to [0, 1], with its name and what it was fitted with (``info``)."""
 
     def __init__(self, name: str, image_va: np.ndarray, song_va: np.ndarray, info: dict | None = None):
+        super().__init__(np.clip(np.asarray(image_va, float), 0.0, 1.0), np.clip(np.asarray(song_va, float), 0.0, 1.0))
         self.name = name
-        self.image_va = np.clip(np.asarray(image_va, float), 0.0, 1.0)
-        self.song_va = np.clip(np.asarray(song_va, float), 0.0, 1.0)
         self.info = info or {}
-
-    def pairs(self, img_rows, song_rows):
-        iva, mva = self.image_va[img_rows], self.song_va[song_rows]
-        return similarity(iva[:, 0], iva[:, 1], mva[:, 0], mva[:, 1]), iva, mva
-
-    def item_va(self, img_rows, song_rows):
-        return self.image_va[img_rows], self.song_va[song_rows]
-
-    def matrix(self, img_rows, song_rows):
-        iva, mva = self.image_va[img_rows], self.song_va[song_rows]
-        return similarity(iva[:, None, 0], iva[:, None, 1], mva[None, :, 0], mva[None, :, 1])
 
 
 class ConstantSimilarity:

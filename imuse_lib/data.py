@@ -381,12 +381,35 @@ def tag_va(tags: str, lexicon: pd.DataFrame) -> tuple[float, float, int]:
     return float(sub.valence.mean()), float(sub.arousal.mean()), len(found)
 
 
+def lexicon_va(tags, lexicon: pd.DataFrame | None = None) -> tuple[float, float]:
+    """Valence and arousal on [0, 1] (the catalog's fixed scale) of mood ``tags`` (a list, or one
+    comma-separated string): the mean Warriner norms of the tags, as the catalog's VA is derived.
+    A tag the lexicon lacks is an error naming it (a rated VA is never made from part of the tags)."""
+    words = [t.strip() for t in (tags.split(",") if isinstance(tags, str) else tags)]
+    words = [w for w in words if w]
+    if not words:
+        raise DataError("no mood tag given (e.g. --tags \"happy,calm\")")
+    lexicon = load_lexicon() if lexicon is None else lexicon
+    known = set(lexicon.word)
+    unknown = [w for w in words if w.lower() not in known]
+    if unknown:
+        raise DataError(f"mood tag(s) not in the Warriner lexicon: {', '.join(repr(w) for w in unknown[:5])} "
+                        f"(13,915 English lemmas, e.g. happy, calm, sad, angry, relaxed)")
+    v, a, _ = tag_va(";".join(words), lexicon)
+    return float(normalise(v, *WARRINER_RANGE)), float(normalise(a, *WARRINER_RANGE))
+
+
+# Where the catalog's valence and arousal come from (the song index's va_source of its songs).
+CATALOG_VA_SOURCE = "allmusic-tags"
+
+
 def load_catalog(scale: str = "fixed") -> pd.DataFrame:
     """The 500 4Q clips of the mirror: ``song_id, artist, title, quadrant, genres, valence,
-    arousal, valence_raw, arousal_raw, n_tags, tags, derived_quadrant, path``.
+    arousal, valence_raw, arousal_raw, n_tags, tags, derived_quadrant, path, va_source``.
 
     Valence and arousal are derived as the dataset's authors did: the mean Warriner norms
-    of the clip's AllMusic mood tags found in the lexicon (``MoodsFoundStr``), 1-9 -> [0, 1].
+    of the clip's AllMusic mood tags found in the lexicon (``MoodsFoundStr``), 1-9 -> [0, 1];
+    ``va_source`` says so (:data:`CATALOG_VA_SOURCE`) to the song index.
     """
     catalog_path = asset_path("4q", "catalog_500.csv")
     catalog = read_csv_checked(catalog_path, ["Song", "Quadrant"], dtype=str)
@@ -416,8 +439,9 @@ def load_catalog(scale: str = "fixed") -> pd.DataFrame:
     fixed_v = normalise(out.valence_raw, *WARRINER_RANGE)
     fixed_a = normalise(out.arousal_raw, *WARRINER_RANGE)
     out["derived_quadrant"] = quadrant_of(fixed_v, fixed_a)
+    out["va_source"] = CATALOG_VA_SOURCE
     return out[["song_id", "artist", "title", "quadrant", "genres", "valence", "arousal", "valence_raw",
-                "arousal_raw", "n_tags", "tags", "derived_quadrant", "path"]]
+                "arousal_raw", "n_tags", "tags", "derived_quadrant", "path", "va_source"]]
 
 
 def quadrant_agreement(catalog: pd.DataFrame) -> float:

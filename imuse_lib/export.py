@@ -16,8 +16,9 @@ What is written (``write_page_assets``) into one folder:
   and against PyTorch on real OASIS images (predicted VA within :data:`TOLERANCE`);
   named by the model's fingerprint so that a browser never pairs a cached old model with
   a new song file;
-* ``songs.json``: every song of the index (id, artist, title, predicted VA as float32,
-  official 4Q quadrant), in index order (by id), plus the few constants the page needs;
+* ``songs.json``: every song of the index (id, artist, title, the VA it is ranked with as
+  float32: rated where the index has one, else predicted, official 4Q quadrant, where that VA
+  comes from: ``va_source`` and its words), in index order (by id), plus the few constants the page needs;
 * ``manifest.json``: sizes, checksums, the check's numbers.
 
 onnxruntime-web (:data:`ONNXRUNTIME_WEB_VERSION`) comes from the npm registry with a pinned
@@ -47,6 +48,7 @@ from . import config, image_path, io, media, recommend
 from .deployed import load_deployed
 from .errors import DataError, ExportError
 from .image_view import CROP, RESIZE, page_spec
+from .index.files import VA_SOURCES
 from .index.reading import default_index_path, open_index
 from .models.base import sha256_file
 from .recommend import Recommender
@@ -54,8 +56,8 @@ from .recommend import Recommender
 OPSET = 18  # well inside what onnxruntime-web's wasm backend runs
 TOLERANCE = 1e-4  # largest |VA(ONNX) - VA(PyTorch)| accepted by the check
 CHECK_IMAGES = 8
-SONGS_FORMAT = "imuse-tryit-songs/1"
-EXPORT_VERSION = "1"  # bump when what is written changes (invalidates unchanged-export reuse)
+SONGS_FORMAT = "imuse-tryit-songs/2"  # 2: each song says where its VA comes from
+EXPORT_VERSION = "2"  # bump when what is written changes (invalidates unchanged-export reuse)
 
 # The runtime the page is built for (recorded in its manifest); the book's builder fetches it
 # (scripts/bookbuild/vendor.py: npm, pinned checksum).
@@ -187,12 +189,16 @@ def song_table(index, catalog=None) -> dict:
         catalog = data.load_catalog()
     quadrant = dict(zip(catalog.song_id.astype(str), catalog.quadrant)) if "quadrant" in catalog else {}
     songs = index.songs
-    rows = [[str(sid), str(artist), str(title), _f32(va[0]), _f32(va[1]), quadrant.get(str(sid))]
-            for sid, artist, title, va in zip(songs.song_id, songs.artist, songs.title, index.song_va)]
+    rows = [[str(sid), str(artist), str(title), _f32(va[0]), _f32(va[1]), quadrant.get(str(sid)), str(source)]
+            for sid, artist, title, va, source in zip(songs.song_id, songs.artist, songs.title, index.song_va,
+                                                      songs.va_source)]
     return {"format": SONGS_FORMAT, "fingerprint": index.fingerprint,
             "model_label": index.meta.get("model_label", ""),
-            "columns": ["song_id", "artist", "title", "valence", "arousal", "quadrant"],
+            "columns": ["song_id", "artist", "title", "valence", "arousal", "quadrant", "va_source"],
             "quadrant": "official 4Q quadrant of the song (null when the song is not in the 4Q catalog)",
+            "valence": "the VA the song is ranked with: its rated VA where the index has one, else predicted",
+            "va_source": {code: VA_SOURCES[code] for code in sorted(set(songs.va_source.astype(str)))
+                          if code in VA_SOURCES},
             "max_image_pixels": media.MAX_IMAGE_PIXELS, **page_spec(),  # preprocess.js reads the view here
             "songs": rows}
 

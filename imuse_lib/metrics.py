@@ -522,3 +522,56 @@ def paired_difference(a: dict, b: dict, metric: str) -> dict:
     if lo > 0 or hi < 0:
         verdict = "win" if (lo > 0) == (better > 0) else "loss"
     return {"lo": lo, "hi": hi, "verdict": verdict}
+
+
+# --------------------------------------------------------------------------- rated against predicted song VA
+
+
+class FixedVA:
+    """A predictor that places each image and each song at one VA (rows = the EvalSet's VA
+    tables) and scores a pair by Eq. 1 between them: what the deployed recommender does."""
+
+    def __init__(self, image_va, song_va):
+        self.image_va, self.song_va = np.asarray(image_va, float), np.asarray(song_va, float)
+
+    def pairs(self, img_rows, song_rows):
+        iva, mva = self.image_va[img_rows], self.song_va[song_rows]
+        return similarity(iva[:, 0], iva[:, 1], mva[:, 0], mva[:, 1]), iva, mva
+
+    def item_va(self, img_rows, song_rows):
+        return self.image_va[img_rows], self.song_va[song_rows]
+
+    def matrix(self, img_rows, song_rows):
+        iva, mva = self.image_va[img_rows], self.song_va[song_rows]
+        return similarity(iva[:, None, 0], iva[:, None, 1], mva[None, :, 0], mva[None, :, 1])
+
+
+SONG_VA_ARMS = {"rated": "songs with rated VA (only the image arm predicts)",
+                "audio": "songs known by their audio alone (both arms predict)"}
+
+
+def nsg_by_song_va(ev: EvalSet, image_va_pred, song_va_pred, n_boot: int = 1000, seed: int = 0,
+                   metric: str = "nsg@10") -> dict:
+    """``metric`` (NSG@10) of the recommender on ``ev`` (the cold split's test part: images and
+    songs it never saw) as the index ranks: the image's predicted VA (``image_va_pred``, rows of
+    ``ev.image_va``) against each song's VA, taken two ways (:data:`SONG_VA_ARMS`):
+
+    * ``rated``: the song's rated VA (``ev.song_va``: the catalog's tag-derived VA), as for a
+      song whose index row carries one;
+    * ``audio``: the song's VA predicted from its audio (``song_va_pred``), as for a new song.
+
+    Returns ``{arm: {"estimate", "lo", "hi", "n_images", "n_songs"}}`` with two-way bootstrap 95 %
+    intervals (images and songs resampled, the same ``n_boot`` draws for both arms, as
+    :mod:`imuse_lib.experiments` evaluates), and ``"rated - audio"``: the paired difference."""
+    predictors = {"rated": FixedVA(image_va_pred, ev.song_va), "audio": FixedVA(image_va_pred, song_va_pred)}
+    draws = draw_resamples(len(ev.query_images), len(ev.candidate_songs), n_boot, seed)
+    out, reps = {}, {}
+    for arm, pred in predictors.items():
+        summary, scored = score(pred, ev, seed=seed)
+        reps[arm] = replicates(ev, [scored], draws)
+        lo, hi = interval(reps[arm][metric])
+        out[arm] = {"estimate": summary[metric], "lo": lo, "hi": hi, "n_images": summary["n_queries"],
+                    "n_songs": summary["n_candidates"]}
+    diff = paired_difference(reps["rated"], reps["audio"], metric)
+    out["rated - audio"] = {"estimate": out["rated"]["estimate"] - out["audio"]["estimate"], **diff}
+    return out

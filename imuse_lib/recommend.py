@@ -14,11 +14,14 @@ module answers queries.
 the image arm, then is matched against the stored songs:
 
 * factorised model (each arm predicts VA alone): nearest neighbours in VA space, ranked
-  by Eq. 1 (``pairs.similarity``) between the image's and each song's predicted VA
-  (:mod:`imuse_lib.ranking`);
+  by Eq. 1 (``pairs.similarity``) between the image's predicted VA and each song's VA
+  (:mod:`imuse_lib.ranking`): its rated VA where the index has one (the catalog's mood tags,
+  values given with ``imuse index add --valence/--arousal`` or ``--tags``), else its predicted VA;
+  each result says which (``va_source``);
 * the paper's joint model: the stored music vectors are scored through the fusion
   layers (``net.fuse``) in fixed-size batches with the image vector repeated; the
-  predicted similarity is Eq. 1 between the two VA heads of each pair (:mod:`imuse_lib.joint`).
+  predicted similarity is Eq. 1 between the two VA heads of each pair (:mod:`imuse_lib.joint`);
+  for a song with a rated VA, Eq. 1 between the pair's image VA and that rated VA.
 
 The reverse direction ranks the 900 OASIS images for an audio clip the same way.
 Ties are broken by id (rows are kept sorted by id), and batches have a fixed size, so
@@ -118,6 +121,11 @@ class Recommender:
                 raise DataError(f"{idx.path}: holds no music vectors; rebuild it with `imuse index build`")
             scorer = self.joint_scorer()
             allsim, iva, mva = scorer.score(vec) if scorer else score_joint(self.model.net, vec, idx.song_vectors)
+            rated = idx.song_rated
+            if rated.any():  # a rated song is placed at its rated VA, as in the factorised path
+                allsim, mva = np.array(allsim, copy=True), np.array(mva, copy=True)
+                mva[rated] = idx.song_va[rated]
+                allsim[rated] = pairs.similarity(iva[rated, 0], iva[rated, 1], mva[rated, 0], mva[rated, 1])
             pos = top_k(allsim, top)
             sim, song_va, image_va = allsim[pos], mva[pos], iva[pos]
             query_va = iva.mean(axis=0)
@@ -127,8 +135,10 @@ class Recommender:
             "song_id": songs.song_id.to_numpy(), "artist": songs.artist.to_numpy(),
             "title": songs.title.to_numpy(), "similarity": np.asarray(sim, float),
             "valence": song_va[:, 0].astype(float), "arousal": song_va[:, 1].astype(float),
+            "va_source": songs.va_source.to_numpy(),
             "image_valence": image_va[:, 0].astype(float), "image_arousal": image_va[:, 1].astype(float),
             "true_valence": songs.true_valence.to_numpy(float), "true_arousal": songs.true_arousal.to_numpy(float),
+            "predicted_valence": songs.valence.to_numpy(float), "predicted_arousal": songs.arousal.to_numpy(float),
         })
         return Recommendation(_name(image), (float(query_va[0]), float(query_va[1])), items,
                               self.model.label(), "songs")

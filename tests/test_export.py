@@ -87,13 +87,14 @@ def test_song_file_holds_the_index_exactly(exported):
     index = index_reading.open_index(index_path)
     assert songs["format"] == export.SONGS_FORMAT and songs["fingerprint"] == model.fingerprint
     assert songs["model_file"] == manifest["model_file"]
-    assert songs["columns"] == ["song_id", "artist", "title", "valence", "arousal", "quadrant"]
+    assert songs["columns"] == ["song_id", "artist", "title", "valence", "arousal", "quadrant", "va_source"]
     rows = songs["songs"]
     assert [r[0] for r in rows] == list(index.songs.song_id)  # index order: the ranking's tie-break
     va = np.array([[r[3], r[4]] for r in rows], dtype=np.float32)
     assert np.array_equal(va, index.song_va)  # the page's Math.fround recovers the float32 values
     catalog = data.load_catalog().set_index("song_id")
     assert [r[5] for r in rows] == [catalog.quadrant[s] for s in index.songs.song_id]
+    assert [r[6] for r in rows] == list(index.songs.va_source)  # where each song's VA comes from
     assert songs["max_image_pixels"] == media.MAX_IMAGE_PIXELS  # the page refuses what `imuse recommend` refuses
     assert (songs["resize"], songs["crop"]) == (256, 224)
     assert manifest["files"]["songs.json"]["bytes"] == (out / "songs.json").stat().st_size
@@ -103,7 +104,8 @@ def test_songs_outside_the_catalog_have_no_quadrant():
     catalog = data.load_catalog()
     index = index_reading.SongIndex(path=Path("x"), meta={"fingerprint": "f"},
                                 songs=catalog.iloc[:2][["song_id", "artist", "title"]].assign(
-                                    song_id=[catalog.song_id.iloc[0], "my-own-song"]),
+                                    song_id=[catalog.song_id.iloc[0], "my-own-song"],
+                                    va_source=["allmusic-tags", "predicted"]),
                                 song_va=np.array([[0.25, 0.5], [0.1, 0.9]], np.float32), song_vectors=None)
     rows = export.song_table(index)["songs"]
     assert rows[0][5] == catalog.quadrant.iloc[0] and rows[1][5] is None

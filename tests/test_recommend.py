@@ -97,8 +97,10 @@ def test_build_stores_songs_images_and_provenance(built):
     order = np.argsort(catalog.song_id.to_numpy())
     expect = model.net.music_vector(torch.from_numpy(feats)).detach().numpy()[order]
     assert np.allclose(index.song_vectors, expect, atol=1e-6)
-    true = catalog.set_index("song_id").loc[index.songs.song_id, "valence"].to_numpy()
-    assert np.allclose(index.songs.true_valence, true)
+    # a catalog that does not say where its VA comes from gives no rated VA: every song is predicted
+    assert (index.songs.va_source == "predicted").all() and index.songs.true_valence.isna().all()
+    assert not index.song_rated.any()
+    assert np.allclose(index.song_va, index.songs[["valence", "arousal"]].to_numpy(np.float32))
     if not model.factorised:  # joint: a song's stored VA is its music VA averaged over the images
         with torch.no_grad():
             j = 3

@@ -28,6 +28,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from imuse_lib import cli, export, media, recommend
 from imuse_lib import image_path
 from imuse_lib.index import building as index_building
+from imuse_lib.index import files as index_files
 
 import browser_helpers
 import tryit_helpers as th
@@ -157,6 +158,9 @@ def test_page_recommends_what_imuse_recommend_does(visit, deployed, site, capsys
     # what the reader sees
     page = visit.page
     assert page.locator("#tryit-table tbody tr").count() == 10
+    # each song says where its VA comes from, as `imuse recommend` does (the catalog's: its mood tags)
+    shown = page.locator("#tryit-table tbody tr td:last-child").all_inner_texts()
+    assert len(shown) == 10 and set(shown) == {index_files.VA_SOURCES["allmusic-tags"]}
     assert page.locator("#tryit-plane circle.song").count() == manifest["n_songs"]
     assert page.locator("#tryit-error").is_hidden()
     page.screenshot(path=str(tmp_path / "tryit.png"), full_page=True)

@@ -5,14 +5,16 @@
                            [--max-audio-seconds S]
     imuse index build [--model PATH] [--index PATH] [--drop-added] [--replace-broken]
     imuse index add AUDIO... [--title T]... [--artist A]... [--id ID]... [--model PATH] [--index PATH]
-                    [--max-audio-seconds S]
+                    [--valence V --arousal A]... | [--tags "happy,calm"]... [--max-audio-seconds S]
     imuse index remove SONG_ID... [--model PATH] [--index PATH]
     imuse index list [--json] [--model PATH] [--index PATH]
 
 ``--json`` prints a JSON list, one object per result (best first). Songs carry
-``rank, song_id, artist, title, similarity, valence, arousal`` (the song's predicted VA),
-``image_valence, image_arousal`` (the image's predicted VA in that pair) and the song's
-``true_valence, true_arousal`` when known; images carry ``rank, image_id, category,
+``rank, song_id, artist, title, similarity, valence, arousal`` (the VA the song was ranked
+with), ``va_source`` (where that VA comes from: ``predicted`` from its audio, or the source of
+its rated VA, e.g. ``allmusic-tags``, ``user``), ``image_valence, image_arousal`` (the image's
+predicted VA in that pair), the song's rated ``true_valence, true_arousal`` (null when it has
+none) and its ``predicted_valence, predicted_arousal``; images carry ``rank, image_id, category,
 similarity, valence, arousal, song_valence, song_arousal, true_valence, true_arousal, path``.
 """
 
@@ -96,7 +98,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_recommend_images)
 
     p = sub.add_parser("index", help="build and edit the song index",
-                       description="The song index: music vectors and predicted VA of every song, "
+                       description="The song index: music vectors and VA of every song (rated where known, else predicted), "
                                    "stored once (SQLite) for the model that made them.")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION")
     isub.required = True
@@ -120,6 +122,15 @@ def register(sub) -> None:
                    help="artist (once per file)")
     q.add_argument("--id", action="append", type=plain_text("id"), dest="song_id", metavar="ID",
                    help="song id (once per file; default: file name without extension)")
+    q.add_argument("--valence", action="append", type=bounded_float(0.0, 1.0, "valence"), metavar="V",
+                   help="the song's rated valence on the index's [0, 1] scale (0 negative, 1 positive), with "
+                        "--arousal; once per file. The recommender ranks the song with it instead of the VA "
+                        "predicted from its audio (both are stored)")
+    q.add_argument("--arousal", action="append", type=bounded_float(0.0, 1.0, "arousal"), metavar="A",
+                   help="the song's rated arousal on [0, 1] (0 calm, 1 aroused), with --valence; once per file")
+    q.add_argument("--tags", action="append", type=plain_text("tags"), metavar="TAGS",
+                   help='mood tags, comma-separated (e.g. "happy,calm"): the rated VA is their mean Warriner '
+                        "norms, as the catalog's VA is made from its AllMusic tags; once per file")
     _model_index_args(q)
     add_engine_args(q, "embedding the songs")
     q.set_defaults(func=cmd_index_add)
@@ -148,15 +159,17 @@ def _num(x) -> str:
 
 
 def print_songs(rec, out=None) -> None:
+    from ..index.files import va_source_label
+
     out = out or sys.stdout
     print(f"Songs for {rec.query}", file=out)
     print(f"model: {rec.model_label}", file=out)
     how = "" if rec.model_label.startswith("factorised") else " (mean over the indexed songs; joint model)"
     print(f"image predicted VA: valence {rec.query_va[0]:.3f}, arousal {rec.query_va[1]:.3f}{how}", file=out)
-    print(f"{'rank':>4}  {'artist':<24} {'title':<32} {'similarity':>10} {'valence':>7} {'arousal':>7}", file=out)
+    print(f"{'rank':>4}  {'artist':<24} {'title':<32} {'similarity':>10} {'valence':>7} {'arousal':>7}  VA", file=out)
     for r in rec.items.itertuples():
         print(f"{r.rank:>4}  {_clip(r.artist, 24):<24} {_clip(r.title, 32):<32} {r.similarity:>10.4f} "
-              f"{r.valence:>7.3f} {r.arousal:>7.3f}", file=out)
+              f"{r.valence:>7.3f} {r.arousal:>7.3f}  {va_source_label(r.va_source)}", file=out)
 
 
 def print_images(rec, out=None) -> None:
@@ -242,13 +255,47 @@ def cmd_index_add(args) -> int:
 
     check_engine_args(args)
     _apply_audio_limit(args)
+    rated_va, va_source = _rated_args(args)
+    if rated_va is not None and args.engine == "ray":
+        raise ImuseError("--valence/--arousal and --tags are not taken with --engine ray; add rated songs "
+                         "with the local engine")
     model = load_deployed(args.model)
     path = _index_path(args, model)
     if args.engine == "ray":
         return _index_add_on_ray(args, model, path)
-    ids = add_songs(path, model, args.audio, titles=args.title, artists=args.artist, song_ids=args.song_id)
-    print(f"added {len(ids)} song(s) to {path}: {', '.join(ids)}")
+    ids = add_songs(path, model, args.audio, titles=args.title, artists=args.artist, song_ids=args.song_id,
+                    rated_va=rated_va, va_source=va_source)
+    from ..index.files import va_source_label
+
+    print(f"added {len(ids)} song(s) to {path}: {', '.join(ids)} (VA: "
+          f"{va_source_label(va_source or 'predicted')})")
     return 0
+
+
+def _rated_args(args) -> tuple[list | None, str | None]:
+    """(rated (valence, arousal) per file, its VA source) from --valence/--arousal or --tags;
+    (None, None) without them (the songs' VA is then predicted from their audio)."""
+    n = len(args.audio)
+    given = [name for name in ("valence", "arousal") if getattr(args, name)]
+    if args.tags and given:
+        raise ImuseError("give either --valence/--arousal or --tags, not both")
+    if len(given) == 1:
+        missing = ({"valence", "arousal"} - set(given)).pop()
+        raise ImuseError(f"--{given[0]} needs --{missing} too (a rated VA has both)")
+    if given:
+        if len(args.valence) != len(args.arousal):
+            raise ImuseError(f"{len(args.valence)} --valence but {len(args.arousal)} --arousal value(s); give them in pairs")
+        if len(args.valence) != n:
+            raise ImuseError(f"{len(args.valence)} --valence/--arousal pair(s) for {n} audio file(s); give one per file")
+        return list(zip(args.valence, args.arousal)), "user"
+    if args.tags:
+        from .. import data
+
+        if len(args.tags) != n:
+            raise ImuseError(f"{len(args.tags)} --tags value(s) for {n} audio file(s); give one per file")
+        lexicon = data.load_lexicon()
+        return [data.lexicon_va(t, lexicon) for t in args.tags], "user-tags"
+    return None, None
 
 
 def _index_add_on_ray(args, model, path) -> int:
@@ -290,7 +337,7 @@ def cmd_index_list(args) -> int:
                          f"`imuse index build --replace-broken --index {path}` (add the added songs again if "
                          f"it cannot read them)")
     index = open_index(path)
-    cols = ["song_id", "artist", "title", "valence", "arousal", "true_valence", "true_arousal", "added"]
+    cols = ["song_id", "artist", "title", "valence", "arousal", "true_valence", "true_arousal", "va_source", "added"]
     if args.json:
         from ..recommend import Recommendation
 
@@ -302,8 +349,10 @@ def cmd_index_list(args) -> int:
           f"{', modified ' + meta['modified'] if meta.get('modified') else ''}\n"
           f"  {len(index)} songs, {len(index.images)} images\n"
           f"  integrity: ok (SQLite integrity_check; {len(index) + len(index.images)} stored vectors checked)")
-    print(f"{'song_id':<16} {'artist':<24} {'title':<32} {'valence':>7} {'arousal':>7}")
+    print("  valence, arousal: predicted from the audio; rated: the VA the recommender ranks with, where known")
+    print(f"{'song_id':<16} {'artist':<24} {'title':<32} {'valence':>7} {'arousal':>7}  {'rated':>13}  VA source")
     for r in index.songs.itertuples():
+        rated = "" if r.va_source == "predicted" else f"{r.true_valence:.3f}, {r.true_arousal:.3f}"
         print(f"{_clip(r.song_id, 16):<16} {_clip(r.artist, 24):<24} {_clip(r.title, 32):<32} "
-              f"{r.valence:>7.3f} {r.arousal:>7.3f}")
+              f"{r.valence:>7.3f} {r.arousal:>7.3f}  {rated:>13}  {r.va_source}")
     return 0

@@ -1,7 +1,10 @@
 """The song index: the deployed recommender's data, one SQLite file per model.
 
 One SQLite file (no server). Per song it holds the metadata, the stored music vector
-(``net.music_vector``, float32 [128]) and the song's predicted valence/arousal; per OASIS
+(``net.music_vector``, float32 [128]), the song's predicted valence/arousal and, where the song
+has one, its rated VA with ``va_source`` saying where it comes from (:data:`.files.VA_SOURCES`:
+the 4Q catalog's AllMusic mood tags, values or tags given with ``imuse index add``; else
+``predicted``): the recommender ranks with the rated VA where there is one. Per OASIS
 image the image vector and predicted VA (for the reverse direction); and, in ``meta``,
 the fingerprint of the model it came from. A model whose fingerprint differs is refused
 (:class:`~imuse_lib.errors.ModelMismatchError`).

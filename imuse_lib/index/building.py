@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 
 from ..deployed import DeployedModel, clean_provenance, load_deployed, store_kwargs
-from ..errors import DataError, ModelMismatchError
+from ..errors import DataError, ImuseError, ModelMismatchError
 from ..joint import joint_means
 from . import arrays as mmap_arrays
 from .editing import per_file_text, refuse_taken
-from .files import (SCHEMA_VERSION, SIDECARS, SONG_COLUMNS, SYSTEM_ERRORS, UnreadableIndex, blob, bump_generation,
-                    cannot_read, connect_read, connect_write, file_kind, insert_all, meta_of, new_generation,
-                    read_meta, transaction, utc_now, writable, writer_lock)
-from .reading import check_fingerprint, default_index_path, open_index
+from .files import (PREDICTED, SCHEMA_VERSION, SIDECARS, SONG_COLUMNS, SYSTEM_ERRORS, VA_SOURCES, UnreadableIndex,
+                    blob, bump_generation, cannot_read, connect_read, connect_write, file_kind, insert_all,
+                    insert_songs, meta_of, new_generation, read_meta, transaction, utc_now, writable, writer_lock)
+from .reading import check_fingerprint, default_index_path, legacy_default_path, open_index
 
 
 def meta_rows(model: DeployedModel, music_dim: int, image_dim: int) -> dict:
@@ -55,7 +55,9 @@ def existing_index(path: Path, replace_broken: bool = False) -> tuple[dict | Non
     damaged pages, or journals that are not its own) is refused, never replaced, unless
     ``replace_broken`` (``--replace-broken``) says to; then (None, []) too, and the new index
     is written beside it and renamed over it. A file the system cannot read (permissions,
-    I/O, a full disk) is refused either way: it may be sound."""
+    I/O, a full disk) is refused either way: it may be sound. An index of schema version 1 is
+    read too (its rows given this version's columns: a rated VA it holds is the user's), so that
+    a rebuild migrates it in place."""
     if not path.exists():
         return None, []
     try:
@@ -63,8 +65,9 @@ def existing_index(path: Path, replace_broken: bool = False) -> tuple[dict | Non
             check = conn.execute("PRAGMA quick_check(5)").fetchall()  # a bit flip fails here, not in DROP TABLE
             if [r[0] for r in check] != ["ok"]:
                 raise DataError(f"{path}: a damaged song index (SQLite quick_check: {check[0][0]})")
-            meta = meta_of(conn, path)
-            rows = conn.execute(f"SELECT {', '.join(SONG_COLUMNS)} FROM songs ORDER BY song_id").fetchall()
+            meta = meta_of(conn, path, versions=(1, SCHEMA_VERSION))
+            columns = SONG_COLUMNS if str(meta["schema_version"]) == str(SCHEMA_VERSION) else V1_AS_CURRENT
+            rows = conn.execute(f"SELECT {', '.join(columns)} FROM songs ORDER BY song_id").fetchall()
     except UnreadableIndex:
         raise
     except (DataError, sqlite3.DatabaseError) as exc:
@@ -83,6 +86,12 @@ def existing_index(path: Path, replace_broken: bool = False) -> tuple[dict | Non
     return meta, rows
 
 
+_V1_RATED = "true_valence IS NOT NULL AND true_arousal IS NOT NULL"
+V1_AS_CURRENT = SONG_COLUMNS[:7] + [f"CASE WHEN {_V1_RATED} THEN true_valence END",
+                                    f"CASE WHEN {_V1_RATED} THEN true_arousal END", "added",
+                                    f"CASE WHEN {_V1_RATED} THEN 'user' ELSE '{PREDICTED}' END"]
+
+
 def _carry_added(path: Path, model: DeployedModel, old_meta: dict, old_rows: list[tuple], catalog_ids: set,
                  image_vecs: np.ndarray | None, music_dim: int) -> list[tuple]:
     """Song rows added to the old index (ids outside the catalog), valid for ``model``:
@@ -90,8 +99,7 @@ def _carry_added(path: Path, model: DeployedModel, old_meta: dict, old_rows: lis
     added = [r for r in old_rows if r[0] not in catalog_ids]
     if not added:
         return []
-    same = (old_meta.get("fingerprint") == model.fingerprint
-            and str(old_meta.get("schema_version")) == str(SCHEMA_VERSION)
+    same = (old_meta.get("fingerprint") == model.fingerprint  # schema 1 stored the same vectors and VA
             and int(old_meta.get("music_dim", 0)) == music_dim)
     if same:
         return added
@@ -106,7 +114,7 @@ def _carry_added(path: Path, model: DeployedModel, old_meta: dict, old_rows: lis
     if not model.factorised:
         va = joint_means(model.net, image_vecs, vecs)[1]
     return [(r[0], r[1], r[2], r[3], blob(vecs[i]) if vecs is not None else None,
-             float(va[i, 0]), float(va[i, 1]), r[7], r[8], r[9]) for i, r in enumerate(added)]
+             float(va[i, 0]), float(va[i, 1]), r[7], r[8], r[9], r[10]) for i, r in enumerate(added)]
 
 
 def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: str | os.PathLike | None = None,
@@ -116,14 +124,20 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
     """Build the index of ``catalog`` (default: the 500-clip catalog) for ``model``.
 
     Song and image backbone features default to the feature store's eval features (the
-    same the model was trained on). Songs added to an existing index at ``path`` are kept
+    same the model was trained on). A song's rated VA is the catalog's ``valence, arousal``
+    where its ``va_source`` column names their source (:data:`.files.VA_SOURCES`; the 4Q
+    catalog's is ``allmusic-tags``); without that column, or where it says ``predicted`` or the
+    values are missing, the song's VA is predicted only. Songs added to an existing index at ``path`` are kept
     (``keep_added``; see the module notes). Atomic: a kill leaves the old index or the new.
     A file at ``path`` that is not a sound index is replaced only with ``replace_broken``.
+    A first build at the default path keeps the songs added to the model's index of the older
+    schema's default name (:func:`.reading.legacy_default_path`), which is left as it is.
     """
     from tqdm import tqdm
 
     if not isinstance(model, DeployedModel):
         model = load_deployed(model)
+    legacy = legacy_default_path(model) if path is None else None
     path = Path(path) if path is not None else default_index_path(model)
     kind = file_kind(path)
     if kind:
@@ -160,14 +174,16 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
 
     bar = tqdm(total=3, desc="index", disable=not progress, leave=False)
     try:  # closed before any error is printed: the message gets a line of its own
-        _write_index(path, model, catalog, song_features, image_features, images, keep_added, replace_broken, bar)
+        _write_index(path, model, catalog, song_features, image_features, images, keep_added, replace_broken, bar,
+                     legacy)
     finally:
         bar.close()
     return path
 
 
 def _write_index(path: Path, model: DeployedModel, catalog: pd.DataFrame, song_features: np.ndarray,
-                 image_features: np.ndarray, images: pd.DataFrame, keep_added: bool, replace_broken: bool, bar) -> None:
+                 image_features: np.ndarray, images: pd.DataFrame, keep_added: bool, replace_broken: bool, bar,
+                 legacy: Path | None = None) -> None:
     """:func:`build_index` past its inputs: the model's arms, then the index written under the lock."""
     from .. import io as imuse_io
 
@@ -186,11 +202,12 @@ def _write_index(path: Path, model: DeployedModel, catalog: pd.DataFrame, song_f
     def _opt(frame, col, i):
         return float(frame[col].iloc[i]) if col in frame and pd.notna(frame[col].iloc[i]) else None
 
+    rated_va, sources = catalog_rated_va(catalog)
     song_rows = [(str(catalog.song_id.iloc[i]), str(catalog.artist.iloc[i]), str(catalog.title.iloc[i]),
                   str(catalog.path.iloc[i]) if "path" in catalog else None,
                   blob(music_vecs[i]) if music_vecs is not None else None,
                   float(music_va[i, 0]), float(music_va[i, 1]),
-                  _opt(catalog, "valence", i), _opt(catalog, "arousal", i), now)
+                  *((None, None) if rated_va[i] is None else rated_va[i]), now, sources[i])
                  for i in range(len(catalog))]
     image_rows = [(str(images.image_id.iloc[i]),
                    str(images.category.iloc[i]) if "category" in images else None,
@@ -203,12 +220,16 @@ def _write_index(path: Path, model: DeployedModel, catalog: pd.DataFrame, song_f
 
     with writer_lock(path):
         old_meta, old_rows = existing_index(path, replace_broken)
+        carried = (old_meta, old_rows, path)
+        if old_meta is None and legacy is not None and legacy.is_file() and not file_kind(legacy):
+            with contextlib.suppress(DataError):  # an unreadable older index: nothing to keep from it
+                carried = (*existing_index(legacy), legacy)
+        if carried[0] is not None and keep_added:
+            kept = _carry_added(carried[2], model, carried[0], carried[1], set(catalog.song_id.astype(str)),
+                                image_vecs, music_dim)
+            song_rows += kept
+            meta["added_kept"] = str(len(kept))  # said by `imuse index build`
         if old_meta is not None:
-            if keep_added:
-                kept = _carry_added(path, model, old_meta, old_rows, set(catalog.song_id.astype(str)),
-                                    image_vecs, music_dim)
-                song_rows += kept
-                meta["added_kept"] = str(len(kept))  # said by `imuse index build`
             conn = connect_write(path, "cannot rewrite the song index")
             try:
                 with contextlib.closing(conn), transaction(conn):
@@ -234,6 +255,27 @@ def _write_index(path: Path, model: DeployedModel, catalog: pd.DataFrame, song_f
         bar.update(1)
 
 
+def catalog_rated_va(catalog: pd.DataFrame) -> tuple[list, list[str]]:
+    """Per catalog row: (rated (valence, arousal) or None, its VA source); see :func:`build_index`."""
+    n = len(catalog)
+    if "va_source" not in catalog:
+        return [None] * n, [PREDICTED] * n
+    out, sources = [], []
+    for i in range(n):
+        source = str(catalog.va_source.iloc[i])
+        if source not in VA_SOURCES:
+            raise DataError(f"catalog song {catalog.song_id.iloc[i]}: unknown va_source {source!r} "
+                            f"(expected one of {', '.join(VA_SOURCES)})")
+        va = (catalog.valence.iloc[i], catalog.arousal.iloc[i]) if {"valence", "arousal"} <= set(catalog) else None
+        if source == PREDICTED or va is None or not all(np.isfinite(np.asarray(va, float))):
+            out.append(None)
+            sources.append(PREDICTED)
+        else:
+            out.append((float(va[0]), float(va[1])))
+            sources.append(source)
+    return out, sources
+
+
 def refuse_non_finite_audio(audio: Sequence[Path], *arrays) -> None:
     """Songs whose features, vector or VA hold NaN or infinity are refused before any write,
     naming the audio (SQLite would store NaN as NULL and blame the index)."""
@@ -247,16 +289,37 @@ def refuse_non_finite_audio(audio: Sequence[Path], *arrays) -> None:
                             f"silent, damaged or far past full scale); nothing added")
 
 
+def check_rated_va(rated_va, va_source: str | None, n: int) -> list[tuple[float, float]] | None:
+    """``rated_va`` as stored: one finite (valence, arousal) on the index's [0, 1] scale per song,
+    with a known ``va_source`` other than ``predicted``; None when not given."""
+    if rated_va is None:
+        return None
+    rated_va = [(float(v), float(a)) for v, a in rated_va]
+    if len(rated_va) != n:
+        raise ImuseError(f"{len(rated_va)} rated VA value(s) for {n} song(s); give one per song")
+    if va_source not in VA_SOURCES or va_source == PREDICTED:
+        raise ImuseError(f"a rated VA needs its source, one of {', '.join(s for s in VA_SOURCES if s != PREDICTED)}; "
+                         f"not {va_source!r}")
+    for v, a in rated_va:
+        if not (0.0 <= v <= 1.0 and 0.0 <= a <= 1.0):  # NaN fails too
+            raise ImuseError(f"rated valence {v:g}, arousal {a:g}: the song index's VA are on [0, 1] "
+                             f"(0 = most negative / calm, 1 = most positive / aroused)")
+    return rated_va
+
+
 def add_songs(index_path: str | os.PathLike, model: DeployedModel, audio: Sequence, titles: Sequence[str] | None = None,
               artists: Sequence[str] | None = None, song_ids: Sequence[str] | None = None,
-              true_va: Sequence[tuple[float, float]] | None = None) -> list[str]:
+              rated_va: Sequence[tuple[float, float]] | None = None, va_source: str | None = None) -> list[str]:
     """Embed ``audio`` files and add them to the index in one transaction. Returns their ids.
 
     ``song_id`` defaults to the file name without extension (the catalog's convention).
     Nothing is written unless every file decodes and no id is already taken. The writer
     lock is held from the final checks to the commit: a concurrent rebuild either ran
-    before (this adds to the new index) or waits and keeps these songs.
+    before (this adds to the new index) or waits and keeps these songs. ``rated_va`` (one
+    (valence, arousal) on [0, 1] per file) with its ``va_source`` (e.g. ``user``) is stored
+    beside the prediction, and the recommender ranks these songs with it.
     """
+    rated_va = check_rated_va(rated_va, va_source, len(audio))
     index_path = Path(index_path)
     meta = read_meta(index_path)
     check_fingerprint(index_path, meta, model)
@@ -264,17 +327,19 @@ def add_songs(index_path: str | os.PathLike, model: DeployedModel, audio: Sequen
     ids, titles, artists = per_file_text(audio, song_ids, titles, artists)
     refuse_taken(index_path, ids)
     feats = model.embed_audio(audio)  # every file decodes, or MediaError before any write
-    return add_embedded(index_path, model, audio, feats, ids, titles, artists, true_va)
+    return add_embedded(index_path, model, audio, feats, ids, titles, artists, rated_va, va_source)
 
 
 def add_embedded(index_path: Path, model: DeployedModel, audio: Sequence[Path], feats: np.ndarray, ids: list[str],
                  titles: list[str], artists: list[str],
-                 true_va: Sequence[tuple[float, float]] | None = None, publish: bool = True) -> list[str]:
+                 rated_va: Sequence[tuple[float, float]] | None = None, va_source: str | None = None,
+                 publish: bool = True) -> list[str]:
     """Add songs whose backbone features ``feats`` [n, D] are computed (by :func:`add_songs`,
     or by the Ray engine's workers): the model's music arm, then one transaction.
     ``publish=False`` leaves the memory-mapped arrays to a later :func:`publish_arrays` (a job
     of many transactions writes them once, not once per transaction)."""
     n = len(ids)
+    rated_va = check_rated_va(rated_va, va_source, n)
     refuse_non_finite_audio(audio, feats)
     music_vecs, music_va = model.music_side(feats)
     refuse_non_finite_audio(audio, music_va, music_vecs)
@@ -290,13 +355,14 @@ def add_embedded(index_path: Path, model: DeployedModel, audio: Sequence[Path], 
             # what we checked may have changed while we embedded: check again under the lock
             check_fingerprint(index_path, dict(conn.execute("SELECT key, value FROM meta").fetchall()), model)
             refuse_taken(index_path, ids, conn)
-            conn.executemany(
-                f"INSERT INTO songs VALUES ({', '.join('?' * len(SONG_COLUMNS))})",
-                [(ids[i], artists[i], titles[i], str(Path(audio[i]).resolve()),
-                  blob(music_vecs[i]) if music_vecs is not None else None,
-                  float(music_va[i, 0]), float(music_va[i, 1]),
-                  *(map(float, true_va[i]) if true_va else (None, None)), now) for i in range(n)])
+            insert_songs(conn, [(ids[i], artists[i], titles[i], str(Path(audio[i]).resolve()),
+                                 blob(music_vecs[i]) if music_vecs is not None else None,
+                                 float(music_va[i, 0]), float(music_va[i, 1]),
+                                 *(rated_va[i] if rated_va else (None, None)), now,
+                                 va_source if rated_va else PREDICTED) for i in range(n)])
             old_generation, generation = bump_generation(conn, now)
         if publish:
-            mmap_arrays.publish_generation(index_path, generation, old_generation, added=(ids, music_va, music_vecs))
+            ranked = np.asarray(rated_va, np.float32) if rated_va else music_va
+            mmap_arrays.publish_generation(index_path, generation, old_generation,
+                                           added=(ids, ranked, np.full(n, bool(rated_va)), music_vecs))
     return ids

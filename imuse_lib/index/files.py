@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: songs carry va_source (rated VA where a song has it); 1 is read only to be rebuilt
 LOCK_TIMEOUT = 120.0  # seconds a writer waits for another writer before giving up
 SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -47,7 +47,10 @@ CREATE TABLE songs (
     arousal REAL NOT NULL,
     true_valence REAL,
     true_arousal REAL,
-    added TEXT NOT NULL
+    added TEXT NOT NULL,
+    va_source TEXT NOT NULL,
+    CHECK ((va_source = 'predicted') = (true_valence IS NULL)),
+    CHECK ((true_valence IS NULL) = (true_arousal IS NULL))
 );
 CREATE TABLE images (
     image_id TEXT PRIMARY KEY,
@@ -60,12 +63,52 @@ CREATE TABLE images (
     true_arousal REAL
 );
 """
+# A song's ``valence, arousal`` are always the model's prediction from its audio; ``true_valence,
+# true_arousal`` its rated VA, stored exactly when ``va_source`` names where they come from (not
+# "predicted"). The recommender ranks with the rated VA where there is one.
 SONG_COLUMNS = ["song_id", "artist", "title", "source", "vector", "valence", "arousal",
-                "true_valence", "true_arousal", "added"]
+                "true_valence", "true_arousal", "added", "va_source"]
 
 
 SONG_META_COLUMNS = ["song_id", "artist", "title", "source", "valence", "arousal",
-                     "true_valence", "true_arousal", "added"]
+                     "true_valence", "true_arousal", "added", "va_source"]
+
+PREDICTED = "predicted"
+# Where a song's VA comes from: the stored code, and what the recommender's output says.
+VA_SOURCES = {
+    "allmusic-tags": "rated (AllMusic mood tags, Warriner lexicon)",
+    "spotify": "rated (Spotify valence/energy)",
+    "pmemo": "rated (PMEmo ratings)",
+    "user": "rated (given with --valence/--arousal)",
+    "user-tags": "rated (tags given with --tags, Warriner lexicon)",
+    PREDICTED: "predicted from audio",
+}
+
+# The songs table of schema version 1 (no va_source): read only so that `imuse index build` can
+# rebuild such an index in place, keeping the songs added to it.
+SONGS_V1 = """CREATE TABLE songs (
+    song_id TEXT PRIMARY KEY,
+    artist TEXT NOT NULL,
+    title TEXT NOT NULL,
+    source TEXT,
+    vector BLOB,
+    valence REAL NOT NULL,
+    arousal REAL NOT NULL,
+    true_valence REAL,
+    true_arousal REAL,
+    added TEXT NOT NULL
+)"""
+
+
+def va_source_label(code: str) -> str:
+    """What the output says of a stored ``va_source`` (an unknown code is said as it is)."""
+    return VA_SOURCES.get(str(code), f"rated ({code})")
+
+
+def check_va_source(code: str) -> str:
+    if code not in VA_SOURCES:
+        raise ValueError(f"unknown VA source {code!r}; expected one of {', '.join(VA_SOURCES)}")
+    return code
 
 
 def utc_now() -> str:
@@ -327,6 +370,7 @@ def _normal_sql(sql: str | None) -> str:
 
 SCHEMA_TABLES = {re.search(r"CREATE TABLE (\w+)", st).group(1): _normal_sql(st)
                  for st in SCHEMA.split(";") if st.strip()}
+OLDER_TABLES = {"songs": {_normal_sql(SONGS_V1)}}  # accepted by check_schema, refused by meta_of's version check
 
 
 def check_schema(conn: sqlite3.Connection, path: Path) -> None:
@@ -339,7 +383,8 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> None:
     for kind, name, table, sql in objects:
         if kind == "index" and sql is None and table in SCHEMA_TABLES:  # the primary keys' own indexes
             continue
-        if kind == "table" and name in SCHEMA_TABLES and _normal_sql(sql) == SCHEMA_TABLES[name]:
+        if kind == "table" and name in SCHEMA_TABLES and (_normal_sql(sql) == SCHEMA_TABLES[name]
+                                                          or _normal_sql(sql) in OLDER_TABLES.get(name, ())):
             found[name] = True
             continue
         raise DataError(f"{path}: not an IMUSE song index (its {kind} {name!r} is not in the song index schema); "
@@ -350,7 +395,9 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> None:
                         f"--replace-broken --index {path}` replaces it with a new index (or remove it yourself)")
 
 
-def meta_of(conn: sqlite3.Connection, path: Path) -> dict:
+def meta_of(conn: sqlite3.Connection, path: Path, versions: tuple[int, ...] = (SCHEMA_VERSION,)) -> dict:
+    """The index's ``meta``, once its schema is checked; an index of another schema version than
+    ``versions`` (default: this program's) is refused with one line saying how to rebuild it."""
     try:
         check_schema(conn, path)
         rows = conn.execute("SELECT key, value FROM meta").fetchall()
@@ -358,9 +405,16 @@ def meta_of(conn: sqlite3.Connection, path: Path) -> dict:
     except sqlite3.DatabaseError as exc:
         raise not_an_index(path, exc) from None
     meta = dict(rows)
-    if str(meta.get("schema_version", -1)) != str(SCHEMA_VERSION):
-        raise DataError(f"{path}: song index schema version {meta.get('schema_version')!r}, "
-                        f"this program reads version {SCHEMA_VERSION}; rebuild it with `imuse index build`")
+    version = str(meta.get("schema_version", -1))
+    if version not in {str(v) for v in versions}:
+        why = " (its songs do not say where their VA comes from)" if version == "1" else ""
+        raise DataError(f"{path}: song index schema version {meta.get('schema_version')!r}{why}, this program "
+                        f"reads version {SCHEMA_VERSION}; rebuild it with `imuse index build --index {path}` "
+                        f"(songs added with `imuse index add` are kept)")
+    songs_sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'songs'").fetchone()[0]
+    if (_normal_sql(songs_sql) == SCHEMA_TABLES["songs"]) != (version == str(SCHEMA_VERSION)):
+        raise DataError(f"{path}: not an IMUSE song index (its songs table is not that of schema version {version}); "
+                        f"`imuse index build --replace-broken --index {path}` replaces it with a new index")
     return meta
 
 
@@ -470,8 +524,14 @@ def insert_all(conn: sqlite3.Connection, meta: dict, songs: list[tuple], images:
         if statement.strip():
             conn.execute(statement)
     conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-    conn.executemany(f"INSERT INTO songs VALUES ({', '.join('?' * len(SONG_COLUMNS))})", songs)
+    insert_songs(conn, songs)
     conn.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", images)
+
+
+def insert_songs(conn: sqlite3.Connection, songs: list[tuple]) -> None:
+    """Song rows in the order of :data:`SONG_COLUMNS`."""
+    conn.executemany(f"INSERT INTO songs ({', '.join(SONG_COLUMNS)}) VALUES ({', '.join('?' * len(SONG_COLUMNS))})",
+                     songs)
 
 
 

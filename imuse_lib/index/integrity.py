@@ -28,7 +28,7 @@ def _non_finite_vectors(conn: sqlite3.Connection, table: str, key: str, dim: int
 
 def check_integrity(path: str | os.PathLike) -> list[str]:
     """Problems found in the index file (empty list: sound): SQLite's ``integrity_check``,
-    then every stored vector's length against the dimension in ``meta`` and finite VA."""
+    then every stored vector's length against the dimension in ``meta`` and finite VA (predicted and rated)."""
     path = Path(path)
     check_index_file(path)
     problems = []
@@ -47,12 +47,15 @@ def check_integrity(path: str | os.PathLike) -> list[str]:
                     if not bad:
                         problems += _non_finite_vectors(conn, table, key, nbytes // 4)
                 bad = conn.execute(f"SELECT {key} FROM {table} WHERE NOT (valence BETWEEN -1e9 AND 1e9) "
-                                   f"OR NOT (arousal BETWEEN -1e9 AND 1e9) LIMIT 5").fetchall()
+                                   f"OR NOT (arousal BETWEEN -1e9 AND 1e9) OR NOT (COALESCE(true_valence, 0) "
+                                   f"BETWEEN -1e9 AND 1e9) OR NOT (COALESCE(true_arousal, 0) BETWEEN -1e9 AND 1e9) "
+                                   f"LIMIT 5").fetchall()
                 problems += [f"{table} {r[0]}: valence/arousal not a finite number" for r in bad]
             arrays = load_arrays(path, meta)
             if arrays is not None and not problems:  # the memory-mapped copy must equal the index
-                ids, va, vecs = song_arrays(conn, int(meta.get("music_dim", 0)))
+                ids, va, rated, vecs = song_arrays(conn, int(meta.get("music_dim", 0)))
                 if not (np.array_equal(ids, arrays["song_ids"]) and np.array_equal(va, arrays["song_va"])
+                        and np.array_equal(rated, arrays["song_rated"])
                         and (vecs is None or np.array_equal(vecs, arrays["song_vectors"]))):
                     problems.append(f"{arrays_dir(path) / meta['generation']}: memory-mapped arrays differ from "
                                     f"the index; delete that folder (the next load rebuilds it)")

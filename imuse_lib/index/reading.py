@@ -21,11 +21,19 @@ from .. import config
 from ..errors import DataError, ModelMismatchError
 from ..ranking import va_columns
 from . import arrays as mmap_arrays
-from .files import SONG_META_COLUMNS, check_index_file, connect_read, meta_of, not_an_index, read_meta, unblob
+from .files import PREDICTED, SCHEMA_VERSION, SONG_META_COLUMNS, check_index_file, connect_read, meta_of, not_an_index, read_meta, unblob
 
 
 def default_index_path(model) -> Path:
-    """Where the index of ``model`` (anything with a ``fingerprint``) lives by default."""
+    """Where the index of ``model`` (anything with a ``fingerprint``) lives by default: named by
+    the schema version too, so that a program reading a newer schema builds its own beside an
+    older index instead of failing on it (:func:`legacy_default_path`)."""
+    return config.cache_dir() / "index" / f"{model.fingerprint[:16]}.v{SCHEMA_VERSION}.sqlite"
+
+
+def legacy_default_path(model) -> Path:
+    """The default index of ``model`` as schema version 1 named it: `imuse index build` to the
+    default path keeps the songs added to it."""
     return config.cache_dir() / "index" / f"{model.fingerprint[:16]}.sqlite"
 
 
@@ -39,10 +47,11 @@ class SongIndex:
     def __init__(self, path: Path, meta: dict, songs: pd.DataFrame | None, song_va: np.ndarray,
                  song_vectors: np.ndarray | None, images: pd.DataFrame | None = None,
                  image_va: np.ndarray | None = None, image_vectors: np.ndarray | None = None,
-                 song_ids: np.ndarray | None = None):
+                 song_ids: np.ndarray | None = None, song_rated: np.ndarray | None = None):
         self.path, self.meta = Path(path), meta
         self._songs = songs
-        self.song_va = song_va  # [N, 2] float32
+        self.song_va = song_va  # [N, 2] float32: what the recommender ranks with (rated where known, else predicted)
+        self.song_rated = np.zeros(len(song_va), np.bool_) if song_rated is None else song_rated  # [N] bool
         self.song_vectors = song_vectors  # [N, D] float32 or None
         self.images = pd.DataFrame() if images is None else images
         self.image_va = np.zeros((0, 2), np.float32) if image_va is None else image_va
@@ -53,7 +62,8 @@ class SongIndex:
 
     @property
     def songs(self) -> pd.DataFrame:
-        """song_id, artist, title, source, valence, arousal, true_valence, true_arousal, added."""
+        """song_id, artist, title, source, valence, arousal (predicted), true_valence, true_arousal
+        (rated, NaN where none), added, va_source."""
         if self._songs is None:
             self._songs = read_song_table(self.path, self.generation, self._song_ids)
         return self._songs
@@ -115,14 +125,14 @@ def open_index(path: str | os.PathLike) -> SongIndex:
             arrays = mmap_arrays.load_arrays(path, meta)
             if arrays is not None:
                 songs, song_ids, song_vectors = None, arrays["song_ids"], arrays.get("song_vectors")
-                va = arrays["song_va"]
+                va, rated = arrays["song_va"], arrays["song_rated"]
             else:
                 rows = conn.execute(
                     f"SELECT {', '.join(SONG_META_COLUMNS)}, vector FROM songs ORDER BY song_id").fetchall()
                 songs = pd.DataFrame([r[:-1] for r in rows], columns=SONG_META_COLUMNS)
                 song_vectors = unblob([r[-1] for r in rows], dim) if dim else None
                 song_ids = None
-                va = songs[["valence", "arousal"]].to_numpy(np.float32).reshape(-1, 2)
+                va, rated = ranking_va(songs)
             idim = int(meta.get("image_dim_vec", 0))
             irows = conn.execute(
                 "SELECT image_id, category, source, valence, arousal, true_valence, true_arousal, vector "
@@ -140,11 +150,20 @@ def open_index(path: str | os.PathLike) -> SongIndex:
             and read_meta(path).get("generation") == meta["generation"]):  # never arrays of a replaced state
         # a writer killed between its commit and its arrays: write them for the next reader
         ids = np.array([s.encode("utf-8") for s in songs.song_id], dtype=np.bytes_)
-        mmap_arrays.write_arrays(path, meta["generation"], ids, va, song_vectors, quiet=True)
+        mmap_arrays.write_arrays(path, meta["generation"], ids, va, rated, song_vectors, quiet=True)
     iva = images[["valence", "arousal"]].to_numpy(np.float32).reshape(-1, 2)
     refuse_non_finite(path, va, song_vectors if arrays is None else None, iva, image_vectors)
     return SongIndex(path=path, meta=meta, songs=songs, song_va=va, song_vectors=song_vectors,
-                     images=images, image_va=iva, image_vectors=image_vectors, song_ids=song_ids)
+                     images=images, image_va=iva, image_vectors=image_vectors, song_ids=song_ids, song_rated=rated)
+
+
+def ranking_va(songs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(VA each song is ranked with [N, 2] float32, rated [N] bool) of a songs table: the rated VA
+    (``true_valence, true_arousal``) where ``va_source`` says the song has one, else the predicted."""
+    rated = (songs.va_source != PREDICTED).to_numpy(np.bool_)
+    predicted = songs[["valence", "arousal"]].to_numpy(np.float32).reshape(-1, 2)
+    known = songs[["true_valence", "true_arousal"]].to_numpy(np.float32).reshape(-1, 2)
+    return np.where(rated[:, None], known, predicted), rated
 
 
 def refuse_non_finite(path: Path, *stored) -> None:

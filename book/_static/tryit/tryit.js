@@ -211,7 +211,7 @@
     for (const it of items) {
       const tr = document.createElement("tr");
       for (const [text, cls] of [[it.rank, "num"], [it.title, ""], [it.artist, ""], [it.quadrant || "\u2013", ""],
-        [fmt(it.similarity, 3), "num"], [fmt(it.valence, 2), "num"], [fmt(it.arousal, 2), "num"]]) {
+        [fmt(it.similarity, 3), "num"], [fmt(it.valence, 2), "num"], [fmt(it.arousal, 2), "num"], [it.va_from, ""]]) {
         const td = document.createElement("td");
         td.textContent = text;
         if (cls) td.className = cls;
@@ -289,6 +289,7 @@
       const items = ranked.top.map((pos, i) => ({
         rank: i + 1, song_id: m.rows[pos][0], artist: m.rows[pos][1], title: m.rows[pos][2],
         quadrant: m.rows[pos][5], similarity: ranked.sim[pos], valence: m.va[2 * pos], arousal: m.va[2 * pos + 1],
+        va_from: m.songs.va_source[m.rows[pos][6]] || m.rows[pos][6], // rated (its source) or predicted from audio
       }));
       const ms = performance.now() - t0;
       api.ready = true;
