@@ -63,6 +63,15 @@ class Findings:
         r = self.row(pred, split, cfg)
         return fmt_interval(r[col], r.get(f"{col}_lo"), r.get(f"{col}_hi")) if r is not None else MISSING
 
+    def averaged(self, pred: str, split: str, cfg: str | None = None) -> str:
+        """Which runs a row's mean averages and which failed: "mean of seeds 0 and 2; seed 1
+        failed: validation NSG@10 0.004 (random level 0.028)" ("" when not evaluated)."""
+        r = self.row(pred, split, cfg)
+        if r is None:
+            return ""
+        note = r.get("seeds_note")
+        return str(note) if isinstance(note, str) and note else f"mean of {int(r.seeds)} run(s)"
+
     def verdict_sentence(self, pred: str, base: str, split: str, metric: str = "nsg@10") -> str:
         """"on the cold split the joint network (the paper's) beats ridge (difference in NSG@10
         ..., paired over the same resamples)"; empty when the comparison was not made."""
@@ -84,7 +93,7 @@ class Findings:
         t = t[(t.split == split) & t.config.isin([self.main_config, "(none)", DEPLOYED])].copy()
         t = t.assign(_o=predictor_rank(t.predictor)).sort_values("_o")
         out = pd.DataFrame({"predictor": t.predictor.map(lambda p: PREDICTOR_NAMES.get(p, p)),
-                            "seeds": t.seeds.astype(str)})
+                            "runs averaged": [averaged_label(r) for _, r in t.iterrows()]})
         for label, col in cols:
             out[label] = [fmt_interval(r[col], r.get(f"{col}_lo"), r.get(f"{col}_hi")) for _, r in t.iterrows()]
         return out
@@ -102,6 +111,45 @@ class Findings:
                                  "image-only width": img_w, "two-way width": two_w,
                                  "ratio": two_w / img_w})
         return pd.DataFrame(rows)
+
+
+def averaged_label(row: pd.Series) -> str:
+    """A Table 2 row's "runs averaged" cell: the seeds and any failed run for a learned
+    predictor ("0, 2 (seed 1 failed)"), the number of runs for a baseline."""
+    failed = int(row.get("failed_seeds", 0) or 0)
+    note = row.get("seeds_note")
+    if row.get("kind") != "learned" or not isinstance(note, str):
+        return str(int(row.seeds))
+    if failed == 0:
+        return note.removeprefix("mean of seeds ").removeprefix("seed ").replace(" and ", ", ")
+    kept = note.split(";")[0].removeprefix("mean of seeds ").removeprefix("seed ").replace(" and ", ", ")
+    bad = [part.split(" failed")[0].strip() for part in note.split(";")[1:]]
+    return f"{kept} ({', '.join(bad)} failed)"
+
+
+# The per-seed table's columns, as a reader sees them.
+SEED_COLUMNS = {"split": "split", "network": "network", "seed": "seed", "val_nsg@10": "NSG@10, validation",
+                "random_level": "random level, validation", "judgement": "judgement", "nsg@10": "NSG@10, test",
+                "map_a@10": "MAP@10 (a), test"}
+
+
+def seed_table(runs: pd.DataFrame, judged: pd.DataFrame, main_config: str) -> pd.DataFrame:
+    """Every trained network of ``main_config`` (table2_runs.csv rows of the variants judged),
+    one row per split x variant x seed: its validation NSG@10 against its split's random level,
+    the judgement ("kept" or "FAILED: left out of the mean") and its test scores."""
+    j = judged[judged.config == main_config]
+    t = runs[(runs.config == main_config) & runs.predictor.isin(j.variant.unique())]
+    t = t.merge(j.rename(columns={"variant": "predictor"})[["split", "predictor", "seed", "val_nsg@10",
+                                                            "random_level", "failed"]],
+                on=["split", "predictor", "seed"], how="left", suffixes=("_test", ""))
+    t = t.assign(_s=t.split.map({"cold": 0, "paper": 1}), _o=predictor_rank(t.predictor))
+    t = t.sort_values(["_s", "_o", "seed"])
+    out = pd.DataFrame({"split": t.split, "network": t.predictor.map(lambda p: PREDICTOR_NAMES.get(p, p)),
+                        "seed": t.seed.astype(int), "val_nsg@10": t["val_nsg@10"], "random_level": t.random_level,
+                        "judgement": np.where(t.failed.fillna(False).astype(bool), "FAILED: left out of the mean",
+                                              "kept"),
+                        "nsg@10": t["nsg@10"], "map_a@10": t["map_a@10"]})
+    return out.rename(columns=SEED_COLUMNS).reset_index(drop=True)
 
 
 def top_song_quadrants(examples: pd.DataFrame, results, official: pd.Series) -> pd.DataFrame:
