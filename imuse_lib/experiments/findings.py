@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..report import MISSING, fmt_interval
+from ..report import MISSING, fmt_interval, fmt_metric
 from .evaluation import DEPLOYED, IMAGE_ONLY_METRICS
+from .inputs import PAPER_TABLE2
 from .predictors import FREE_BASELINES
 
 SPLIT_NAMES = {"paper": "paper split (pairs held out; every test image and song seen in training)",
@@ -25,6 +26,10 @@ PREDICTOR_NAMES = {"va_model": "deployed VA model", "joint": "joint network (the
                    "constant": "constant VA", "mean_similarity": "mean similarity", "random": "random",
                    "oracle": "oracle"}
 PREDICTOR_ORDER = tuple(PREDICTOR_NAMES)
+# The learned predictors, in the order sentences name them.
+LEARNED = ("va_model", "joint", "joint_tta", "joint_item", "factorised")
+# How close to the paper's MAP@10 counts as "reaches it" (the scale of its seed-to-seed spread).
+MAP_CLOSE = 0.02
 VERDICT_WORDS = {"win": "beats", "loss": "does worse than", "tie": "cannot be told apart from"}
 # Table 2's recommendation columns and the paper's own: (heading, table2 column).
 REC_COLUMNS = [("NSG@10", "nsg@10"), ("NDCG@10", "ndcg@10"), ("quadrant@10", "quadrant@10"),
@@ -85,6 +90,53 @@ class Findings:
         return (f"on the {split} split the {PREDICTOR_NAMES[pred]} {VERDICT_WORDS[m.verdict]} {PREDICTOR_NAMES[base]} "
                 f"(difference in {METRIC_NAMES[metric]} {fmt_interval(m.difference, m.lo, m.hi)}, paired over the "
                 f"same resamples)")
+
+    def learned(self, split: str) -> list[str]:
+        """The learned predictors evaluated on ``split``, in :data:`LEARNED` order."""
+        return [p for p in LEARNED if self.row(p, split) is not None]
+
+    def blind_sentence(self, split: str = "cold", metric: str = "nsg@10") -> str:
+        """Whether any learned predictor beats the picture-blind ranking (image-agnostic: one song
+        ranking for every picture) on ``metric``, by the paired interval of their difference:
+        "No learned model beats ..." or "The deployed VA model beats ..."; "" without the row."""
+        if self.row("image_agnostic", split) is None or not self.learned(split):
+            return ""
+        m = self.margins
+        m = m[(m.split == split) & (m.baseline == "image_agnostic") & (m.metric == metric)
+              & m.config.isin([self.main_config, DEPLOYED])]
+        verdict = {r.predictor: r.verdict for r in m.itertuples()}
+        learned = self.learned(split)
+        winners = [p for p in learned if verdict.get(p) == "win"]
+        blind = fmt_metric(self.value("image_agnostic", split, metric))
+        best = max(learned, key=lambda p: self.value(p, split, metric))
+        name = METRIC_NAMES.get(metric, metric)
+        if not winners:
+            return (f"No learned model beats the picture-blind ranking on the {split} split: one song ranking "
+                    f"for every picture scores {name} {blind}, the best learned model ({PREDICTOR_NAMES[best]}) "
+                    f"{fmt_metric(self.value(best, split, metric))}.")
+        names = " and ".join(f"the {PREDICTOR_NAMES[p]} ({fmt_metric(self.value(p, split, metric))})"
+                             for p in winners)
+        return (f"On the {split} split {names} beat{'s' if len(winners) == 1 else ''} the picture-blind ranking "
+                f"(one song ranking for every picture, {name} {blind}), by a paired interval that excludes 0.")
+
+    def map_sentence(self, split: str = "paper") -> str:
+        """The paper's claim on its own metric: the reproduced network's MAP@10 (a) against the
+        published one, which runs it averages, and every predictor that scores above the published
+        figure (the quadrant-only one is told each item's true quadrant); "" without the row."""
+        if self.row("joint", split) is None:
+            return ""
+        paper = PAPER_TABLE2["map@10"]
+        ours = self.value("joint", split, "map_a@10")
+        how = ("reaches" if abs(ours - paper) <= MAP_CLOSE else "stays below" if ours < paper else "exceeds")
+        text = (f"The paper reports MAP@10 {paper:.3f} for its network; reproduced on the {split} split, the "
+                f"paper's network {how} it with {fmt_metric(ours)} ({self.averaged('joint', split)}).")
+        above = [p for p in PREDICTOR_ORDER if p not in ("oracle", "lookup", "joint")
+                 and self.row(p, split) is not None and self.value(p, split, "map_a@10") > paper]
+        if above:
+            parts = [f"{PREDICTOR_NAMES[p]} {fmt_metric(self.value(p, split, 'map_a@10'))}"
+                     + (" (told each item's true quadrant)" if p == "quadrant" else "") for p in above]
+            text += f" Above the published {paper:.3f}: {', '.join(parts)}."
+        return text
 
     def split_table(self, split: str, cols: list[tuple[str, str]]) -> pd.DataFrame:
         """One split's predictors (main configuration, feature-free baselines, deployed model) in

@@ -160,3 +160,19 @@ def write_default_model(prof: Profile, configs, validation: pd.DataFrame | None 
     meta["selected_by"] = (f"highest validation NSG@10 ({best['nsg@10']:.3f}) among the {len(nets)} "
                            f"{split}-split networks of the {prof.name} profile")
     return training.save_model(target, model, meta)
+
+
+def diagnose_runs(prof: Profile, judged: pd.DataFrame) -> pd.DataFrame:
+    """``judged`` with :func:`training.collapse_diagnosis` of each run on its split's validation
+    pairs: dead units, saturated outputs and the spread of the predictions, to tell a run that
+    collapsed from one that learned little."""
+    from .. import training
+
+    rows = []
+    for _, r in judged.iterrows():
+        image, audio = r.config.split("+", 1)
+        data = inputs.feature_data(image, audio)
+        pairs_ = inputs.split_pairs(r.split)
+        model, _ = training.load_checkpoint(run_dir(prof, r.config, r.split, r.variant, int(r.seed)) / "model.pt")
+        rows.append({**r.to_dict(), **training.collapse_diagnosis(model, data, *data.rows(pairs_[pairs_.split == "val"]))})
+    return pd.DataFrame(rows)
