@@ -112,8 +112,8 @@ class Findings:
         name = METRIC_NAMES.get(metric, metric)
         if not winners:
             return (f"No learned model beats the picture-blind ranking on the {split} split: one song ranking "
-                    f"for every picture scores {name} {blind}, the best learned model ({PREDICTOR_NAMES[best]}) "
-                    f"{fmt_metric(self.value(best, split, metric))}.")
+                    f"for every picture scores {name} {blind}; the best learned model, the {PREDICTOR_NAMES[best]}, "
+                    f"scores {fmt_metric(self.value(best, split, metric))}.")
         names = " and ".join(f"the {PREDICTOR_NAMES[p]} ({fmt_metric(self.value(p, split, metric))})"
                              for p in winners)
         return (f"On the {split} split {names} beat{'s' if len(winners) == 1 else ''} the picture-blind ranking "
