@@ -162,3 +162,13 @@ def test_the_map_sentence_names_whatever_scores_above_the_published_figure():
     assert "Above the published 0.855: kNN 0.871, quadrant only 0.920 (told each item's true quadrant)." in text
     t = _table2(agnostic=0.378, joint_map=0.86)
     assert "the paper's network reaches it with 0.860" in Findings(t, _blind_margins(t), MAIN).map_sentence("paper")
+
+
+def test_the_command_lines_table2_names_a_failed_run_under_the_table():
+    from imuse_lib.experiments import format_table2
+
+    t = evaluation._aggregate(_runs({0: 0.34, 1: 0.01, 2: 0.32}, failed={1}), _reps())
+    t = t.assign(**{c: 0.1 for c in ("ndcg@10", "quadrant@10", "rev_nsg@10", "mae", "rmse")})
+    text = format_table2(t, paper=False)
+    assert ("paper/mobilenet_v2+musicnn/joint: mean of seeds 0 and 2; seed 1 failed: validation NSG@10 0.004 "
+            "(random level 0.030)") in text
