@@ -76,7 +76,7 @@ def test_table2_leaves_a_failed_run_out_of_the_mean_and_names_it():
     assert row["nsg@10"] == pytest.approx(0.33) and row["map_a@10"] == pytest.approx(0.8)
     assert row.seeds == 2 and row.failed_seeds == 1
     assert row.seeds_note == "mean of seeds 0 and 2; seed 1 failed: validation NSG@10 0.004 (random level 0.030)"
-    assert experiments.averaged_label(row) == "0, 2 (seed 1 failed)"
+    assert experiments.averaged_label(row) == "seeds 0, 2 (seed 1 failed)"
     mapk = evaluation._map_at_k(pd.DataFrame([{**r, **{f"nsg@{k}": r["nsg@10"] for k in range(1, 11)},
                                                **{f"map_a@{k}": r["map_a@10"] for k in range(1, 11)}}
                                               for r in _runs({0: 0.34, 1: 0.01, 2: 0.32}, failed={1}).to_dict("records")]))
@@ -87,7 +87,7 @@ def test_without_a_failed_run_every_seed_is_averaged():
     row = evaluation._aggregate(_runs({0: 0.34, 1: 0.30, 2: 0.32}), _reps()).iloc[0]
     assert row["nsg@10"] == pytest.approx(0.32) and row.seeds == 3 and row.failed_seeds == 0
     assert row.seeds_note == "mean of seeds 0, 1 and 2"
-    assert experiments.averaged_label(row) == "0, 1, 2"
+    assert experiments.averaged_label(row) == "seeds 0, 1, 2"
     # result files from before the judgement (no `failed` column) are averaged as they were
     old = _runs({0: 0.34, 1: 0.30}).drop(columns=["failed", "failed_val_nsg@10", "random_level"])
     assert evaluation._aggregate(old, _reps()).iloc[0].seeds_note == "mean of seeds 0 and 1"

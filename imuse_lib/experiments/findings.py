@@ -167,16 +167,14 @@ class Findings:
 
 def averaged_label(row: pd.Series) -> str:
     """A Table 2 row's "runs averaged" cell: the seeds and any failed run for a learned
-    predictor ("0, 2 (seed 1 failed)"), the number of runs for a baseline."""
+    predictor ("seeds 0, 2 (seed 1 failed)", "seed 0"), the number of runs for a baseline."""
     failed = int(row.get("failed_seeds", 0) or 0)
     note = row.get("seeds_note")
     if row.get("kind") != "learned" or not isinstance(note, str):
         return str(int(row.seeds))
-    if failed == 0:
-        return note.removeprefix("mean of seeds ").removeprefix("seed ").replace(" and ", ", ")
-    kept = note.split(";")[0].removeprefix("mean of seeds ").removeprefix("seed ").replace(" and ", ", ")
+    kept = note.split(";")[0].removeprefix("mean of ").replace(" and ", ", ")
     bad = [part.split(" failed")[0].strip() for part in note.split(";")[1:]]
-    return f"{kept} ({', '.join(bad)} failed)"
+    return f"{kept} ({', '.join(bad)} failed)" if failed else kept
 
 
 # The per-seed table's columns, as a reader sees them.
