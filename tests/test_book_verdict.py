@@ -50,14 +50,14 @@ def test_the_verdict_says_no_learned_model_beats_the_picture_blind_ranking_when_
                 "| deployed VA model (Try it, `imuse recommend`) | 0.289 | n/a |",
                 "| published: the paper's network (MobileNetV3 + SampleCNN) | n/a | 0.855 |"):
         assert row in text, row
-    assert "joint network (the paper's), mean of seeds 0, 1 and 2 on both splits" in text
+    assert "Joint network (the paper's), mean of seeds 0, 1 and 2 on both splits." in text
     # a failed run of a network in the table is named beside the mean it is left out of
     table2, margins = _results(joint_nsg=0.210, joint_map=0.815)
     cold_joint = (table2.predictor == "joint") & (table2.split == "cold")
     table2.loc[cold_joint, ["seeds_note", "failed_seeds"]] = [
         "mean of seeds 0 and 2; seed 1 failed: validation NSG@10 0.004 (random level 0.067)", 1]
     text = build_box.verdict_text(table2, margins, MAIN, "quick")
-    assert ("joint network (the paper's), cold split: mean of seeds 0 and 2; seed 1 failed: validation NSG@10 "
+    assert ("Joint network (the paper's), cold split: mean of seeds 0 and 2; seed 1 failed: validation NSG@10 "
             "0.004 (random level 0.067); paper split: mean of seeds 0, 1 and 2.") in text
     assert "{doc}`Try it <tryit>`" in text and "{cite:p}`chheda2023imuse`" in text
 
