@@ -44,8 +44,8 @@ def test_the_verdict_says_no_learned_model_beats_the_picture_blind_ranking_when_
     assert "no learned model here, the paper's network included, beats a single song ranking" in first
     assert "No learned model beats the picture-blind ranking on the cold split" in text
     assert "Above the published 0.855: kNN 0.871, quadrant only 0.922 (told each item's true quadrant)." in text
-    for row in ("| picture-blind: one song ranking for every picture | 0.378 | 0.804 |",
-                "| kNN on the frozen features | 0.293 | 0.871 |", "| random ranking | 0.008 | 0.629 |",
+    for row in ("| picture-blind (one song list for all) | 0.378 | 0.804 |",
+                "| kNN (frozen features) | 0.293 | 0.871 |", "| random ranking | 0.008 | 0.629 |",
                 "| the paper's network, reproduced | 0.210 | 0.815 |",
                 "| deployed VA model (Try it, `imuse recommend`) | 0.289 | n/a |",
                 "| published: the paper's network (MobileNetV3 + SampleCNN) | n/a | 0.855 |"):
@@ -59,7 +59,7 @@ def test_the_verdict_says_no_learned_model_beats_the_picture_blind_ranking_when_
     text = build_box.verdict_text(table2, margins, MAIN, "quick")
     assert ("Joint network (the paper's), cold split: mean of seeds 0 and 2; seed 1 failed: validation NSG@10 "
             "0.004 (random level 0.067); paper split: mean of seeds 0, 1 and 2.") in text
-    assert "{doc}`Try it <tryit>`" in text and "{cite:p}`chheda2023imuse`" in text
+    assert "{doc}`Try it <tryit>`" in text and "{cite:t}`chheda2023imuse`" in text
 
 
 def test_the_verdict_changes_its_sentence_when_a_learned_model_beats_the_picture_blind_ranking():

@@ -118,9 +118,9 @@ def tryit_row(sizes: dict | None) -> str:
 PAPER_KEY = "chheda2023imuse"  # the paper's entry in book/references.bib
 # The rows of the verdict's table: (predictor, what a reader calls it).
 VERDICT_ROWS = [("random", "random ranking"),
-                ("quadrant", "quadrant only (told each item's true quadrant)"),
-                ("image_agnostic", "picture-blind: one song ranking for every picture"),
-                ("ridge", "ridge on the frozen features"), ("knn", "kNN on the frozen features"),
+                ("quadrant", "quadrant only (told the true quadrant)"),
+                ("image_agnostic", "picture-blind (one song list for all)"),
+                ("ridge", "ridge (frozen features)"), ("knn", "kNN (frozen features)"),
                 ("joint", "the paper's network, reproduced"),
                 ("va_model", "deployed VA model (Try it, `imuse recommend`)")]
 
@@ -202,12 +202,12 @@ def verdict_text(table2, margins, main_config: str, profile: str, repo_url: str 
 
 {short_answer(found, cold, paper)}
 
-**Try it** with your own picture: {{doc}}`Try it <tryit>`. **The paper**: Chheda et al.,
-ICMLDE 2023 {{cite:p}}`{PAPER_KEY}`{(' ' + paper_link) if paper_link else ''}. **The code**: {code}.
+**Try it** with your own picture: {{doc}}`Try it <tryit>`. **The paper**: {{cite:t}}`{PAPER_KEY}`,
+ICMLDE{(', ' + paper_link) if paper_link else ''}. **The code**: {code}.
 
 {found.map_sentence(paper)}
 
-| | NSG@10, {cold} split: trust this (random 0, oracle 1) | MAP@10 (a), {paper} split: the paper's metric |
+| | NSG@10, {cold} split (trust this; random 0, oracle 1) | MAP@10 (a), {paper} split (the paper's metric) |
 |---|---|---|
 {chr(10).join(rows)}
 
