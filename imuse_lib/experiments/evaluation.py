@@ -1,6 +1,8 @@
 """The test split, read once: every trained run and the baselines scored with two-way
 bootstrap intervals, aggregated into Table 2, paired margins against the baselines, NSG@k and
-MAP@k, and what was run (results.json)."""
+MAP@k, and what was run (results.json). A run judged FAILED on validation
+(:func:`.selection.judge_runs`) keeps its row in table2_runs.csv but is left out of the means,
+intervals and margins, and Table 2 names it beside the mean."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ..profiles import SPLITS, Profile, get_profile
 from . import inputs
 from .paths import profile_dir, run_dir, run_id
 from .predictors import FEATURE_BASELINES, feature_baselines, free_baselines, network_predictors
+from .selection import judged_runs
 
 # What every learned predictor is compared with (paired differences in margins.csv).
 MARGIN_BASELINES = ("ridge", "knn", "quadrant", "image_agnostic", "constant", "random")
@@ -39,16 +42,24 @@ def _cell_label(image: str, audio: str, data) -> dict:
             "audio_weights": inputs.weights_label(data.audio_meta)}
 
 
-def _score_group(prof, ev, split, preds, image_only: bool = False) -> tuple[list, dict]:
+def _score_group(prof, ev, split, preds, image_only: bool = False, failed: dict | None = None) -> tuple[list, dict]:
     """Score predictors (name, seed, predictor) grouped by name: the run rows and, per name,
-    the seed-averaged bootstrap replicates (and the image-only ones, when asked)."""
+    the seed-averaged bootstrap replicates (and the image-only ones, when asked). ``failed``:
+    {(name, seed): (validation NSG@10, random level)} of runs judged failed, whose rows say so
+    and whose replicates are left out (unless every seed of the name failed)."""
     from .. import metrics
 
-    rows, scored = [], {}
+    failed = failed or {}
+    rows, scored, kept = [], {}, {}
     for pname, seed, pred in preds:
         summary, sc = metrics.score(pred, ev, seed=seed)
-        rows.append({"predictor": pname, "seed": seed, **summary})
+        val_nsg, level = failed.get((pname, seed), (np.nan, np.nan))
+        rows.append({"predictor": pname, "seed": seed, **summary, "failed": (pname, seed) in failed,
+                     "failed_val_nsg@10": val_nsg, "random_level": level})
         scored.setdefault(pname, []).append(sc)
+        if (pname, seed) not in failed:
+            kept.setdefault(pname, []).append(sc)
+    scored = {n: kept.get(n, runs) for n, runs in scored.items()}
     draws = _draws(prof, ev, split)
     reps = {n: metrics.replicates(ev, runs, draws) for n, runs in scored.items()}
     if image_only:
@@ -78,11 +89,17 @@ def _evaluate_cell(task: dict) -> dict:
     data = inputs.feature_data(image, audio)
     ev = inputs.evalset(data, split)
     nets = network_predictors(prof, name, split, data)
+    failed = {}  # a failed joint run's view-averaged scoring is left out with it
+    for variant, seed, val_nsg, level in task.get("failed", []):
+        failed[(variant, seed)] = (val_nsg, level)
+        if variant == "joint":
+            failed[("joint_tta", seed)] = (val_nsg, level)
     meta_runs = {run_id(name, split, n, s): {k: m.get(k) for k in ("image_weights", "audio_weights", "epochs",
                                                                   "device", "selected_epoch")}
                  for n, s, _, m in nets}
     fb = feature_baselines(data, split)
-    rows, reps = _score_group(prof, ev, split, fb + [(n, s, p) for n, s, p, _ in nets], image_only=True)
+    rows, reps = _score_group(prof, ev, split, fb + [(n, s, p) for n, s, p, _ in nets], image_only=True,
+                              failed=failed)
     for r in rows:
         r.update({"config": name, "split": split, **_cell_label(image, audio, data)})
     return {"split": split, "config": name, "rows": rows, "reps": reps, "runs": meta_runs,
@@ -151,8 +168,17 @@ def run_evaluation(profile: str | Profile = "quick", progress: bool = True, **ov
     base = {"profile": prof.name, "overrides": ov}
     free = _parallel(_evaluate_free, [{**base, "split": s, "image": configs[0][0], "audio": configs[0][1]}
                                       for s in prof.splits], prof.jobs, f"baselines ({prof.name})", progress)
-    cells = _parallel(_evaluate_cell, [{**base, "split": s, "image": i, "audio": a} for (i, a) in configs
-                                       for s in prof.splits], prof.jobs, f"evaluating ({prof.name})", progress)
+    judged = judged_runs(prof)
+    judged = judged[judged.failed]
+
+    def failed_in(cfg: str, split: str) -> list:
+        j = judged[(judged.config == cfg) & (judged.split == split)]
+        return [(r.variant, int(r.seed), float(r["val_nsg@10"]), float(r.random_level)) for _, r in j.iterrows()]
+
+    cells = _parallel(_evaluate_cell, [{**base, "split": s, "image": i, "audio": a,
+                                        "failed": failed_in(inputs.config_name(i, a), s)}
+                                       for (i, a) in configs for s in prof.splits],
+                      prof.jobs, f"evaluating ({prof.name})", progress)
     deployed = _evaluate_deployed({**base, "split": "cold", "image": configs[0][0], "audio": configs[0][1]}) \
         if "cold" in prof.splits else None
     if deployed is not None:
@@ -163,6 +189,7 @@ def run_evaluation(profile: str | Profile = "quick", progress: bool = True, **ov
             raise ImuseError(f"{c['config']}: its feature stores order the items differently from "
                              f"{inputs.config_name(*configs[0])}; rebuild them")
     runs = pd.DataFrame([r for f in free for r in f["rows"]] + [r for c in cells for r in c["rows"]])
+    runs["failed"] = runs["failed"].fillna(False).astype(bool) if "failed" in runs else False
     reps = {("(none)", f["split"], n): v for f in free for n, v in f["reps"].items()}
     reps.update({(c["config"], c["split"], n): v for c in cells for n, v in c["reps"].items()})
     table2 = _aggregate(runs, reps)
@@ -208,13 +235,37 @@ KIND = {"oracle": "reference", "lookup": "reference", "quadrant": "reference", "
         "knn": "baseline"}
 
 
+def seeds_note(seeds, failed: pd.DataFrame | None = None) -> str:
+    """What a Table 2 mean averages, in words: "mean of seeds 0 and 2; seed 1 failed: validation
+    NSG@10 0.004 (random level 0.028)"; "seed 0" for a single run. ``failed``: the failed runs
+    (``seed``, ``failed_val_nsg@10``, ``random_level``)."""
+    from ..report import fmt_metric
+
+    seeds = [int(s) for s in seeds]
+    listed = ", ".join(map(str, seeds[:-1])) + f" and {seeds[-1]}" if len(seeds) > 1 else \
+        (str(seeds[0]) if seeds else "")
+    text = f"mean of seeds {listed}" if len(seeds) > 1 else f"seed {listed}" if seeds else "no run kept"
+    if failed is not None and len(failed):
+        why = "; ".join(f"seed {int(r.seed)} failed: validation NSG@10 {fmt_metric(r['failed_val_nsg@10'])} "
+                        f"(random level {fmt_metric(r.random_level)})" for _, r in failed.iterrows())
+        text += f"; {why}"
+    return text
+
+
 def _aggregate(runs: pd.DataFrame, reps: dict) -> pd.DataFrame:
+    """One Table 2 row per (configuration, split, predictor): the mean over its runs, failed runs
+    left out (all of them kept when every seed failed) and named in ``seeds_note``."""
     from .. import metrics
 
+    if "failed" not in runs:
+        runs = runs.assign(failed=False, **{"failed_val_nsg@10": np.nan, "random_level": np.nan})
     rows = []
-    for (cfg, split, pred), g in runs.groupby(["config", "split", "predictor"], sort=False):
+    for (cfg, split, pred), g_all in runs.groupby(["config", "split", "predictor"], sort=False):
+        bad = g_all[g_all.failed.astype(bool)]
+        g = g_all[~g_all.failed.astype(bool)] if len(bad) < len(g_all) else g_all
         row = {"config": cfg, "split": split, "predictor": pred, "kind": KIND.get(pred, "learned"),
-               "seeds": len(g), "image_weights": g.image_weights.iloc[0], "audio_weights": g.audio_weights.iloc[0],
+               "seeds": len(g), "failed_seeds": len(bad), "seeds_note": seeds_note(sorted(g.seed), bad),
+               "image_weights": g.image_weights.iloc[0], "audio_weights": g.audio_weights.iloc[0],
                **{c: int(g[c].iloc[0]) for c in ("n_queries", "n_candidates", "n_pairs", "n_queries_a")}}
         for col in METRIC_COLUMNS:
             vals = g[col] if col in g else pd.Series([np.nan] * len(g))
@@ -253,10 +304,13 @@ def _margins(table2: pd.DataFrame, reps: dict, main_config: str) -> pd.DataFrame
 
 
 def _map_at_k(runs: pd.DataFrame) -> pd.DataFrame:
+    """NSG@k and MAP@k (a) per predictor: the mean over the runs Table 2 averages."""
     from ..metrics import KS
 
     rows = []
-    for (cfg, split, pred), g in runs.groupby(["config", "split", "predictor"], sort=False):
+    for (cfg, split, pred), g_all in runs.groupby(["config", "split", "predictor"], sort=False):
+        ok = ~g_all.failed.astype(bool) if "failed" in g_all else pd.Series(True, index=g_all.index)
+        g = g_all[ok] if ok.any() else g_all
         for metric, label in (("nsg", "NSG@k"), ("map_a", "MAP@k (a)")):
             for k in KS:
                 vals = g[f"{metric}@{k}"]

@@ -105,6 +105,9 @@ def format_table2(table2: pd.DataFrame, paper: bool = True) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*head), "  ".join("-" * w for w in widths)] + [fmt.format(*row) for row in body]
+    if "failed_seeds" in t:  # runs judged failed on validation: left out of the mean, named here
+        lines += [f"{r.split}/{r.config}/{r.predictor}: {r.seeds_note}" for r in t.itertuples()
+                  if r.failed_seeds and r.failed_seeds > 0]
     lines.append("NSG@10: (mean true S of the top 10 - candidates' mean) / (oracle's - candidates' mean), random 0, "
                  "oracle 1; candidates: every catalog song (paper split) or every held-out song (cold). "
                  "* the paper's metrics: MAP@10 (a) ranks each test image's own test pairs. "

@@ -36,6 +36,7 @@ from .end_to_end import time_end_to_end  # noqa: F401
 from .feature_data import FeatureData  # noqa: F401
 from .loop import (TrainResult, huber_components, item_weights, make_optimiser, new_history,  # noqa: F401
                    subnormals_flushed, train, validation_loss)
-from .predict import NetworkPredictor, predict_matrix, predict_pairs  # noqa: F401
+from .predict import (SATURATED_PRE_ACTIVATION, NetworkPredictor, collapse_diagnosis, predict_matrix,  # noqa: F401
+                      predict_pairs)
 from .settings import (CHECKPOINT_FORMAT, MODEL_FORMAT, VAL_CHUNK, TrainConfig, default_model_path,  # noqa: F401
                        device_name, resolve_device)

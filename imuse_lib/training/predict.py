@@ -110,3 +110,36 @@ class NetworkPredictor:
     def item_va(self, img_rows, song_rows):
         _, iva, mva = self._matrix(img_rows, song_rows, True)
         return iva, mva
+
+
+# A sigmoid output whose pre-activation is beyond this is pinned: its derivative is below 3e-7
+# (in float32 it rounds to exactly 0 or 1 from about 17), so the loss no longer moves it.
+SATURATED_PRE_ACTIVATION = 15.0
+
+
+@torch.no_grad()
+def collapse_diagnosis(model: IMUSENet, data: FeatureData, img_rows, song_rows) -> dict:
+    """How a network's units and outputs behave on pairs (feature rows, evaluation views): the
+    share of dead ReLU units (zero for every pair) in the image arm, the music arm and, in the
+    joint network, the fusion layer; the share of image and music VA outputs whose sigmoid is
+    saturated (|pre-activation| > :data:`SATURATED_PRE_ACTIVATION`); and the spread (sd) of the
+    predicted image and music VA. What tells a collapsed run from a weak one."""
+    model.eval()
+    ir = torch.as_tensor(np.asarray(img_rows))
+    sr = torch.as_tensor(np.asarray(song_rows))
+    hi, hm = model.image_vector(data.image_eval[ir]), model.music_vector(data.audio_eval[sr])
+
+    def dead(h):
+        return float((h.max(0).values <= 0).float().mean())
+
+    out = {"dead_image_arm": dead(hi), "dead_music_arm": dead(hm), "dead_fusion": float("nan")}
+    if model.factorised:
+        zi, zm = model.image_head[1](model.image_head[0](hi)), model.music_head[1](model.music_head[0](hm))
+    else:
+        h = model.fusion(torch.cat([hi, hm], dim=1))
+        out["dead_fusion"] = dead(h)
+        zi, zm = model.image_head[0](h), model.music_head[0](h)
+    for who, z in (("image", zi), ("music", zm)):
+        out[f"saturated_{who}_outputs"] = float((z.abs() > SATURATED_PRE_ACTIVATION).float().mean())
+        out[f"{who}_va_sd"] = float(torch.sigmoid(z).std(0).mean())
+    return out
