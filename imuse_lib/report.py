@@ -31,6 +31,7 @@ Static figures
 
 from __future__ import annotations
 
+import ast
 import base64
 import html
 import re
@@ -53,11 +54,21 @@ MISSING = "n/a"
 
 
 class PlainText(str):
-    """A string that glues as plain text: ``{glue:text}`` shows a value's repr, which for a plain
-    ``str`` would add quotes."""
+    """A string that glues as plain text.
+
+    myst-nb's ``{glue:text}`` reads the glued repr back with ``ast.literal_eval``: a bare
+    ``1,000,000`` would come back as the tuple ``(1, 0, 0)``, ``1,024`` as ``(1, 24)`` and
+    ``0.410`` as ``0.41``. Text that Python would read as a literal is therefore glued quoted
+    (literal_eval gives the string back unchanged); other text, e.g. a sentence, as it is, so that
+    ``{glue}`` shows it without quotes too."""
 
     def __repr__(self) -> str:
-        return str(self)
+        text = str(self)
+        try:
+            value = ast.literal_eval(text)
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+            return text
+        return text if isinstance(value, str) and value == text else repr(text)
 
 
 # --------------------------------------------------------------------------- numbers by meaning
@@ -233,6 +244,49 @@ def glue_md(name: str, text: str) -> None:
     _glue(name, Markdown(text), display=False)
 
 
+# --------------------------------------------------------------------------- names a reader sees
+
+# The one mapping from code names (predictors, feature sources, columns of the results files) to
+# the words a reader sees; :func:`table` applies it to every column heading and every text cell
+# that is exactly a code name. The glossary page (book/glossary.md) defines the terms.
+READER_NAMES = {
+    # predictors, in the order of every table (learned first, then the baselines, the oracle last)
+    "va_model": "deployed VA model", "joint": "joint network (the paper's)", "joint_tta": "joint, views averaged",
+    "joint_item": "joint, item-weighted loss", "factorised": "factorised network", "ridge": "ridge", "knn": "kNN",
+    "quadrant": "quadrant only", "image_agnostic": "image-agnostic", "lookup": "lookup (training labels)",
+    "constant": "constant VA", "mean_similarity": "mean similarity", "random": "random", "oracle": "oracle",
+    # feature sources and kernels
+    "image_stats": "colour and texture statistics", "rbf": "RBF kernel",
+    # columns of the results files
+    "nsg@10": "NSG@10", "ndcg@10": "NDCG@10", "quadrant@10": "quadrant@10", "rev_nsg@10": "reverse NSG@10",
+    "map_a@10": "MAP@10 (a)", "mae": "MAE", "rmse": "RMSE", "n_queries": "test queries",
+    "n_candidates": "candidate songs", "true_valence": "tag valence", "true_arousal": "tag arousal",
+    "image_id": "image", "song_id": "song",
+}
+# One colour per predictor, shared by the static (matplotlib) and interactive (plotly) figures.
+PREDICTOR_COLOURS = {
+    "va_model": "#1f77b4", "joint": "#d62728", "joint_tta": "#ff9896", "joint_item": "#e377c2",
+    "factorised": "#9467bd", "ridge": "#2ca02c", "knn": "#17becf", "quadrant": "#bcbd22",
+    "image_agnostic": "#ff7f0e", "lookup": "#8c564b", "constant": "#7f7f7f", "mean_similarity": "#c7c7c7",
+    "random": "#000000", "oracle": "#aec7e8",
+}
+
+
+def reader_name(code) -> str:
+    """The reader's name for a code name (:data:`READER_NAMES`); anything else unchanged."""
+    return READER_NAMES.get(code, code) if isinstance(code, str) else code
+
+
+def predictor_colour(predictor: str) -> str:
+    """The one colour of ``predictor`` in every figure (a code name or its reader name)."""
+    by_reader = {READER_NAMES[k]: c for k, c in PREDICTOR_COLOURS.items()}
+    colour = PREDICTOR_COLOURS.get(predictor) or by_reader.get(predictor)
+    if colour is None:
+        raise ImuseError(f"report.predictor_colour: no colour for predictor {predictor!r} "
+                         f"(known: {', '.join(PREDICTOR_COLOURS)})")
+    return colour
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -240,6 +294,7 @@ def table(frame: pd.DataFrame, metric: Iterable[str] = (), va: Iterable[str] = (
           percent: Iterable[str] = (), count: Iterable[str] = (), formats: Mapping[str, Callable] | None = None,
           index: bool = False, wrap: Iterable[str] = ()):
     """A pandas Styler that formats columns by meaning and hides the index (``index=True`` keeps it).
+    Column headings and text cells that are code names get their reader names (:data:`READER_NAMES`).
     ``wrap``: text columns whose cells may wrap onto several lines (the book's stylesheet keeps
     cells on one line, so that a number and its interval stay together).
 
@@ -255,6 +310,14 @@ def table(frame: pd.DataFrame, metric: Iterable[str] = (), va: Iterable[str] = (
     missing = [c for c in [*fmts, *wrap] if c not in frame.columns]
     if missing:
         raise ImuseError(f"report.table: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
+    # reader names last, so that the column names above are the frame's own
+    frame = frame.rename(columns=reader_name)
+    text_cols = [c for c in frame.columns if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+    frame = frame.assign(**{c: frame[c].map(reader_name) for c in text_cols}) if text_cols else frame
+    fmts = {reader_name(c): fn for c, fn in fmts.items()}
+    wrap = [reader_name(c) for c in wrap]
+    if index:
+        frame = frame.rename(index=reader_name)
     styler = frame.style.format(fmts, na_rep=MISSING)
     if wrap:
         styler = styler.set_properties(subset=wrap, **{"white-space": "normal", "overflow-wrap": "anywhere",
@@ -426,16 +489,27 @@ def figure_title(figure: dict) -> str:
     return " ".join(re.sub(r"<br\s*/?>", " ", re.sub(r"<(?!br)[^>]+>", "", text)).split())
 
 
+PLOTLY_DIV_CLASS = "plotly-graph-div"  # what marks a page with a plotly figure (book/_ext/imuse_pages.py)
+_INLINE_SCRIPT = re.compile(r"(<script(?: type=\"text/javascript\")?>)(.*?)(</script>)", re.S)
+
+
+def _after_plotly_loads(live: str) -> str:
+    """The figure's inline ``Plotly.newPlot`` call run on DOMContentLoaded: the book loads plotly.js
+    with ``defer`` (the text paints first), and deferred scripts run before that event."""
+    return _INLINE_SCRIPT.sub(lambda m: f'{m[1]}window.addEventListener("DOMContentLoaded", function () {{'
+                                        f'{m[2]}}});{m[3]}', live)
+
+
 def plotly_html(figure: dict, div_id: str, png: bytes | None, alt: str | None = None, height: int = 500) -> str:
-    """The book's HTML for a plotly figure: the live figure (plotly.js is loaded once per page from
-    the book's _static) followed by its static PNG. The book's stylesheet shows the PNG instead of
+    """The book's HTML for a plotly figure: the live figure (plotly.js is loaded, deferred, only by
+    the pages that have a figure, from the book's _static) followed by its static PNG. The book's stylesheet shows the PNG instead of
     the live figure when printing, and a page without JavaScript shows only the PNG."""
     import plotly.io as pio
 
     live = pio.to_html(figure, include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
                        config=figure.get("config") or {}, default_width="100%", default_height=height,
                        div_id=div_id)
-    out = f'<div class="{LIVE_FIGURE_CLASS}">{live}</div>'
+    out = f'<div class="{LIVE_FIGURE_CLASS}">{_after_plotly_loads(live)}</div>'
     if png is not None:
         alt = alt or figure_title(figure) or "figure"
         data = base64.b64encode(png).decode()

@@ -149,8 +149,10 @@ def test_glue_and_glue_box_in_a_real_kernel():
     assert all(o["output_type"] == "display_data" for o in outputs), outputs  # no echoed value
     records = {o["metadata"]["scrapbook"]["name"]: o["data"] for o in outputs}
     prefix = presentation.GLUE_PREFIX
+    from myst_nb.core.variables import format_plain_text  # what {glue:text} shows
+
     assert records["name"][prefix + "text/plain"] == "mobilenet_v2"
-    assert records["mae"][prefix + "text/plain"] == "0.412"
+    assert format_plain_text(records["mae"][prefix + "text/plain"], "") == "0.412"
     assert records["n"][prefix + "text/plain"] == "7"
     assert report.BOX_CLASS in records["what_this_shows"][prefix + "text/html"]
     assert records["finding"][prefix + "text/markdown"] == "**Read NSG@10 first.** It asks"
@@ -198,3 +200,29 @@ def test_va_figure_draws_songs_queries_and_their_top_songs():
     assert (star.x[0], star.y[0]) == (0.3, 0.4) and star.marker.symbol == "star"
     assert "S = 0.900" in fig.data[1].text[0]
     assert fig.layout.title.text == "a title" and tuple(fig.layout.xaxis.range) == (0, 1)
+
+
+@pytest.mark.parametrize("text", ["1,000,000", "179,000", "1,024", "13,500", "0.410", "1.000", "3.15", "None",
+                                  "mobilenet_v2", "the same", "4.33 s", "(a)", "'quoted'"])
+def test_glued_text_reads_back_as_written(text):
+    """{glue:text} reads a glued value with ast.literal_eval: "1,000,000" used to come back as the
+    tuple (1, 0, 0) and "0.410" as 0.41. PlainText's repr survives that unchanged."""
+    from myst_nb.core.variables import format_plain_text
+
+    assert format_plain_text(repr(report.PlainText(text)), "") == text
+    assert format_plain_text(repr(report.PlainText(report.fmt_count(1_000_000))), "") == "1,000,000"
+    if " " in text and text != "4.33 s":
+        assert repr(report.PlainText(text)) == text  # prose stays unquoted ({glue} shows it as is)
+
+
+def test_table_shows_reader_names_and_no_index():
+    frame = pd.DataFrame({"predictor": ["va_model", "joint_tta", "image_agnostic", "my own"],
+                          "nsg@10": [0.2891, 0.2, 0.378, 0.1]})
+    html = report.table(frame, metric=["nsg@10"]).to_html()
+    assert "deployed VA model" in html and "joint, views averaged" in html and "image-agnostic" in html
+    assert "va_model" not in html and "joint_tta" not in html and "image_agnostic" not in html
+    assert "my own" in html and "NSG@10" in html and "0.289" in html and "0.2891" not in html
+    assert 'class="row_heading' not in html  # no 0..n index column
+    assert report.predictor_colour("va_model") == report.predictor_colour("deployed VA model")
+    with pytest.raises(ImuseError, match="no colour for predictor 'nobody'"):
+        report.predictor_colour("nobody")
