@@ -44,7 +44,8 @@ from .errors import ImuseError
 
 __all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "fmt_percent", "fmt_count", "glue",
            "glue_md", "box", "glue_box", "spread_examples", "va_figure", "table", "va_summary", "forest_plot",
-           "forest_sentence", "lower_is_better", "plotly_html", "static_png", "seconds_formatter", "BOX_CLASS",
+           "forest_sentence", "lower_is_better", "plotly_html", "READER_NAMES", "PREDICTOR_COLOURS", "reader_name",
+           "reader_text", "predictor_colour", "QUADRANT_WORDS", "quadrant_comment", "static_png", "seconds_formatter", "BOX_CLASS",
            "STATIC_FIGURE_CLASS", "LIVE_FIGURE_CLASS"]
 
 BOX_CLASS = "imuse-box"
@@ -277,6 +278,16 @@ def reader_name(code) -> str:
     return READER_NAMES.get(code, code) if isinstance(code, str) else code
 
 
+_CODE_WORDS = re.compile(r"(?<![\w/.])(" + "|".join(sorted((re.escape(k) for k in READER_NAMES if "_" in k or k == "rbf"),
+                                                         key=len, reverse=True)) + r")(?![\w/.])")
+
+
+def reader_text(text: str) -> str:
+    """``text`` with the code names that are plainly code (``image_stats``, ``rbf``, ``va_model``...)
+    replaced by their reader names; ordinary words (``random``, ``joint``) and paths are left alone."""
+    return _CODE_WORDS.sub(lambda m: READER_NAMES[m[1]], str(text))
+
+
 def predictor_colour(predictor: str) -> str:
     """The one colour of ``predictor`` in every figure (a code name or its reader name)."""
     by_reader = {READER_NAMES[k]: c for k, c in PREDICTOR_COLOURS.items()}
@@ -285,6 +296,31 @@ def predictor_colour(predictor: str) -> str:
         raise ImuseError(f"report.predictor_colour: no colour for predictor {predictor!r} "
                          f"(known: {', '.join(PREDICTOR_COLOURS)})")
     return colour
+
+
+# The four quadrants of the VA plane in words (Russell's circumplex; midpoint 0.5).
+QUADRANT_WORDS = {"Q1": "happy, excited", "Q2": "tense, angry", "Q3": "sad, bored", "Q4": "calm, content"}
+
+
+def quadrant_comment(image: str, image_quadrant: str, predicted_quadrant: str, song_quadrants: Iterable[str]) -> str:
+    """One sentence on a picture whose top songs sit mostly outside its own quadrant, naming why:
+    the model placed the picture in another quadrant, or its songs scatter although the picture's
+    place is right. '' when most of its songs share its quadrant (nothing to explain)."""
+    songs = list(song_quadrants)
+    if not songs:
+        return ""
+    own = sum(q == image_quadrant for q in songs)
+    if own * 2 > len(songs):
+        return ""
+    common = max(dict.fromkeys(songs), key=songs.count)
+    where = f"{common} ({QUADRANT_WORDS.get(common, common)})"
+    if predicted_quadrant != image_quadrant:
+        why = (f"the model places the picture in {predicted_quadrant} "
+               f"({QUADRANT_WORDS.get(predicted_quadrant, predicted_quadrant)}) instead")
+    else:
+        why = "the picture's predicted place is right, but the songs nearest it are labelled otherwise"
+    return (f"**{image}** is rated {image_quadrant} ({QUADRANT_WORDS.get(image_quadrant, image_quadrant)}), yet "
+            f"only {own} of its {len(songs)} songs are; most are {where}: {why}.")
 
 
 # --------------------------------------------------------------------------- tables

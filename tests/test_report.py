@@ -226,3 +226,20 @@ def test_table_shows_reader_names_and_no_index():
     assert report.predictor_colour("va_model") == report.predictor_colour("deployed VA model")
     with pytest.raises(ImuseError, match="no colour for predictor 'nobody'"):
         report.predictor_colour("nobody")
+
+
+def test_quadrant_comment_explains_a_picture_whose_songs_sit_elsewhere():
+    said = report.quadrant_comment("Rollercoaster 2", "Q1", "Q4", ["Q4"] * 5)
+    assert said == ("**Rollercoaster 2** is rated Q1 (happy, excited), yet only 0 of its 5 songs are; most are "
+                    "Q4 (calm, content): the model places the picture in Q4 (calm, content) instead.")
+    assert "labelled otherwise" in report.quadrant_comment("x", "Q3", "Q3", ["Q4", "Q4", "Q3", "Q1", "Q4"])
+    assert report.quadrant_comment("Fire 5", "Q2", "Q2", ["Q2", "Q2", "Q2", "Q1", "Q2"]) == ""
+    assert report.quadrant_comment("x", "Q2", "Q2", []) == ""
+
+
+def test_reader_text_replaces_only_plain_code_names():
+    label = "factorised VA model: images mobilenet_v2+image_stats (rbf), songs musicnn (rbf)"
+    assert report.reader_text(label) == ("factorised VA model: images mobilenet_v2+colour and texture statistics "
+                                         "(RBF kernel), songs musicnn (RBF kernel)")
+    assert report.reader_text("random and joint beat va_model; results/va_model.npz") == \
+        "random and joint beat deployed VA model; results/va_model.npz"
