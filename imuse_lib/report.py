@@ -319,8 +319,9 @@ def quadrant_comment(image: str, image_quadrant: str, predicted_quadrant: str, s
                f"({QUADRANT_WORDS.get(predicted_quadrant, predicted_quadrant)}) instead")
     else:
         why = "the picture's predicted place is right, but the songs nearest it are labelled otherwise"
+    share = "none" if own == 0 else f"only {own}"
     return (f"**{image}** is rated {image_quadrant} ({QUADRANT_WORDS.get(image_quadrant, image_quadrant)}), yet "
-            f"only {own} of its {len(songs)} songs are; most are {where}: {why}.")
+            f"{share} of its {len(songs)} songs are; most are {where}: {why}.")
 
 
 # --------------------------------------------------------------------------- tables

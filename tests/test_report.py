@@ -230,9 +230,10 @@ def test_table_shows_reader_names_and_no_index():
 
 def test_quadrant_comment_explains_a_picture_whose_songs_sit_elsewhere():
     said = report.quadrant_comment("Rollercoaster 2", "Q1", "Q4", ["Q4"] * 5)
-    assert said == ("**Rollercoaster 2** is rated Q1 (happy, excited), yet only 0 of its 5 songs are; most are "
+    assert said == ("**Rollercoaster 2** is rated Q1 (happy, excited), yet none of its 5 songs are; most are "
                     "Q4 (calm, content): the model places the picture in Q4 (calm, content) instead.")
-    assert "labelled otherwise" in report.quadrant_comment("x", "Q3", "Q3", ["Q4", "Q4", "Q3", "Q1", "Q4"])
+    said = report.quadrant_comment("x", "Q3", "Q3", ["Q4", "Q4", "Q3", "Q1", "Q4"])
+    assert "only 1 of its 5 songs" in said and "labelled otherwise" in said
     assert report.quadrant_comment("Fire 5", "Q2", "Q2", ["Q2", "Q2", "Q2", "Q1", "Q2"]) == ""
     assert report.quadrant_comment("x", "Q2", "Q2", []) == ""
 
