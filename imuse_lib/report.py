@@ -9,7 +9,8 @@ Numbers by meaning
 Glue
     :func:`glue` replaces ``myst_nb.glue(..., display=False)`` and the ad-hoc ``class Text(str)``:
     strings are glued as plain text (``{glue:text}`` shows no quotes), and ``fmt=`` glues a number
-    already formatted by meaning, so the prose needs no format spec.
+    already formatted by meaning, so the prose needs no format spec; a whole number is glued as a
+    count with thousands separators (:func:`fmt_count`).
 Boxes
     :func:`box` returns the HTML of a "what this shows" box; :func:`glue_box` glues it so that the
     chapter's first markdown cell can show it at the top (```` ```{glue} what_this_shows ``` ````)
@@ -180,6 +181,8 @@ def glue(name: str, value, fmt: Callable | None = None, display: bool = False) -
     without ``fmt`` are glued as they are (``{glue:text}`name:.1%``` still works)."""
     from myst_nb import glue as _glue
 
+    if fmt is None and isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        fmt = fmt_count  # a whole number glued into prose is a count: "13,500", as every table writes it
     if fmt is not None:
         value = PlainText(fmt(value))
     elif isinstance(value, str) and not isinstance(value, PlainText):

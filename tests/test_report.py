@@ -139,6 +139,8 @@ def test_glue_and_glue_box_in_a_real_kernel():
         "report.glue('name', 'mobilenet_v2')\n"
         "report.glue('mae', 0.41234, fmt=report.fmt_metric)\n"
         "report.glue('n', np.int64(7))\n"
+        "report.glue('pairs', 13500)\n"
+        "report.glue('flag', True)\n"
         "report.glue_box(['**7** songs'])\n"
         "report.glue_md('finding', '**Read NSG@10 first.** It asks')")])
     with tempfile.TemporaryDirectory() as kdir, pytest.MonkeyPatch.context() as mp:
@@ -153,7 +155,9 @@ def test_glue_and_glue_box_in_a_real_kernel():
 
     assert records["name"][prefix + "text/plain"] == "mobilenet_v2"
     assert format_plain_text(records["mae"][prefix + "text/plain"], "") == "0.412"
-    assert records["n"][prefix + "text/plain"] == "7"
+    assert format_plain_text(records["n"][prefix + "text/plain"], "") == "7"
+    assert format_plain_text(records["pairs"][prefix + "text/plain"], "") == "13,500"  # a count, as tables write it
+    assert records["flag"][prefix + "text/plain"] == "True"
     assert report.BOX_CLASS in records["what_this_shows"][prefix + "text/html"]
     assert records["finding"][prefix + "text/markdown"] == "**Read NSG@10 first.** It asks"
 
