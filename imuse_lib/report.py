@@ -46,7 +46,7 @@ from .errors import ImuseError
 __all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "fmt_percent", "fmt_count", "glue",
            "glue_md", "box", "glue_box", "spread_examples", "va_figure", "table", "va_summary", "forest_plot",
            "forest_sentence", "lower_is_better", "plotly_html", "READER_NAMES", "PREDICTOR_COLOURS", "reader_name",
-           "reader_text", "predictor_colour", "QUADRANT_WORDS", "quadrant_comment", "static_png", "seconds_formatter", "BOX_CLASS",
+           "reader_text", "predictor_colour", "predictor_palette", "facet_lines", "QUADRANT_WORDS", "quadrant_comment", "static_png", "seconds_formatter", "BOX_CLASS",
            "STATIC_FIGURE_CLASS", "LIVE_FIGURE_CLASS"]
 
 BOX_CLASS = "imuse-box"
@@ -283,6 +283,30 @@ def reader_name(code) -> str:
 
 _CODE_WORDS = re.compile(r"(?<![\w/.])(" + "|".join(sorted((re.escape(k) for k in READER_NAMES if "_" in k or k == "rbf"),
                                                          key=len, reverse=True)) + r")(?![\w/.])")
+
+
+def predictor_palette(predictors: Iterable[str]) -> dict[str, str]:
+    """``{name: colour}`` for the predictors in ``predictors`` (code or reader names), the one
+    palette of every figure: ``palette=`` for seaborn, ``color_discrete_map=`` for plotly express."""
+    return {p: predictor_colour(p) for p in dict.fromkeys(predictors)}
+
+
+def facet_lines(frame: pd.DataFrame, x: str, y: str, colour: str, col: str, row: str | None = None,
+                title: str = "", height_per_row: int = 300):
+    """A plotly grid of line charts (one panel per ``col`` x ``row``), coloured by predictor with
+    :func:`predictor_palette`: every panel keeps its own y scale and shows its y numbers, the legend
+    sits below the panels (a legend beside them is clipped in a narrow column), the panel labels
+    lose their ``metric=`` prefix."""
+    import plotly.express as px
+
+    rows = frame[row].nunique() if row else 1
+    fig = px.line(frame, x=x, y=y, color=colour, facet_col=col, facet_row=row, markers=True,
+                  color_discrete_map=predictor_palette(frame[colour]), labels={y: "", colour: ""}, title=title)
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+    fig.update_layout(height=120 + height_per_row * rows, margin=dict(l=50, r=30, t=70, b=40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0))
+    return fig
 
 
 def reader_text(text: str) -> str:

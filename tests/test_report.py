@@ -248,3 +248,20 @@ def test_reader_text_replaces_only_plain_code_names():
                                          "(RBF kernel), songs musicnn (RBF kernel)")
     assert report.reader_text("random and joint beat va_model; results/va_model.npz") == \
         "random and joint beat deployed VA model; results/va_model.npz"
+
+
+def test_facet_lines_share_the_palette_and_keep_every_axis_readable():
+    rows = [{"k": k, "value": v * k, "predictor": report.reader_name(p), "metric": m, "split": sp}
+            for k in (1, 2, 3) for p, v in (("joint", 0.1), ("ridge", 0.2), ("random", 0.05))
+            for m in ("NSG@k", "MAP@k (a)") for sp in ("paper", "cold")]
+    frame = pd.DataFrame(rows)
+    fig = report.facet_lines(frame, "k", "value", "predictor", "metric", "split", title="t")
+    colours = {t.name: t.line.color for t in fig.data}
+    assert colours == {report.reader_name(p): report.predictor_colour(p) for p in ("joint", "ridge", "random")}
+    yaxes = [a for a in fig.layout if a.startswith("yaxis")]
+    assert len(yaxes) == 4 and all(fig.layout[a].showticklabels for a in yaxes)
+    assert all(fig.layout[a].matches is None for a in yaxes)
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0  # below the panels
+    assert not any("=" in a.text for a in fig.layout.annotations)
+    assert report.predictor_palette(["joint", "joint", "random"]) == {"joint": report.PREDICTOR_COLOURS["joint"],
+                                                                     "random": report.PREDICTOR_COLOURS["random"]}
