@@ -704,3 +704,21 @@ def test_reference_check_fails_on_a_chapter_the_book_does_not_have(tmp_path, mon
         checks.check_references(["01_a"], toc_file)
     _write(tmp_path / "book" / "intro.md", "Start with chapter 01.")
     checks.check_references(["01_a"], toc_file)
+
+
+def test_figures_get_a_sentence_as_alt_text_unless_the_author_gave_one():
+    png = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    own = _code("plt.show()", outputs=[png])
+    own.metadata["mystnb"] = {"image": {"alt": "The four example pictures."}}
+    auto = _code("plt.show()", outputs=[png])
+    plain = _code("x = 1")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Recommendation\n\n## The gallery"),
+                                         own, auto, plain])
+    presentation.figure_alt_texts(nb, "Recommendation")
+    assert own.metadata["mystnb"]["image"]["alt"] == "The four example pictures."
+    assert auto.metadata["mystnb"]["image"]["alt"] == ('A figure of the section "The gallery" of the chapter '
+                                                       '"Recommendation"; the text around it says what it shows.')
+    assert "mystnb" not in plain.metadata
+    auto.outputs = []  # a figure that is gone loses the build's alt text on the next build
+    presentation.figure_alt_texts(nb, "Recommendation")
+    assert "mystnb" not in auto.metadata and presentation.AUTO_ALT_KEY not in auto.metadata
