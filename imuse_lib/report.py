@@ -46,8 +46,9 @@ from .errors import ImuseError
 __all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "fmt_percent", "fmt_count", "glue",
            "glue_md", "box", "glue_box", "spread_examples", "va_figure", "table", "va_summary", "forest_plot",
            "forest_sentence", "lower_is_better", "plotly_html", "READER_NAMES", "PREDICTOR_COLOURS", "reader_name",
-           "reader_text", "predictor_colour", "predictor_palette", "facet_lines", "QUADRANT_WORDS", "quadrant_comment", "static_png", "seconds_formatter", "BOX_CLASS",
-           "STATIC_FIGURE_CLASS", "LIVE_FIGURE_CLASS"]
+           "reader_text", "predictor_colour", "predictor_palette", "facet_lines", "QUADRANT_WORDS",
+           "quadrant_comment", "static_png", "seconds_formatter", "BOX_CLASS", "STATIC_FIGURE_CLASS",
+           "LIVE_FIGURE_CLASS"]
 
 BOX_CLASS = "imuse-box"
 STATIC_FIGURE_CLASS = "imuse-static-figure"
@@ -281,8 +282,8 @@ def reader_name(code) -> str:
     return READER_NAMES.get(code, code) if isinstance(code, str) else code
 
 
-_CODE_WORDS = re.compile(r"(?<![\w/.])(" + "|".join(sorted((re.escape(k) for k in READER_NAMES if "_" in k or k == "rbf"),
-                                                         key=len, reverse=True)) + r")(?![\w/.])")
+_PLAIN_CODE_NAMES = sorted((k for k in READER_NAMES if "_" in k or k == "rbf"), key=len, reverse=True)
+_CODE_WORDS = re.compile(r"(?<![\w/.])(" + "|".join(map(re.escape, _PLAIN_CODE_NAMES)) + r")(?![\w/.])")
 
 
 def predictor_palette(predictors: Iterable[str]) -> dict[str, str]:
@@ -376,7 +377,8 @@ def table(frame: pd.DataFrame, metric: Iterable[str] = (), va: Iterable[str] = (
         raise ImuseError(f"report.table: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
     # reader names last, so that the column names above are the frame's own
     frame = frame.rename(columns=reader_name)
-    text_cols = [c for c in frame.columns if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+    text_cols = [c for c in frame.columns
+                 if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
     frame = frame.assign(**{c: frame[c].map(reader_name) for c in text_cols}) if text_cols else frame
     fmts = {reader_name(c): fn for c, fn in fmts.items()}
     wrap = [reader_name(c) for c in wrap]
@@ -566,8 +568,9 @@ def _after_plotly_loads(live: str) -> str:
 
 def plotly_html(figure: dict, div_id: str, png: bytes | None, alt: str | None = None, height: int = 500) -> str:
     """The book's HTML for a plotly figure: the live figure (plotly.js is loaded, deferred, only by
-    the pages that have a figure, from the book's _static) followed by its static PNG. The book's stylesheet shows the PNG instead of
-    the live figure when printing, and a page without JavaScript shows only the PNG."""
+    the pages that have a figure, from the book's _static) followed by its static PNG. The book's
+    stylesheet shows the PNG instead of the live figure when printing, and a page without
+    JavaScript shows only the PNG."""
     import plotly.io as pio
 
     live = pio.to_html(figure, include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
