@@ -376,12 +376,14 @@ def table(frame: pd.DataFrame, metric: Iterable[str] = (), va: Iterable[str] = (
     if missing:
         raise ImuseError(f"report.table: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
     # reader names last, so that the column names above are the frame's own
-    frame = frame.rename(columns=reader_name)
+    taken = set(frame.columns)  # a code name whose reader name is already a column keeps its code name
+    renamed = {c: reader_name(c) for c in frame.columns if reader_name(c) not in taken}
+    frame = frame.rename(columns=renamed)
     text_cols = [c for c in frame.columns
                  if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
     frame = frame.assign(**{c: frame[c].map(reader_name) for c in text_cols}) if text_cols else frame
-    fmts = {reader_name(c): fn for c, fn in fmts.items()}
-    wrap = [reader_name(c) for c in wrap]
+    fmts = {renamed.get(c, c): fn for c, fn in fmts.items()}
+    wrap = [renamed.get(c, c) for c in wrap]
     if index:
         frame = frame.rename(index=reader_name)
     styler = frame.style.format(fmts, na_rep=MISSING)

@@ -227,6 +227,9 @@ def test_table_shows_reader_names_and_no_index():
     assert "va_model" not in html and "joint_tta" not in html and "image_agnostic" not in html
     assert "my own" in html and "NSG@10" in html and "0.289" in html and "0.2891" not in html
     assert 'class="row_heading' not in html  # no 0..n index column
+    both = report.table(pd.DataFrame({"image_id": ["a"], "image": ["b"], "mae": [0.12345]}),
+                        metric=["mae"]).to_html()  # no duplicate heading; formats follow the renaming
+    assert ">image_id<" in both and ">image<" in both and ">MAE<" in both and "0.123" in both
     assert report.predictor_colour("va_model") == report.predictor_colour("deployed VA model")
     with pytest.raises(ImuseError, match="no colour for predictor 'nobody'"):
         report.predictor_colour("nobody")
