@@ -9,7 +9,8 @@ Numbers by meaning
 Glue
     :func:`glue` replaces ``myst_nb.glue(..., display=False)`` and the ad-hoc ``class Text(str)``:
     strings are glued as plain text (``{glue:text}`` shows no quotes), and ``fmt=`` glues a number
-    already formatted by meaning, so the prose needs no format spec.
+    already formatted by meaning, so the prose needs no format spec; a whole number is glued as a
+    count with thousands separators (:func:`fmt_count`).
 Boxes
     :func:`box` returns the HTML of a "what this shows" box; :func:`glue_box` glues it so that the
     chapter's first markdown cell can show it at the top (```` ```{glue} what_this_shows ``` ````)
@@ -31,6 +32,7 @@ Static figures
 
 from __future__ import annotations
 
+import ast
 import base64
 import html
 import re
@@ -43,8 +45,10 @@ from .errors import ImuseError
 
 __all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "fmt_percent", "fmt_count", "glue",
            "glue_md", "box", "glue_box", "spread_examples", "va_figure", "table", "va_summary", "forest_plot",
-           "forest_sentence", "lower_is_better", "plotly_html", "static_png", "seconds_formatter", "BOX_CLASS",
-           "STATIC_FIGURE_CLASS", "LIVE_FIGURE_CLASS"]
+           "forest_sentence", "lower_is_better", "plotly_html", "READER_NAMES", "PREDICTOR_COLOURS", "reader_name",
+           "reader_text", "predictor_colour", "predictor_palette", "facet_lines", "QUADRANT_WORDS",
+           "quadrant_comment", "static_png", "seconds_formatter", "BOX_CLASS", "STATIC_FIGURE_CLASS",
+           "LIVE_FIGURE_CLASS"]
 
 BOX_CLASS = "imuse-box"
 STATIC_FIGURE_CLASS = "imuse-static-figure"
@@ -53,11 +57,21 @@ MISSING = "n/a"
 
 
 class PlainText(str):
-    """A string that glues as plain text: ``{glue:text}`` shows a value's repr, which for a plain
-    ``str`` would add quotes."""
+    """A string that glues as plain text.
+
+    myst-nb's ``{glue:text}`` reads the glued repr back with ``ast.literal_eval``: a bare
+    ``1,000,000`` would come back as the tuple ``(1, 0, 0)``, ``1,024`` as ``(1, 24)`` and
+    ``0.410`` as ``0.41``. Text that Python would read as a literal is therefore glued quoted
+    (literal_eval gives the string back unchanged); other text, e.g. a sentence, as it is, so that
+    ``{glue}`` shows it without quotes too."""
 
     def __repr__(self) -> str:
-        return str(self)
+        text = str(self)
+        try:
+            value = ast.literal_eval(text)
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+            return text
+        return text if isinstance(value, str) and value == text else repr(text)
 
 
 # --------------------------------------------------------------------------- numbers by meaning
@@ -168,6 +182,8 @@ def glue(name: str, value, fmt: Callable | None = None, display: bool = False) -
     without ``fmt`` are glued as they are (``{glue:text}`name:.1%``` still works)."""
     from myst_nb import glue as _glue
 
+    if fmt is None and isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        fmt = fmt_count  # a whole number glued into prose is a count: "13,500", as every table writes it
     if fmt is not None:
         value = PlainText(fmt(value))
     elif isinstance(value, str) and not isinstance(value, PlainText):
@@ -233,6 +249,109 @@ def glue_md(name: str, text: str) -> None:
     _glue(name, Markdown(text), display=False)
 
 
+# --------------------------------------------------------------------------- names a reader sees
+
+# The one mapping from code names (predictors, feature sources, columns of the results files) to
+# the words a reader sees; :func:`table` applies it to every column heading and every text cell
+# that is exactly a code name. The glossary page (book/glossary.md) defines the terms.
+READER_NAMES = {
+    # predictors, in the order of every table (learned first, then the baselines, the oracle last)
+    "va_model": "deployed VA model", "joint": "joint network (the paper's)", "joint_tta": "joint, views averaged",
+    "joint_item": "joint, item-weighted loss", "factorised": "factorised network", "ridge": "ridge", "knn": "kNN",
+    "quadrant": "quadrant only", "image_agnostic": "image-agnostic", "lookup": "lookup (training labels)",
+    "constant": "constant VA", "mean_similarity": "mean similarity", "random": "random", "oracle": "oracle",
+    # feature sources and kernels
+    "image_stats": "colour and texture statistics", "rbf": "RBF kernel",
+    # columns of the results files
+    "nsg@10": "NSG@10", "ndcg@10": "NDCG@10", "quadrant@10": "quadrant@10", "rev_nsg@10": "reverse NSG@10",
+    "map_a@10": "MAP@10 (a)", "mae": "MAE", "rmse": "RMSE", "n_queries": "test queries",
+    "n_candidates": "candidate songs", "true_valence": "tag valence", "true_arousal": "tag arousal",
+    "image_id": "image", "song_id": "song",
+}
+# One colour per predictor, shared by the static (matplotlib) and interactive (plotly) figures.
+PREDICTOR_COLOURS = {
+    "va_model": "#1f77b4", "joint": "#d62728", "joint_tta": "#ff9896", "joint_item": "#e377c2",
+    "factorised": "#9467bd", "ridge": "#2ca02c", "knn": "#17becf", "quadrant": "#bcbd22",
+    "image_agnostic": "#ff7f0e", "lookup": "#8c564b", "constant": "#7f7f7f", "mean_similarity": "#c7c7c7",
+    "random": "#000000", "oracle": "#aec7e8",
+}
+
+
+def reader_name(code) -> str:
+    """The reader's name for a code name (:data:`READER_NAMES`); anything else unchanged."""
+    return READER_NAMES.get(code, code) if isinstance(code, str) else code
+
+
+_PLAIN_CODE_NAMES = sorted((k for k in READER_NAMES if "_" in k or k == "rbf"), key=len, reverse=True)
+_CODE_WORDS = re.compile(r"(?<![\w/.])(" + "|".join(map(re.escape, _PLAIN_CODE_NAMES)) + r")(?![\w/.])")
+
+
+def predictor_palette(predictors: Iterable[str]) -> dict[str, str]:
+    """``{name: colour}`` for the predictors in ``predictors`` (code or reader names), the one
+    palette of every figure: ``palette=`` for seaborn, ``color_discrete_map=`` for plotly express."""
+    return {p: predictor_colour(p) for p in dict.fromkeys(predictors)}
+
+
+def facet_lines(frame: pd.DataFrame, x: str, y: str, colour: str, col: str, row: str | None = None,
+                title: str = "", height_per_row: int = 300):
+    """A plotly grid of line charts (one panel per ``col`` x ``row``), coloured by predictor with
+    :func:`predictor_palette`: every panel keeps its own y scale and shows its y numbers, the legend
+    sits below the panels (a legend beside them is clipped in a narrow column), the panel labels
+    lose their ``metric=`` prefix."""
+    import plotly.express as px
+
+    rows = frame[row].nunique() if row else 1
+    fig = px.line(frame, x=x, y=y, color=colour, facet_col=col, facet_row=row, markers=True,
+                  color_discrete_map=predictor_palette(frame[colour]), labels={y: "", colour: ""}, title=title)
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+    fig.update_layout(height=120 + height_per_row * rows, margin=dict(l=50, r=30, t=70, b=40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0))
+    return fig
+
+
+def reader_text(text: str) -> str:
+    """``text`` with the code names that are plainly code (``image_stats``, ``rbf``, ``va_model``...)
+    replaced by their reader names; ordinary words (``random``, ``joint``) and paths are left alone."""
+    return _CODE_WORDS.sub(lambda m: READER_NAMES[m[1]], str(text))
+
+
+def predictor_colour(predictor: str) -> str:
+    """The one colour of ``predictor`` in every figure (a code name or its reader name)."""
+    by_reader = {READER_NAMES[k]: c for k, c in PREDICTOR_COLOURS.items()}
+    colour = PREDICTOR_COLOURS.get(predictor) or by_reader.get(predictor)
+    if colour is None:
+        raise ImuseError(f"report.predictor_colour: no colour for predictor {predictor!r} "
+                         f"(known: {', '.join(PREDICTOR_COLOURS)})")
+    return colour
+
+
+# The four quadrants of the VA plane in words (Russell's circumplex; midpoint 0.5).
+QUADRANT_WORDS = {"Q1": "happy, excited", "Q2": "tense, angry", "Q3": "sad, bored", "Q4": "calm, content"}
+
+
+def quadrant_comment(image: str, image_quadrant: str, predicted_quadrant: str, song_quadrants: Iterable[str]) -> str:
+    """One sentence on a picture whose top songs sit mostly outside its own quadrant, naming why:
+    the model placed the picture in another quadrant, or its songs scatter although the picture's
+    place is right. '' when most of its songs share its quadrant (nothing to explain)."""
+    songs = list(song_quadrants)
+    if not songs:
+        return ""
+    own = sum(q == image_quadrant for q in songs)
+    if own * 2 > len(songs):
+        return ""
+    common = max(dict.fromkeys(songs), key=songs.count)
+    where = f"{common} ({QUADRANT_WORDS.get(common, common)})"
+    if predicted_quadrant != image_quadrant:
+        why = (f"the model places the picture in {predicted_quadrant} "
+               f"({QUADRANT_WORDS.get(predicted_quadrant, predicted_quadrant)}) instead")
+    else:
+        why = "the picture's predicted place is right, but the songs nearest it are labelled otherwise"
+    share = "none" if own == 0 else f"only {own}"
+    return (f"**{image}** is rated {image_quadrant} ({QUADRANT_WORDS.get(image_quadrant, image_quadrant)}), yet "
+            f"{share} of its {len(songs)} songs are; most are {where}: {why}.")
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -240,6 +359,7 @@ def table(frame: pd.DataFrame, metric: Iterable[str] = (), va: Iterable[str] = (
           percent: Iterable[str] = (), count: Iterable[str] = (), formats: Mapping[str, Callable] | None = None,
           index: bool = False, wrap: Iterable[str] = ()):
     """A pandas Styler that formats columns by meaning and hides the index (``index=True`` keeps it).
+    Column headings and text cells that are code names get their reader names (:data:`READER_NAMES`).
     ``wrap``: text columns whose cells may wrap onto several lines (the book's stylesheet keeps
     cells on one line, so that a number and its interval stay together).
 
@@ -255,6 +375,17 @@ def table(frame: pd.DataFrame, metric: Iterable[str] = (), va: Iterable[str] = (
     missing = [c for c in [*fmts, *wrap] if c not in frame.columns]
     if missing:
         raise ImuseError(f"report.table: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
+    # reader names last, so that the column names above are the frame's own
+    taken = set(frame.columns)  # a code name whose reader name is already a column keeps its code name
+    renamed = {c: reader_name(c) for c in frame.columns if reader_name(c) not in taken}
+    frame = frame.rename(columns=renamed)
+    text_cols = [c for c in frame.columns
+                 if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+    frame = frame.assign(**{c: frame[c].map(reader_name) for c in text_cols}) if text_cols else frame
+    fmts = {renamed.get(c, c): fn for c, fn in fmts.items()}
+    wrap = [renamed.get(c, c) for c in wrap]
+    if index:
+        frame = frame.rename(index=reader_name)
     styler = frame.style.format(fmts, na_rep=MISSING)
     if wrap:
         styler = styler.set_properties(subset=wrap, **{"white-space": "normal", "overflow-wrap": "anywhere",
@@ -426,16 +557,28 @@ def figure_title(figure: dict) -> str:
     return " ".join(re.sub(r"<br\s*/?>", " ", re.sub(r"<(?!br)[^>]+>", "", text)).split())
 
 
+PLOTLY_DIV_CLASS = "plotly-graph-div"  # what marks a page with a plotly figure (book/_ext/imuse_pages.py)
+_INLINE_SCRIPT = re.compile(r"(<script(?: type=\"text/javascript\")?>)(.*?)(</script>)", re.S)
+
+
+def _after_plotly_loads(live: str) -> str:
+    """The figure's inline ``Plotly.newPlot`` call run on DOMContentLoaded: the book loads plotly.js
+    with ``defer`` (the text paints first), and deferred scripts run before that event."""
+    return _INLINE_SCRIPT.sub(lambda m: f'{m[1]}window.addEventListener("DOMContentLoaded", function () {{'
+                                        f'{m[2]}}});{m[3]}', live)
+
+
 def plotly_html(figure: dict, div_id: str, png: bytes | None, alt: str | None = None, height: int = 500) -> str:
-    """The book's HTML for a plotly figure: the live figure (plotly.js is loaded once per page from
-    the book's _static) followed by its static PNG. The book's stylesheet shows the PNG instead of
-    the live figure when printing, and a page without JavaScript shows only the PNG."""
+    """The book's HTML for a plotly figure: the live figure (plotly.js is loaded, deferred, only by
+    the pages that have a figure, from the book's _static) followed by its static PNG. The book's
+    stylesheet shows the PNG instead of the live figure when printing, and a page without
+    JavaScript shows only the PNG."""
     import plotly.io as pio
 
     live = pio.to_html(figure, include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
                        config=figure.get("config") or {}, default_width="100%", default_height=height,
                        div_id=div_id)
-    out = f'<div class="{LIVE_FIGURE_CLASS}">{live}</div>'
+    out = f'<div class="{LIVE_FIGURE_CLASS}">{_after_plotly_loads(live)}</div>'
     if png is not None:
         alt = alt or figure_title(figure) or "figure"
         data = base64.b64encode(png).decode()

@@ -125,7 +125,9 @@ def test_book_config_is_offline_and_never_executes():
     assert config["only_build_toc_files"] is True
     sphinx = config["sphinx"]["config"]
     assert not checks.REMOTE.match(sphinx["mathjax_path"])
-    assert sphinx["mathjax_path"].startswith("vendor/") and "vendor/plotly.min.js" in sphinx["html_js_files"]
+    assert sphinx["mathjax_path"].startswith("vendor/")
+    # plotly.js is not on every page: book/_ext/imuse_pages.py adds it to the pages with figures
+    assert not any("plotly" in str(js) for js in sphinx["html_js_files"])
     assert sphinx["nb_ipywidgets_js"] == {}
 
 
@@ -165,6 +167,10 @@ def test_plotly_outputs_get_offline_html():
     assert len(html) < 100_000  # plotly.js itself is not inlined: pages load it from _static
     assert execution.PLOTLY_MIME not in nb.cells[0].outputs[0]["data"]  # myst-nb would warn about it
     assert execution.render_plotly(nb, "t")["figures"] == 0  # already rendered
+    # plotly.js comes deferred: the figure is drawn once the page has loaded, not while it parses
+    script = re.search(r"<script[^>]*>(.*?)</script>", html, re.S)[1]
+    assert script.startswith('window.addEventListener("DOMContentLoaded", function () {')
+    assert script.index("Plotly.newPlot") > script.index("DOMContentLoaded")
 
 
 def test_plotly_figure_keeps_a_static_png_for_print_and_no_javascript():
@@ -627,3 +633,92 @@ def test_sphinx_extension_drops_duplicate_scripts_only():
     context = {"script_files": scripts}
     ext.drop_duplicate_scripts(None, "p", "page.html", context, None)
     assert context["script_files"] is scripts and scripts == [a, file_js, other]
+
+
+def _imuse_pages_extension():
+    spec = importlib.util.spec_from_file_location("imuse_pages", ROOT / "book" / "_ext" / "imuse_pages.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    return ext
+
+
+def test_plotly_js_only_on_pages_with_a_figure_and_deferred():
+    """A page without a plotly figure gets no plotly.js; a page with one gets it once, deferred."""
+    from sphinx.builders.html._assets import _JavaScript
+
+    ext = _imuse_pages_extension()
+    plain = {"script_files": [_JavaScript("_static/imuse.js")], "body": "<p>Just text.</p>"}
+    ext.plotly_where_used(None, "p", "page.html", plain, None)
+    assert [js.filename for js in plain["script_files"]] == ["_static/imuse.js"]
+    figure = {"script_files": [_JavaScript("_static/imuse.js")],
+              "body": '<div id="plotly-x-0" class="plotly-graph-div"></div>'}
+    ext.plotly_where_used(None, "p", "page.html", figure, None)
+    ext.plotly_where_used(None, "p", "page.html", figure, None)  # twice: still one script
+    plotly = [js for js in figure["script_files"] if "plotly" in js.filename]
+    assert len(plotly) == 1 and plotly[0].attributes.get("defer") == "defer"
+
+
+@pytest.mark.slow
+def test_built_pages_load_plotly_only_where_they_draw_it():
+    """In the built book (test_quick_book_builds_offline), a page without a plotly figure has no
+    plotly script; a page with one loads it with defer."""
+    pages = sorted((common.HTML_DIR / "book").rglob("*.html"))
+    if not pages:
+        pytest.fail("no built book: test_quick_book_builds_offline builds it first")
+    with_figures = 0
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        tags = re.findall(r"<script[^>]*plotly\.min\.js[^>]*>", text)
+        if 'class="plotly-graph-div"' in text:
+            with_figures += 1
+            assert len(tags) == 1 and "defer" in tags[0], (page.name, tags)
+        else:
+            assert tags == [], page.name
+    assert with_figures >= 1
+
+
+def test_reference_check_fails_on_a_chapter_the_book_does_not_have(tmp_path, monkeypatch):
+    chapters = TOC_NOTEBOOKS
+    texts = {"a.md": "As chapter 04 shows, and notebook 05 runs; see chapters 03 and 08, or notebook 11.",
+             "b.md": "The notebooks/05_recommendation.ipynb source; 2023 chapters; chapter 7."}
+    found = checks.dangling_references(texts, chapters)
+    assert [(r.file, r.number) for r in found] == [("a.md", "08"), ("a.md", "11")]
+    assert found[0].text == "chapters 03 and 08"
+    assert checks.dangling_references(texts, chapters + ["08_more", "11_last"]) == []
+    # the build's check reads the executed notebooks' markdown and the toc's .md pages
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    monkeypatch.setattr(common, "EXECUTED_DIR", tmp_path / "book" / "_executed")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\n\nThe ablation of notebook 09."),
+                                         nbformat.v4.new_code_cell("print('chapter 10 in code is not prose')")])
+    (tmp_path / "book" / "_executed").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "book" / "_executed" / "01_a.ipynb")
+    _write(tmp_path / "book" / "intro.md", "Start with chapter 01.")
+    toc_file = _write(tmp_path / "_toc.yml", "format: jb-book\nroot: book/intro\nchapters:\n"
+                                             "  - file: book/_executed/01_a\n")
+    with pytest.raises(common.BuildError, match=r"01_a.ipynb: 'notebook 09'"):
+        checks.check_references(["01_a"], toc_file)
+    _write(tmp_path / "book" / "intro.md", "Start with chapter 02.")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T")]),
+                   tmp_path / "book" / "_executed" / "01_a.ipynb")
+    with pytest.raises(common.BuildError, match=r"intro.md: 'chapter 02'"):
+        checks.check_references(["01_a"], toc_file)
+    _write(tmp_path / "book" / "intro.md", "Start with chapter 01.")
+    checks.check_references(["01_a"], toc_file)
+
+
+def test_figures_get_a_sentence_as_alt_text_unless_the_author_gave_one():
+    png = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    own = _code("plt.show()", outputs=[png])
+    own.metadata["mystnb"] = {"image": {"alt": "The four example pictures."}}
+    auto = _code("plt.show()", outputs=[png])
+    plain = _code("x = 1")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Recommendation\n\n## The gallery"),
+                                         own, auto, plain])
+    presentation.figure_alt_texts(nb, "Recommendation")
+    assert own.metadata["mystnb"]["image"]["alt"] == "The four example pictures."
+    assert auto.metadata["mystnb"]["image"]["alt"] == ('A figure of the section "The gallery" of the chapter '
+                                                       '"Recommendation"; the text around it says what it shows.')
+    assert "mystnb" not in plain.metadata
+    auto.outputs = []  # a figure that is gone loses the build's alt text on the next build
+    presentation.figure_alt_texts(nb, "Recommendation")
+    assert "mystnb" not in auto.metadata and presentation.AUTO_ALT_KEY not in auto.metadata

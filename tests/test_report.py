@@ -139,6 +139,8 @@ def test_glue_and_glue_box_in_a_real_kernel():
         "report.glue('name', 'mobilenet_v2')\n"
         "report.glue('mae', 0.41234, fmt=report.fmt_metric)\n"
         "report.glue('n', np.int64(7))\n"
+        "report.glue('pairs', 13500)\n"
+        "report.glue('flag', True)\n"
         "report.glue_box(['**7** songs'])\n"
         "report.glue_md('finding', '**Read NSG@10 first.** It asks')")])
     with tempfile.TemporaryDirectory() as kdir, pytest.MonkeyPatch.context() as mp:
@@ -149,9 +151,13 @@ def test_glue_and_glue_box_in_a_real_kernel():
     assert all(o["output_type"] == "display_data" for o in outputs), outputs  # no echoed value
     records = {o["metadata"]["scrapbook"]["name"]: o["data"] for o in outputs}
     prefix = presentation.GLUE_PREFIX
+    from myst_nb.core.variables import format_plain_text  # what {glue:text} shows
+
     assert records["name"][prefix + "text/plain"] == "mobilenet_v2"
-    assert records["mae"][prefix + "text/plain"] == "0.412"
-    assert records["n"][prefix + "text/plain"] == "7"
+    assert format_plain_text(records["mae"][prefix + "text/plain"], "") == "0.412"
+    assert format_plain_text(records["n"][prefix + "text/plain"], "") == "7"
+    assert format_plain_text(records["pairs"][prefix + "text/plain"], "") == "13,500"  # a count, as tables write it
+    assert records["flag"][prefix + "text/plain"] == "True"
     assert report.BOX_CLASS in records["what_this_shows"][prefix + "text/html"]
     assert records["finding"][prefix + "text/markdown"] == "**Read NSG@10 first.** It asks"
 
@@ -198,3 +204,67 @@ def test_va_figure_draws_songs_queries_and_their_top_songs():
     assert (star.x[0], star.y[0]) == (0.3, 0.4) and star.marker.symbol == "star"
     assert "S = 0.900" in fig.data[1].text[0]
     assert fig.layout.title.text == "a title" and tuple(fig.layout.xaxis.range) == (0, 1)
+
+
+@pytest.mark.parametrize("text", ["1,000,000", "179,000", "1,024", "13,500", "0.410", "1.000", "3.15", "None",
+                                  "mobilenet_v2", "the same", "4.33 s", "(a)", "'quoted'"])
+def test_glued_text_reads_back_as_written(text):
+    """{glue:text} reads a glued value with ast.literal_eval: "1,000,000" used to come back as the
+    tuple (1, 0, 0) and "0.410" as 0.41. PlainText's repr survives that unchanged."""
+    from myst_nb.core.variables import format_plain_text
+
+    assert format_plain_text(repr(report.PlainText(text)), "") == text
+    assert format_plain_text(repr(report.PlainText(report.fmt_count(1_000_000))), "") == "1,000,000"
+    if " " in text and text != "4.33 s":
+        assert repr(report.PlainText(text)) == text  # prose stays unquoted ({glue} shows it as is)
+
+
+def test_table_shows_reader_names_and_no_index():
+    frame = pd.DataFrame({"predictor": ["va_model", "joint_tta", "image_agnostic", "my own"],
+                          "nsg@10": [0.2891, 0.2, 0.378, 0.1]})
+    html = report.table(frame, metric=["nsg@10"]).to_html()
+    assert "deployed VA model" in html and "joint, views averaged" in html and "image-agnostic" in html
+    assert "va_model" not in html and "joint_tta" not in html and "image_agnostic" not in html
+    assert "my own" in html and "NSG@10" in html and "0.289" in html and "0.2891" not in html
+    assert 'class="row_heading' not in html  # no 0..n index column
+    both = report.table(pd.DataFrame({"image_id": ["a"], "image": ["b"], "mae": [0.12345]}),
+                        metric=["mae"]).to_html()  # no duplicate heading; formats follow the renaming
+    assert ">image_id<" in both and ">image<" in both and ">MAE<" in both and "0.123" in both
+    assert report.predictor_colour("va_model") == report.predictor_colour("deployed VA model")
+    with pytest.raises(ImuseError, match="no colour for predictor 'nobody'"):
+        report.predictor_colour("nobody")
+
+
+def test_quadrant_comment_explains_a_picture_whose_songs_sit_elsewhere():
+    said = report.quadrant_comment("Rollercoaster 2", "Q1", "Q4", ["Q4"] * 5)
+    assert said == ("**Rollercoaster 2** is rated Q1 (happy, excited), yet none of its 5 songs are; most are "
+                    "Q4 (calm, content): the model places the picture in Q4 (calm, content) instead.")
+    said = report.quadrant_comment("x", "Q3", "Q3", ["Q4", "Q4", "Q3", "Q1", "Q4"])
+    assert "only 1 of its 5 songs" in said and "labelled otherwise" in said
+    assert report.quadrant_comment("Fire 5", "Q2", "Q2", ["Q2", "Q2", "Q2", "Q1", "Q2"]) == ""
+    assert report.quadrant_comment("x", "Q2", "Q2", []) == ""
+
+
+def test_reader_text_replaces_only_plain_code_names():
+    label = "factorised VA model: images mobilenet_v2+image_stats (rbf), songs musicnn (rbf)"
+    assert report.reader_text(label) == ("factorised VA model: images mobilenet_v2+colour and texture statistics "
+                                         "(RBF kernel), songs musicnn (RBF kernel)")
+    assert report.reader_text("random and joint beat va_model; results/va_model.npz") == \
+        "random and joint beat deployed VA model; results/va_model.npz"
+
+
+def test_facet_lines_share_the_palette_and_keep_every_axis_readable():
+    rows = [{"k": k, "value": v * k, "predictor": report.reader_name(p), "metric": m, "split": sp}
+            for k in (1, 2, 3) for p, v in (("joint", 0.1), ("ridge", 0.2), ("random", 0.05))
+            for m in ("NSG@k", "MAP@k (a)") for sp in ("paper", "cold")]
+    frame = pd.DataFrame(rows)
+    fig = report.facet_lines(frame, "k", "value", "predictor", "metric", "split", title="t")
+    colours = {t.name: t.line.color for t in fig.data}
+    assert colours == {report.reader_name(p): report.predictor_colour(p) for p in ("joint", "ridge", "random")}
+    yaxes = [a for a in fig.layout if a.startswith("yaxis")]
+    assert len(yaxes) == 4 and all(fig.layout[a].showticklabels for a in yaxes)
+    assert all(fig.layout[a].matches is None for a in yaxes)
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0  # below the panels
+    assert not any("=" in a.text for a in fig.layout.annotations)
+    assert report.predictor_palette(["joint", "joint", "random"]) == {"joint": report.PREDICTOR_COLOURS["joint"],
+                                                                     "random": report.PREDICTOR_COLOURS["random"]}

@@ -21,7 +21,26 @@ def drop_duplicate_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = kept  # in place: the template may hold this very list
 
 
+# plotly.js (4.8 MB) is loaded only by pages with a plotly figure (imuse_lib.report.plotly_html
+# marks them with this class), deferred so the text paints first; the figures' inline calls wait
+# for DOMContentLoaded, which comes after deferred scripts have run.
+PLOTLY_JS = "_static/vendor/plotly.min.js"
+PLOTLY_MARK = 'class="plotly-graph-div"'
+
+
+def plotly_where_used(app, pagename, templatename, context, doctree):
+    """Add plotly.js (``defer``) to the scripts of a page whose body has a plotly figure."""
+    from sphinx.builders.html._assets import _JavaScript
+
+    scripts = context.get("script_files")
+    if scripts is None or PLOTLY_MARK not in (context.get("body") or ""):
+        return
+    if not any(str(getattr(js, "filename", js) or "").split("?")[0].endswith("plotly.min.js") for js in scripts):
+        scripts.append(_JavaScript(PLOTLY_JS, defer="defer", priority=900))
+
+
 def setup(app):
+    app.connect("html-page-context", plotly_where_used, priority=110)
     # early: Sphinx stops calling html-page-context handlers at the first one that returns a value
     app.connect("html-page-context", drop_duplicate_scripts, priority=100)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -101,6 +102,59 @@ def check_offline(html_dir: Path = common.HTML_DIR) -> None:
         raise BuildError(f"{len(loads)} remote resource load(s) in {html_dir} (the book must work offline): "
                          f"{shown}{' ...' if len(loads) > 5 else ''}")
     log(f"offline check passed: no page or stylesheet under {short_path(html_dir)} loads anything remote")
+
+
+# "notebook 05", "chapter 04", "chapters 04 and 05", "notebooks 03, 04 or 05"
+CHAPTER_REF = re.compile(r"\b(?:notebook|chapter)s?\s+(\d{2}(?:(?:\s*,\s*|\s+(?:and|or|to)\s+|\s*-\s*)\d{2})*)\b",
+                         re.I)
+
+
+@dataclass(frozen=True)
+class DanglingRef:
+    file: str
+    text: str  # the reference as written, e.g. "chapter 08"
+    number: str  # the missing chapter, e.g. "08"
+
+
+def dangling_references(texts: dict[str, str], chapters: Iterable[str]) -> list[DanglingRef]:
+    """Every "notebook NN" / "chapter NN" in ``texts`` (name -> prose) whose NN is not the number of
+    a chapter in ``chapters`` (names such as ``04_results``)."""
+    numbers = {c.split("_", 1)[0] for c in chapters}
+    out = []
+    for file, text in texts.items():
+        for m in CHAPTER_REF.finditer(text):
+            out += [DanglingRef(file, m[0], n) for n in re.findall(r"\d{2}", m[1]) if n not in numbers]
+    return out
+
+
+def book_prose(names: Iterable[str], toc: Path = common.TOC) -> dict[str, str]:
+    """The prose a reader reads: the markdown cells of the executed notebooks ``names`` and the
+    book's own .md pages that the table of contents lists."""
+    import nbformat
+
+    texts = {}
+    for name in names:
+        path = common.EXECUTED_DIR / f"{name}.ipynb"
+        if path.exists():
+            nb = nbformat.read(path, as_version=4)
+            texts[short_path(path)] = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    listed = re.findall(r"(?:file|root):\s*(\S+)", toc.read_text(encoding="utf-8"))
+    for entry in listed:
+        path = common.ROOT / f"{entry}.md"
+        if path.exists():
+            texts[short_path(path)] = path.read_text(encoding="utf-8")
+    return texts
+
+
+def check_references(names: list[str], toc: Path = common.TOC) -> None:
+    """Fail on a reference to a chapter that the table of contents does not have (``names``:
+    its chapters, :func:`bookbuild.toc.toc_notebooks`)."""
+    bad = dangling_references(book_prose(names, toc), names)
+    if bad:
+        shown = "; ".join(f"{r.file}: {r.text!r}" for r in bad[:5])
+        raise BuildError(f"{len(bad)} reference(s) to a chapter the book does not have (chapters: "
+                         f"{', '.join(n.split('_', 1)[0] for n in names)}): {shown}{' ...' if len(bad) > 5 else ''}")
+    log(f"reference check passed: every \"chapter NN\"/\"notebook NN\" names one of the book's {len(names)} chapters")
 
 
 TRYIT_TIMES = common.ROOT / "_build" / "browser-check" / "tryit-times.json"

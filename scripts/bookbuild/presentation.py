@@ -85,6 +85,37 @@ def reader_first(nb) -> None:
             cell.metadata[AUTO_TAGS_KEY] = [tag]
 
 
+AUTO_ALT_KEY = "imuse_auto_alt"  # cell metadata: the alt text the build wrote (re-derived every build)
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
+
+
+def figure_alt_texts(nb, chapter: str) -> None:
+    """Alt text for every code cell that shows an image and whose author gave none
+    (``metadata.mystnb.image.alt``): a sentence naming the chapter and the section the figure
+    belongs to, instead of the image's file name (what myst-nb would use)."""
+    section = ""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            headings = re.findall(r"^#{1,3}\s+(.+?)\s*$", cell.source, re.M)
+            section = headings[-1] if headings else section
+            continue
+        options = cell.metadata.get("mystnb", {}).get("image", {})
+        if cell.metadata.pop(AUTO_ALT_KEY, False):
+            options.pop("alt", None)
+        shows_image = any(m in out.get("data", {}) for out in cell.get("outputs", []) for m in IMAGE_MIMES)
+        if not shows_image or options.get("alt"):
+            if not options and "mystnb" in cell.metadata:
+                cell.metadata["mystnb"].pop("image", None)
+                if not cell.metadata["mystnb"]:
+                    del cell.metadata["mystnb"]
+            continue
+        where = f'the section "{section}" of the chapter "{chapter}"' if section and section != chapter \
+            else f'the chapter "{chapter}"'
+        cell.metadata.setdefault("mystnb", {}).setdefault("image", {})["alt"] = \
+            f"A figure of {where}; the text around it says what it shows."
+        cell.metadata[AUTO_ALT_KEY] = True
+
+
 def launch_links(name: str, repo_url: str, branch: str) -> list[tuple[str, str]]:
     """(label, URL) of the places a reader can run ``notebooks/<name>.ipynb``: Colab and Binder for
     a GitHub repository, the source file otherwise. None without a repository."""
@@ -145,6 +176,9 @@ def present(name: str, profile: str, repo_url: str, branch: str) -> bool:
     before = nbformat.writes(nb)
     stamp = io.read_json(stamp_path(name)) if stamp_path(name).exists() else {}
     reader_first(nb)
+    title = next((m[1] for c in nb.cells if c.cell_type == "markdown"
+                  for m in [re.match(r"#\s+(.+)", c.source.lstrip())] if m), name)
+    figure_alt_texts(nb, title.strip())
     add_provenance(nb, provenance_html(stamp.get("profile", profile), stamp, launch_links(name, repo_url, branch)))
     after = nbformat.writes(nb)
     if after == before:
