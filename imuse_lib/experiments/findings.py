@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..report import MISSING, fmt_interval, fmt_metric
+from ..report import MISSING, PREDICTOR_COLOURS, READER_NAMES, fmt_interval, fmt_metric
 from .evaluation import DEPLOYED, IMAGE_ONLY_METRICS
 from .inputs import PAPER_TABLE2
 from .predictors import FREE_BASELINES
@@ -19,12 +19,8 @@ METRIC_NAMES = {"nsg@10": "NSG@10", "ndcg@10": "NDCG@10", "rev_nsg@10": "reverse
                 "mae": "MAE"}
 # Every predictor's name for a reader, in the order of every table (learned first, then the
 # baselines from the strongest to the floor, the oracle last).
-PREDICTOR_NAMES = {"va_model": "deployed VA model", "joint": "joint network (the paper's)",
-                   "joint_tta": "joint, views averaged", "joint_item": "joint, item-weighted loss",
-                   "factorised": "factorised network", "ridge": "ridge", "knn": "kNN", "quadrant": "quadrant only",
-                   "image_agnostic": "image-agnostic", "lookup": "lookup (training labels)",
-                   "constant": "constant VA", "mean_similarity": "mean similarity", "random": "random",
-                   "oracle": "oracle"}
+# The predictors, in the order of every table, with their reader names (one home: report.READER_NAMES).
+PREDICTOR_NAMES = {p: READER_NAMES[p] for p in PREDICTOR_COLOURS}
 PREDICTOR_ORDER = tuple(PREDICTOR_NAMES)
 # The learned predictors, in the order sentences name them.
 LEARNED = ("va_model", "joint", "joint_tta", "joint_item", "factorised")
