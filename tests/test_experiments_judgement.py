@@ -172,3 +172,28 @@ def test_the_command_lines_table2_names_a_failed_run_under_the_table():
     text = format_table2(t, paper=False)
     assert ("paper/mobilenet_v2+musicnn/joint: mean of seeds 0 and 2; seed 1 failed: validation NSG@10 0.004 "
             "(random level 0.030)") in text
+
+
+def test_a_run_whose_predictions_collapsed_failed_even_above_the_random_level():
+    """Paper-split joint seed 1 of a quick build: validation NSG@10 0.053 (random level 0.029),
+    but its image VA spread 1% of the truth's: one prediction for every picture."""
+    val = _validation({("paper", "joint", 0): 0.31, ("paper", "joint", 1): 0.053, ("paper", "joint", 2): 0.30})
+    spread = {"image_item_valence_sd_ratio": 0.7, "image_item_arousal_sd_ratio": 0.6,
+              "song_item_valence_sd_ratio": 0.6, "song_item_arousal_sd_ratio": 0.5}
+    for col, x in spread.items():
+        val[col] = x
+    val.loc[(val.predictor == "joint") & (val.seed == 1), ["image_item_valence_sd_ratio",
+                                                            "image_item_arousal_sd_ratio"]] = [0.010, 0.008]
+    judged = experiments.judge_runs(val, LEVELS)
+    assert judged[judged.failed].seed.tolist() == [1]
+    assert judged.failure.tolist()[0] == "" and judged.failure.tolist()[2] == ""
+    assert experiments.failure_summary(judged) == (
+        "1 of 3 runs failed (joint network, paper split, seed 1: its predicted image arousal collapsed "
+        "(spread 0.008 of the truth's; validation NSG@10 0.053))")
+    # just above the threshold: kept
+    val.loc[(val.predictor == "joint") & (val.seed == 1), "image_item_arousal_sd_ratio"] = 0.11
+    val.loc[(val.predictor == "joint") & (val.seed == 1), "image_item_valence_sd_ratio"] = 0.11
+    assert not experiments.judge_runs(val, LEVELS).failed.any()
+    # the reason reaches Table 2's note
+    note = evaluation.seeds_note([0, 2], judged[judged.failed].assign(**{"failed_val_nsg@10": 0.053}))
+    assert note.startswith("mean of seeds 0 and 2; seed 1 failed: its predicted image arousal collapsed")

@@ -56,6 +56,6 @@ from .predictors import FEATURE_BASELINES, FREE_BASELINES, feature_baselines, fr
 from .predictors import network_predictors  # noqa: F401
 from .results import (batch_frame, epoch_frame, format_table2, load_history, load_map_at_k,  # noqa: F401
                       load_margins, load_results, load_table1, load_table2, load_validation)
-from .selection import (JUDGED_COLUMNS, RANDOM_DRAWS, RANDOM_LEVEL_SDS, VALIDATION_COLUMNS,  # noqa: F401
+from .selection import (COLLAPSE_SD_RATIO, JUDGED_COLUMNS, RANDOM_DRAWS, RANDOM_LEVEL_SDS, VALIDATION_COLUMNS,  # noqa: F401
                         diagnose_runs, failure_summary, judge_runs, judged_runs, load_random_levels, random_levels,
                         run_validation, write_default_model)

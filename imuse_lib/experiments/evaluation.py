@@ -45,7 +45,7 @@ def _cell_label(image: str, audio: str, data) -> dict:
 def _score_group(prof, ev, split, preds, image_only: bool = False, failed: dict | None = None) -> tuple[list, dict]:
     """Score predictors (name, seed, predictor) grouped by name: the run rows and, per name,
     the seed-averaged bootstrap replicates (and the image-only ones, when asked). ``failed``:
-    {(name, seed): (validation NSG@10, random level)} of runs judged failed, whose rows say so
+    {(name, seed): (validation NSG@10, random level, why)} of runs judged failed, whose rows say so
     and whose replicates are left out (unless every seed of the name failed)."""
     from .. import metrics
 
@@ -53,9 +53,9 @@ def _score_group(prof, ev, split, preds, image_only: bool = False, failed: dict 
     rows, scored, kept = [], {}, {}
     for pname, seed, pred in preds:
         summary, sc = metrics.score(pred, ev, seed=seed)
-        val_nsg, level = failed.get((pname, seed), (np.nan, np.nan))
+        val_nsg, level, why = failed.get((pname, seed), (np.nan, np.nan, ""))
         rows.append({"predictor": pname, "seed": seed, **summary, "failed": (pname, seed) in failed,
-                     "failed_val_nsg@10": val_nsg, "random_level": level})
+                     "failed_val_nsg@10": val_nsg, "random_level": level, "failure": why})
         scored.setdefault(pname, []).append(sc)
         if (pname, seed) not in failed:
             kept.setdefault(pname, []).append(sc)
@@ -90,10 +90,10 @@ def _evaluate_cell(task: dict) -> dict:
     ev = inputs.evalset(data, split)
     nets = network_predictors(prof, name, split, data)
     failed = {}  # a failed joint run's view-averaged scoring is left out with it
-    for variant, seed, val_nsg, level in task.get("failed", []):
-        failed[(variant, seed)] = (val_nsg, level)
+    for variant, seed, val_nsg, level, why in task.get("failed", []):
+        failed[(variant, seed)] = (val_nsg, level, why)
         if variant == "joint":
-            failed[("joint_tta", seed)] = (val_nsg, level)
+            failed[("joint_tta", seed)] = (val_nsg, level, why)
     meta_runs = {run_id(name, split, n, s): {k: m.get(k) for k in ("image_weights", "audio_weights", "epochs",
                                                                   "device", "selected_epoch")}
                  for n, s, _, m in nets}
@@ -173,7 +173,8 @@ def run_evaluation(profile: str | Profile = "quick", progress: bool = True, **ov
 
     def failed_in(cfg: str, split: str) -> list:
         j = judged[(judged.config == cfg) & (judged.split == split)]
-        return [(r.variant, int(r.seed), float(r["val_nsg@10"]), float(r.random_level)) for _, r in j.iterrows()]
+        return [(r.variant, int(r.seed), float(r["val_nsg@10"]), float(r.random_level), str(r.failure))
+                for _, r in j.iterrows()]
 
     cells = _parallel(_evaluate_cell, [{**base, "split": s, "image": i, "audio": a,
                                         "failed": failed_in(inputs.config_name(i, a), s)}
@@ -246,7 +247,8 @@ def seeds_note(seeds, failed: pd.DataFrame | None = None) -> str:
         (str(seeds[0]) if seeds else "")
     text = f"mean of seeds {listed}" if len(seeds) > 1 else f"seed {listed}" if seeds else "no run kept"
     if failed is not None and len(failed):
-        why = "; ".join(f"seed {int(r.seed)} failed: validation NSG@10 {fmt_metric(r['failed_val_nsg@10'])} "
+        why = "; ".join(f"seed {int(r.seed)} failed: {r.failure}" if isinstance(r.get("failure"), str) and r.failure
+                        else f"seed {int(r.seed)} failed: validation NSG@10 {fmt_metric(r['failed_val_nsg@10'])} "
                         f"(random level {fmt_metric(r.random_level)})" for _, r in failed.iterrows())
         text += f"; {why}"
     return text

@@ -26,7 +26,14 @@ VALIDATION_COLUMNS = ["nsg@10", "ndcg@10", "quadrant@10", "rev_nsg@10", "mae", "
 RANDOM_DRAWS = 100
 RANDOM_LEVEL_SDS = 3.0
 LEVEL_COLUMNS = ["split", "draws", "random_mean", "random_sd", "random_level"]
-JUDGED_COLUMNS = ["config", "split", "variant", "seed", "selected_epoch", "val_nsg@10", "random_level", "failed"]
+# A run whose predicted image or song VA spreads less than this share of the truth's (predicted sd
+# / true sd, in either dimension) has collapsed to nearly one value for every item: it failed even
+# when a few lucky songs lift its NSG@10 just above the random level.
+COLLAPSE_SD_RATIO = 0.1
+SPREAD_COLUMNS = {"image_item_valence_sd_ratio": "image valence", "image_item_arousal_sd_ratio": "image arousal",
+                  "song_item_valence_sd_ratio": "song valence", "song_item_arousal_sd_ratio": "song arousal"}
+JUDGED_COLUMNS = ["config", "split", "variant", "seed", "selected_epoch", "val_nsg@10", "random_level", "failed",
+                  "failure"]
 
 
 def run_validation(prof: Profile, configs, progress: bool = False) -> pd.DataFrame:
@@ -87,20 +94,36 @@ def load_random_levels(prof: Profile) -> pd.DataFrame:
 def judge_runs(validation: pd.DataFrame, levels: pd.DataFrame, variants=VARIANTS) -> pd.DataFrame:
     """Every trained network (configuration x split x variant x seed) of ``validation``, judged.
 
-    A run FAILED when its validation NSG@10 is at or below its split's random level (mean + 3 sd of 100 random rankings' NSG@10 on the same validation items).
+    A run FAILED when its validation NSG@10 is at or below its split's random level (mean + 3 sd of 100 random rankings' NSG@10 on the same validation items), or when its predicted VA collapsed (spread under :data:`COLLAPSE_SD_RATIO` of the truth's).
 
-    The rule reads one score per finished run, so it holds for any number of epochs. Columns:
-    :data:`JUDGED_COLUMNS` (``failed`` a bool)."""
+    The rule reads the scores of a finished run, so it holds for any number of epochs. Columns:
+    :data:`JUDGED_COLUMNS` (``failed`` a bool, ``failure`` why in words, empty when kept)."""
     nets = validation[validation.predictor.isin(variants)]
     missing = sorted(set(nets.split) - set(levels.split))
     if missing:
         raise ImuseError(f"no random level for the {', '.join(missing)} split: run `imuse train` again")
     out = nets.merge(levels[["split", "random_level"]], on="split", how="left")
     out = out.rename(columns={"predictor": "variant", "nsg@10": "val_nsg@10"})
-    out["failed"] = ~(out["val_nsg@10"] > out.random_level)  # NaN (no score) counts as failed too
+    out["failure"] = [_failure(r) for _, r in out.iterrows()]
+    out["failed"] = out.failure != ""
     if "selected_epoch" not in out:
         out["selected_epoch"] = np.nan
     return out[JUDGED_COLUMNS].reset_index(drop=True)
+
+
+def _failure(run: pd.Series) -> str:
+    """Why a validation row failed, in words ("" when it did not)."""
+    from ..report import fmt_metric
+
+    nsg, level = run["val_nsg@10"], run.random_level
+    if not nsg > level:  # NaN (no score) counts as failed too
+        return f"validation NSG@10 {fmt_metric(nsg)}, random level {fmt_metric(level)}"
+    spread = {name: run[col] for col, name in SPREAD_COLUMNS.items() if col in run and pd.notna(run[col])}
+    low = min(spread, key=spread.get) if spread else None
+    if low is not None and spread[low] < COLLAPSE_SD_RATIO:
+        return (f"its predicted {low} collapsed (spread {fmt_metric(spread[low])} of the truth's; validation "
+                f"NSG@10 {fmt_metric(nsg)})")
+    return ""
 
 
 def judged_runs(prof: Profile) -> pd.DataFrame:
@@ -124,10 +147,18 @@ def failure_summary(judged: pd.DataFrame) -> str:
     if failed.empty:
         return (f"none of the {n} runs failed: every one scores above its split's random level on validation "
                 f"NSG@10")
-    which = "; ".join(f"{r.variant} network, {r.split} split, seed {r.seed}: validation NSG@10 "
-                      f"{fmt_metric(r['val_nsg@10'])}, random level {fmt_metric(r.random_level)}"
-                      for _, r in failed.iterrows())
+    which = "; ".join(f"{r.variant} network, {r.split} split, seed {r.seed}: {_why(r)}" for _, r in failed.iterrows())
     return f"{len(failed)} of {n} runs failed ({which})"
+
+
+def _why(run) -> str:
+    """A failed run's reason (older judged frames have no ``failure`` column: the NSG@10 rule)."""
+    from ..report import fmt_metric
+
+    why = run.get("failure") if hasattr(run, "get") else None
+    if isinstance(why, str) and why:
+        return why
+    return f"validation NSG@10 {fmt_metric(run['val_nsg@10'])}, random level {fmt_metric(run['random_level'])}"
 
 
 def write_default_model(prof: Profile, configs, validation: pd.DataFrame | None = None) -> Path | None:
