@@ -166,7 +166,7 @@ def test_page_recommends_what_imuse_recommend_does(visit, deployed, site, capsys
     # the picture's VA in words, by the Python side's rule, on the page's own numbers
     said = page.locator("#tryit-va").inner_text()
     assert said == res["words"] and f"reads as {report.va_words(*res['va'])}, in quadrant " in said
-    assert page.locator("#tryit-plane text.quad").all_inner_texts()[0] == "Q1 " + report.QUADRANT_WORDS["Q1"]
+    assert page.locator("#tryit-plane text.quad").all_text_contents()[0] == "Q1 " + report.QUADRANT_WORDS["Q1"]
     assert page.locator("#tryit-quality").is_hidden()  # this results folder has no table2.csv: no note
     assert page.locator("#tryit-plane circle.song").count() == manifest["n_songs"]
     assert page.locator("#tryit-error").is_hidden()
@@ -189,6 +189,7 @@ def test_an_example_picture_is_recommended_for_with_a_click(visit, deployed, cap
     assert page.evaluate("Array.from(document.querySelectorAll('#tryit-example-list img'))"
                          ".every((i) => i.complete && i.naturalWidth > 0)")
     chosen = recommend.example_images(export.N_EXAMPLES, protocol="cold")  # the deployed model's split
+    said = []
     for i in (0, 2):
         before = visit.count()
         buttons.nth(i).click()
@@ -203,7 +204,8 @@ def test_an_example_picture_is_recommended_for_with_a_click(visit, deployed, cap
         rated = f"{report.va_words(image.valence, image.arousal)}, {data.quadrant_of(image.valence, image.arousal)}"
         assert f"OASIS's raters placed this picture at valence {image.valence:.2f}" in res["words"]
         assert f": {rated}" in res["words"]
-        print(f"\n[tryit] example {image.image_id}: {res['words']}")
+        said.append(f"[tryit] example {image.image_id}: {res['words']}")
+    print("\n" + "\n".join(said))
     assert visit.blocked == [] and visit.problems == []
 
 
