@@ -19,7 +19,16 @@ What is written (``write_page_assets``) into one folder:
 * ``songs.json``: every song of the index (id, artist, title, the VA it is ranked with as
   float32: rated where the index has one, else predicted, official 4Q quadrant, where that VA
   comes from: ``va_source`` and its words), in index order (by id), plus the few constants the page needs;
+* ``examples/``: the page's example pictures (:func:`example_pictures`: OASIS test images, one
+  per quadrant, by :func:`recommend.example_images`' rule): a small JPEG thumbnail of each, which
+  the page shows, and its original bytes, which a click runs, so that it recommends what ``imuse
+  recommend`` recommends for that OASIS file;
 * ``manifest.json``: sizes, checksums, the check's numbers.
+
+``songs.json`` also carries what the page says in words: the rule that puts a VA point into words
+(``va_words``: :func:`report.va_words_spec`), the examples, and the deployed model's measured
+quality (``quality``: :func:`measured_quality`, from ``results/<profile>/table2.csv``; absent when
+that file or its row is missing, never made up).
 
 onnxruntime-web (:data:`ONNXRUNTIME_WEB_VERSION`) comes from the npm registry with a pinned
 checksum, like the book's MathJax, fetched by the book's builder (``scripts/bookbuild/vendor.py``).
@@ -38,17 +47,19 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
-from . import config, image_path, io, media, recommend
+from . import config, data, image_path, io, media, recommend, report
 from .deployed import load_deployed
 from .errors import DataError, ExportError
 from .image_view import CROP, RESIZE, page_spec
-from .index.files import VA_SOURCES
+from .index.files import PREDICTED, VA_SOURCES
 from .index.reading import default_index_path, open_index
 from .models.base import sha256_file
 from .recommend import Recommender
@@ -58,6 +69,10 @@ TOLERANCE = 1e-4  # largest |VA(ONNX) - VA(PyTorch)| accepted by the check
 CHECK_IMAGES = 8
 SONGS_FORMAT = "imuse-tryit-songs/2"  # 2: each song says where its VA comes from
 EXPORT_VERSION = "2"  # bump when what is written changes (invalidates unchanged-export reuse)
+N_EXAMPLES = 4  # example pictures on the page: one per quadrant
+EXAMPLES_DIR = "examples"
+# the deployed VA model's rows in table2.csv (experiments.evaluation.DEPLOYED; a layer above this one)
+DEPLOYED_CONFIG, DEPLOYED_PREDICTOR, QUALITY_SPLIT = "deployed", "va_model", "cold"
 
 # The runtime the page is built for (recorded in its manifest); the book's builder fetches it
 # (scripts/bookbuild/vendor.py: npm, pinned checksum).
@@ -184,8 +199,6 @@ def _f32(x) -> float:
 def song_table(index, catalog=None) -> dict:
     """The index's songs for the page: rows in index order (by id, the ranking's tie-break)."""
     if catalog is None:
-        from . import data
-
         catalog = data.load_catalog()
     quadrant = dict(zip(catalog.song_id.astype(str), catalog.quadrant)) if "quadrant" in catalog else {}
     songs = index.songs
@@ -199,8 +212,93 @@ def song_table(index, catalog=None) -> dict:
             "valence": "the VA the song is ranked with: its rated VA where the index has one, else predicted",
             "va_source": {code: VA_SOURCES[code] for code in sorted(set(songs.va_source.astype(str)))
                           if code in VA_SOURCES},
+            "va_predicted": PREDICTED,  # the one va_source code that is not a rating
             "max_image_pixels": media.MAX_IMAGE_PIXELS, **page_spec(),  # preprocess.js reads the view here
+            "va_words": report.va_words_spec(),  # preprocess.js vaWords(): the page says the VA in words
             "songs": rows}
+
+
+# --------------------------------------------------------------------------- what the page says
+
+
+def measured_quality(profile: str | None) -> dict | None:
+    """The deployed VA model's measured NSG@10 on the cold split (images and songs it never saw),
+    with its interval and the picture-blind ranking's score beside it, from
+    ``results/<profile>/table2.csv`` (``imuse evaluate``); None without a profile, that file or
+    the model's row: the page then leaves its note out."""
+    if not profile:
+        return None
+    path = config.results_dir(create=False) / profile / "table2.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    cold = table[table.split == QUALITY_SPLIT]
+    row = cold[(cold.config == DEPLOYED_CONFIG) & (cold.predictor == DEPLOYED_PREDICTOR)]
+    if row.empty:
+        return None
+    row = row.iloc[0]
+    agnostic = cold[cold.predictor == "image_agnostic"]
+    number = lambda x: None if pd.isna(x) else round(float(x), 3)  # noqa: E731 - three digits, as the book prints
+    return {"profile": profile, "source": f"results/{profile}/table2.csv", "split": QUALITY_SPLIT,
+            "metric": "nsg@10", "value": number(row["nsg@10"]), "lo": number(row.get("nsg@10_lo")),
+            "hi": number(row.get("nsg@10_hi")), "n_images": int(row.n_queries), "n_songs": int(row.n_candidates),
+            "image_agnostic": number(agnostic["nsg@10"].iloc[0]) if not agnostic.empty else None}
+
+
+THUMBNAIL_PX = 192  # longer side of an example's thumbnail on the page
+
+
+def _example_stem(image_id: str) -> str:
+    """An example picture's file name stem: its OASIS name as a URL-safe slug."""
+    return "".join(c if c.isalnum() else "-" for c in str(image_id).lower()).strip("-")
+
+
+def _write_if_changed(path: Path, content: bytes) -> None:
+    if not path.is_file() or path.read_bytes() != content:
+        with io.atomic_path(path) as tmp:
+            Path(tmp).write_bytes(content)
+
+
+def example_pictures(out: str | os.PathLike, protocol: str = "paper", n: int = N_EXAMPLES) -> list[dict]:
+    """Copy ``n`` OASIS test pictures (:func:`recommend.example_images`: one per quadrant, the one
+    nearest its centre among the images the book may show, of the model's own split, so pictures
+    it never saw) into ``out``: each as its original bytes (what a click recommends for, as
+    ``imuse recommend`` does for that file) and a small JPEG thumbnail (what the page shows).
+    Any other file there is removed. Returns what the page shows of them (files, OASIS name and
+    source, the picture's rated VA and quadrant)."""
+    from PIL import Image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    listed = []
+    for _, img in recommend.example_images(n, protocol=protocol).iterrows():
+        original = Path(img.path).read_bytes()
+        stem = _example_stem(img.image_id)
+        name = stem + (".png" if original.startswith(b"\x89PNG") else ".jpg")  # one OASIS ".jpg" is a PNG
+        _write_if_changed(out / name, original)
+        thumb = media.load_image(img.path)
+        thumb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
+        buffer = BytesIO()
+        thumb.save(buffer, "JPEG", quality=82, optimize=True)
+        _write_if_changed(out / f"{stem}.thumb.jpg", buffer.getvalue())
+        listed.append({"file": f"{EXAMPLES_DIR}/{name}", "thumbnail": f"{EXAMPLES_DIR}/{stem}.thumb.jpg",
+                       "width": thumb.width, "height": thumb.height, "name": str(img.image_id),
+                       "source": str(img.source), "valence": float(img.valence), "arousal": float(img.arousal),
+                       "quadrant": str(data.quadrant_of(img.valence, img.arousal))})  # its rated VA's
+    keep = {Path(e[k]).name for e in listed for k in ("file", "thumbnail")}
+    for stale in out.iterdir():  # a picture of an earlier choice: not served any more
+        if stale.is_file() and stale.name not in keep:
+            stale.unlink()
+    return listed
+
+
+def _model_split(model) -> str:
+    """The split the model was fitted on (its test pictures are the ones it never saw)."""
+    for attr in ("provenance", "meta"):
+        split = (getattr(model, attr, None) or {}).get("split")
+        if split:
+            return str(split)
+    return "paper"
 
 
 # --------------------------------------------------------------------------- the page's assets
@@ -230,12 +328,14 @@ def _reusable(out: Path, model_key: str) -> dict | None:
 
 
 def write_page_assets(out: str | os.PathLike, model=None, index=None, *, catalog=None,
-                      images: Sequence | None = None, check: bool = True, force: bool = False) -> dict:
-    """Export the model and the song file into ``out`` (see the module docstring); returns the
-    manifest. ``model``/``index``: objects or paths, default the deployed ones; ``images``: the
-    OASIS images to check on (default :func:`check_images`). The model file of an earlier export
-    of the same model and check is reused (``force`` redoes it); the song file is rewritten
-    whenever the index changed."""
+                      images: Sequence | None = None, check: bool = True, force: bool = False,
+                      profile: str | None = None) -> dict:
+    """Export the model, the song file and the example pictures into ``out`` (see the module
+    docstring); returns the manifest. ``model``/``index``: objects or paths, default the deployed
+    ones; ``images``: the OASIS images to check on (default :func:`check_images`); ``profile``:
+    whose table2.csv gives the page's note on the model's measured quality (None: no note). The
+    model file of an earlier export of the same model and check is reused (``force`` redoes it);
+    the song file is rewritten whenever what it says changed."""
     out = Path(out)
     if model is None or isinstance(model, (str, os.PathLike)):
         model = load_deployed(model)
@@ -265,6 +365,10 @@ def write_page_assets(out: str | os.PathLike, model=None, index=None, *, catalog
         checked = check_onnx(model, index, out / onnx_name, images).as_dict() if check else None
     songs = song_table(index, catalog)
     songs["model_file"] = onnx_name
+    songs["examples"] = example_pictures(out / EXAMPLES_DIR, _model_split(model))
+    quality = measured_quality(profile)
+    if quality is not None:
+        songs["quality"] = quality
     songs_text = json.dumps(songs, ensure_ascii=False, separators=(",", ":")) + "\n"
     songs_path = out / "songs.json"
     if previous is not None and songs_path.is_file() and songs_path.read_text(encoding="utf-8") == songs_text:
@@ -275,6 +379,7 @@ def write_page_assets(out: str | os.PathLike, model=None, index=None, *, catalog
                 "model_label": _label(model), "model_file": onnx_name, "opset": OPSET, "n_songs": len(index),
                 "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                 "onnxruntime_web": ONNXRUNTIME_WEB_VERSION, "check": checked,
-                "files": _files_info(out, [onnx_name, "songs.json"])}
+                "files": _files_info(out, [onnx_name, "songs.json"] + [e[k] for e in songs["examples"]
+                                                                             for k in ("file", "thumbnail")])}
     io.write_json(out / "manifest.json", manifest)
     return manifest

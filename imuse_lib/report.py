@@ -47,6 +47,7 @@ __all__ = ["PlainText", "fmt_metric", "fmt_va", "fmt_seconds", "fmt_interval", "
            "glue_md", "box", "glue_box", "spread_examples", "va_figure", "table", "va_summary", "forest_plot",
            "forest_sentence", "lower_is_better", "plotly_html", "READER_NAMES", "PREDICTOR_COLOURS", "reader_name",
            "reader_text", "predictor_colour", "predictor_palette", "facet_lines", "QUADRANT_WORDS",
+           "VA_CENTRE", "VA_AXIS_WORDS", "VA_DEGREES", "va_axis_words", "va_words", "va_words_spec",
            "quadrant_comment", "static_png", "seconds_formatter", "BOX_CLASS", "STATIC_FIGURE_CLASS",
            "LIVE_FIGURE_CLASS"]
 
@@ -328,6 +329,34 @@ def predictor_colour(predictor: str) -> str:
 
 # The four quadrants of the VA plane in words (Russell's circumplex; midpoint 0.5).
 QUADRANT_WORDS = {"Q1": "happy, excited", "Q2": "tense, angry", "Q3": "sad, bored", "Q4": "calm, content"}
+
+# A point of the VA plane in words, axis by axis: which side of the centre (the words of the
+# glossary's VA: 0 unpleasant to 1 pleasant, 0 calm to 1 excited) and how far from it. The "Try
+# it" page applies the same rule to the words export.py writes into songs.json (va_words_spec).
+VA_CENTRE = 0.5
+VA_AXIS_WORDS = {"valence": ("unpleasant", "pleasant"), "arousal": ("calm", "excited")}
+# (distance from the centre below which the phrase applies, phrase); None: any distance.
+VA_DEGREES = ((0.05, "neither {high} nor {low}"), (0.15, "slightly {word}"), (None, "clearly {word}"))
+
+
+def va_axis_words(axis: str, value: float) -> str:
+    """One axis of a VA point in words, e.g. ``slightly pleasant`` (see :data:`VA_DEGREES`)."""
+    low, high = VA_AXIS_WORDS[axis]
+    d = float(value) - VA_CENTRE
+    word = high if d >= 0 else low  # the quadrant's side: data.quadrant_of puts 0.5 on the high side
+    phrase = next(p for limit, p in VA_DEGREES if limit is None or abs(d) < limit)
+    return phrase.format(word=word, low=low, high=high)
+
+
+def va_words(valence: float, arousal: float) -> str:
+    """A VA point in words, e.g. ``slightly pleasant and clearly calm``."""
+    return f"{va_axis_words('valence', valence)} and {va_axis_words('arousal', arousal)}"
+
+
+def va_words_spec() -> dict:
+    """The rule of :func:`va_words` and :data:`QUADRANT_WORDS` as data, for the "Try it" page."""
+    return {"centre": VA_CENTRE, "axes": {k: list(v) for k, v in VA_AXIS_WORDS.items()},
+            "degrees": [[limit, phrase] for limit, phrase in VA_DEGREES], "quadrants": dict(QUADRANT_WORDS)}
 
 
 def quadrant_comment(image: str, image_quadrant: str, predicted_quadrant: str, song_quadrants: Iterable[str]) -> str:

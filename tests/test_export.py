@@ -15,12 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from imuse_lib import cli, data, export, media, recommend
+from imuse_lib import cli, data, export, media, recommend, report
 from imuse_lib.errors import ExportError, ModelMismatchError
 from imuse_lib.models.base import Backbone
 from imuse_lib import image_path
 from imuse_lib import image_view
 from imuse_lib.index import editing as index_editing
+from imuse_lib.index import files as index_files
 from imuse_lib.index import reading as index_reading
 from imuse_lib import ranking
 
@@ -98,6 +99,83 @@ def test_song_file_holds_the_index_exactly(exported):
     assert songs["max_image_pixels"] == media.MAX_IMAGE_PIXELS  # the page refuses what `imuse recommend` refuses
     assert (songs["resize"], songs["crop"]) == (256, 224)
     assert manifest["files"]["songs.json"]["bytes"] == (out / "songs.json").stat().st_size
+
+
+def test_song_file_says_the_va_in_words_and_which_songs_are_rated(exported):
+    out = exported[2]
+    songs = json.loads((out / "songs.json").read_text(encoding="utf-8"))
+    assert songs["va_words"] == report.va_words_spec()  # one home: report's rule, read by the page
+    assert songs["va_predicted"] == index_files.PREDICTED  # the page counts the other songs as rated
+    assert "quality" not in songs  # no profile given: no note, rather than a made-up one
+
+
+def test_example_pictures_one_per_quadrant_as_their_original_files(exported):
+    model, index_path, out, manifest, _ = exported
+    songs = json.loads((out / "songs.json").read_text(encoding="utf-8"))
+    examples = songs["examples"]
+    chosen = recommend.example_images(export.N_EXAMPLES, protocol="paper")  # the untrained model has no split
+    assert [e["name"] for e in examples] == list(chosen.image_id)
+    assert sorted(e["quadrant"] for e in examples) == ["Q1", "Q2", "Q3", "Q4"]
+    for e, path in zip(examples, chosen.path):
+        assert (out / e["file"]).read_bytes() == Path(path).read_bytes()  # a click recommends for the OASIS file
+        thumb = Image.open(out / e["thumbnail"])
+        assert thumb.format == "JPEG" and max(thumb.size) == export.THUMBNAIL_PX == max(e["width"], e["height"])
+        assert (out / e["thumbnail"]).stat().st_size < 30_000
+        assert manifest["files"][e["file"]]["bytes"] == Path(path).stat().st_size
+        assert data.quadrant_of(e["valence"], e["arousal"]) == e["quadrant"]
+    assert sorted(p.name for p in (out / export.EXAMPLES_DIR).iterdir()) == sorted(
+        Path(e[k]).name for e in examples for k in ("file", "thumbnail"))
+
+
+def test_va_words_rule():
+    assert report.va_words(0.643, 0.376) == "slightly pleasant and slightly calm"
+    assert report.va_words(0.9, 0.1) == "clearly pleasant and clearly calm"
+    assert report.va_words(0.2, 0.52) == "clearly unpleasant and neither excited nor calm"
+    assert report.va_words(0.5, 0.5) == "neither pleasant nor unpleasant and neither excited nor calm"
+    assert report.va_words(0.36, 0.8) == "slightly unpleasant and clearly excited"
+    # each side of the centre as data.quadrant_of puts it (0.5 on the high side)
+    for v, a in [(0.7, 0.7), (0.3, 0.7), (0.3, 0.3), (0.7, 0.3)]:
+        q = str(data.quadrant_of(v, a))
+        words = report.va_words(v, a)
+        assert ("unpleasant" not in words) == (q in ("Q1", "Q4")) and ("calm" in words) == (q in ("Q3", "Q4"))
+
+
+def _table2(folder: Path, rows: list[dict]) -> Path:
+    import pandas as pd
+
+    path = folder / "quick" / "table2.csv"
+    path.parent.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_measured_quality_comes_from_table2_or_not_at_all(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMUSE_RESULTS", str(tmp_path))
+    assert export.measured_quality(None) is None and export.measured_quality("quick") is None  # no file: no note
+    common = {"n_queries": 225, "n_candidates": 124, "nsg@10_lo": 0.2133, "nsg@10_hi": 0.3627}
+    _table2(tmp_path, [{"config": "(none)", "split": "cold", "predictor": "image_agnostic", "nsg@10": 0.37772, **common},
+                       {"config": "(none)", "split": "paper", "predictor": "image_agnostic", "nsg@10": 0.34, **common},
+                       {"config": "deployed", "split": "cold", "predictor": "va_model", "nsg@10": 0.28940, **common}])
+    q = export.measured_quality("quick")
+    assert q == {"profile": "quick", "source": "results/quick/table2.csv", "split": "cold", "metric": "nsg@10",
+                 "value": 0.289, "lo": 0.213, "hi": 0.363, "n_images": 225, "n_songs": 124, "image_agnostic": 0.378}
+    # a table without the deployed model's row gives no note either
+    (tmp_path / "quick" / "table2.csv").unlink()
+    (tmp_path / "quick").rmdir()
+    _table2(tmp_path, [{"config": "(none)", "split": "cold", "predictor": "image_agnostic", "nsg@10": 0.37, **common}])
+    assert export.measured_quality("quick") is None
+
+
+def test_export_with_a_profile_writes_the_quality_note(exported, tmp_path, monkeypatch):
+    model, index_path, out, manifest, check = exported
+    monkeypatch.setenv("IMUSE_RESULTS", str(tmp_path / "results"))
+    _table2(tmp_path / "results", [{"config": "deployed", "split": "cold", "predictor": "va_model", "nsg@10": 0.3,
+                                    "nsg@10_lo": 0.25, "nsg@10_hi": 0.35, "n_queries": 225, "n_candidates": 124}])
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    export.write_page_assets(copy, model, index_path, images=check, profile="quick")
+    songs = json.loads((copy / "songs.json").read_text(encoding="utf-8"))
+    assert songs["quality"]["value"] == 0.3 and songs["quality"]["image_agnostic"] is None
 
 
 def test_songs_outside_the_catalog_have_no_quadrant():
@@ -246,3 +324,19 @@ console.log(JSON.stringify(job.queries.map(([v, a]) => {
         pos, sim = ranking.rank_va(q, va, 15)
         assert top == pos.tolist()
         assert sims == sim.tolist()  # bit for bit
+
+
+@needs_node
+def test_page_va_words_are_report_va_words(tmp_path):
+    """preprocess.js's vaWords and quadrant, with the words songs.json carries, against
+    report.va_words and data.quadrant_of: on a grid and at the limits of each phrase."""
+    spec = report.va_words_spec()
+    edges = [spec["centre"] + s * limit for limit, _ in spec["degrees"] if limit is not None for s in (-1, 1)]
+    values = sorted({*np.linspace(0, 1, 41).round(6).tolist(), *edges, *(np.nextafter(e, 0.0) for e in edges)})
+    points = [[v, a] for v in values for a in values[::3]]
+    got = _run_node(tmp_path, """
+console.log(JSON.stringify(job.points.map(([v, a]) => [pp.vaWords(job.spec, v, a), pp.quadrant(job.spec, v, a)])));
+""", {"spec": spec, "points": points})
+    for (v, a), (words, quadrant) in zip(points, got):
+        assert words == report.va_words(v, a), (v, a)
+        assert quadrant == str(data.quadrant_of(v, a)), (v, a)

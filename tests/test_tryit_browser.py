@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from imuse_lib import cli, export, media, recommend
+from imuse_lib import cli, data, export, media, recommend, report
 from imuse_lib import image_path
 from imuse_lib.index import building as index_building
 from imuse_lib.index import files as index_files
@@ -161,6 +161,13 @@ def test_page_recommends_what_imuse_recommend_does(visit, deployed, site, capsys
     # each song says where its VA comes from, as `imuse recommend` does (the catalog's: its mood tags)
     shown = page.locator("#tryit-table tbody tr td:last-child").all_inner_texts()
     assert len(shown) == 10 and set(shown) == {index_files.VA_SOURCES["allmusic-tags"]}
+    share = page.locator("#tryit-rated-share").inner_text()
+    assert f"{manifest['n_songs']} of {manifest['n_songs']} songs (100%) are placed by rated VA" in share
+    # the picture's VA in words, by the Python side's rule, on the page's own numbers
+    said = page.locator("#tryit-va").inner_text()
+    assert said == res["words"] and f"reads as {report.va_words(*res['va'])}, in quadrant " in said
+    assert page.locator("#tryit-plane text.quad").all_text_contents()[0] == "Q1 " + report.QUADRANT_WORDS["Q1"]
+    assert page.locator("#tryit-quality").is_hidden()  # this results folder has no table2.csv: no note
     assert page.locator("#tryit-plane circle.song").count() == manifest["n_songs"]
     assert page.locator("#tryit-error").is_hidden()
     page.screenshot(path=str(tmp_path / "tryit.png"), full_page=True)
@@ -168,6 +175,124 @@ def test_page_recommends_what_imuse_recommend_does(visit, deployed, site, capsys
     assert visit.blocked == []
     assert all(u.startswith((visit.base + "/", "blob:", "data:")) for u in visit.requests)
     assert visit.problems == []
+
+
+def test_an_example_picture_is_recommended_for_with_a_click(visit, deployed, capsys):
+    """The page's example pictures (export.example_pictures: one per quadrant, test pictures of
+    the model's own split) are buttons; a click recommends what `imuse recommend` recommends for
+    the OASIS file, and the page says where OASIS's raters placed the picture."""
+    model_path, index_path = deployed
+    page = visit.open().page
+    page.evaluate("window.imuseTryit.opened")
+    buttons = page.locator("#tryit-example-list button")
+    assert buttons.count() == export.N_EXAMPLES
+    assert page.evaluate("Array.from(document.querySelectorAll('#tryit-example-list img'))"
+                         ".every((i) => i.complete && i.naturalWidth > 0)")
+    chosen = recommend.example_images(export.N_EXAMPLES, protocol="cold")  # the deployed model's split
+    said = []
+    for i in (0, 2):
+        before = visit.count()
+        buttons.nth(i).click()
+        page.wait_for_function(f"window.imuseTryit.results.length + window.imuseTryit.errors.length > {before}",
+                               timeout=60_000)
+        assert page.evaluate("window.imuseTryit.errors") == []
+        res = page.evaluate("window.imuseTryit.results.at(-1)")
+        image = chosen.iloc[i]
+        assert res["name"] == image.image_id + Path(image.path).suffix
+        want = _cli_recommend(image.path, model_path, index_path, capsys)
+        assert res["top"] == [r["song_id"] for r in want] or _differ_only_by_ties(res["similarity"], want)
+        rated = f"{report.va_words(image.valence, image.arousal)}, {data.quadrant_of(image.valence, image.arousal)}"
+        assert f"OASIS's raters placed this picture at valence {image.valence:.2f}" in res["words"]
+        assert f": {rated}" in res["words"]
+        said.append(f"[tryit] example {image.image_id}: {res['words']}")
+    print("\n" + "\n".join(said))
+    assert visit.blocked == [] and visit.problems == []
+
+
+# WCAG 2 contrast of every piece of text in the page (HTML colour or SVG fill against the
+# composited background of its ancestors); the theme's stylesheet gives the page its colours.
+CONTRAST_JS = """() => {
+  const rgba = (c) => { const m = /rgba?\\(([^)]+)\\)/.exec(c); if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat(1);
+  const lum = (c) => { const f = (x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const background = (el) => { const layers = [];
+    for (let e = el; e; e = e.parentElement) { const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; } }
+    return layers.reverse().reduce((bg, c) => over(c, bg), [255, 255, 255, 1]); };
+  const out = [];
+  for (const el of document.querySelectorAll("#imuse-tryit *")) {
+    const own = Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || el.closest("[hidden]") || !el.getClientRects().length) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility !== "visible" || style.display === "none") continue;
+    const isSvg = el instanceof SVGElement;
+    const fg = rgba(isSvg ? style.fill : style.color);
+    const bg = background(isSvg ? el.ownerSVGElement : el);
+    out.push({ what: el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + (el.getAttribute("class") ? "." +
+      el.getAttribute("class").split(" ")[0] : ""), text: el.textContent.trim().slice(0, 40),
+      ratio: ratio(over(fg, bg), bg) });
+  }
+  return out;
+}"""
+
+
+def _themed_page(root: Path) -> str:
+    """book/tryit-themed.html: the page under the book theme's own stylesheets (pydata-sphinx-theme
+    and sphinx-book-theme on it, light and dark through html[data-theme]), as the built book
+    styles it."""
+    import pydata_sphinx_theme
+    import sphinx_book_theme
+
+    links = ""
+    for package in (pydata_sphinx_theme, sphinx_book_theme):
+        name = package.__name__.replace("_", "-")
+        css = Path(package.__file__).parent / "theme" / package.__name__ / "static" / "styles" / f"{name}.css"
+        (root / "_static" / "styles").mkdir(parents=True, exist_ok=True)
+        (root / "_static" / "styles" / css.name).write_bytes(css.read_bytes())
+        links += f"<link rel=\"stylesheet\" href=\"../_static/styles/{css.name}\">"
+    page = root / "book" / "tryit-themed.html"
+    page.write_text("<!DOCTYPE html><html lang=\"en\" data-theme=\"light\"><head><meta charset=\"utf-8\">"
+                    f"{links}<title>Try it</title></head>"
+                    "<body><main>\n" + th.raw_html() + "\n</main></body></html>\n", encoding="utf-8")
+    return "/book/tryit-themed.html"
+
+
+def test_text_contrast_is_at_least_4_5_in_light_and_dark_mode(visit, site):
+    """Every text of the page - captions, the plane's axis and quadrant labels, the table, the
+    example buttons, the quality note - has a WCAG contrast of at least 4.5:1 against its
+    background, under the book theme's light and dark colours."""
+    root, _ = site
+    path = _themed_page(root)
+    quality = {"profile": "quick", "source": "results/quick/table2.csv", "split": "cold", "metric": "nsg@10",
+               "value": 0.289, "lo": 0.213, "hi": 0.363, "n_images": 225, "n_songs": 124, "image_agnostic": 0.378}
+
+    def with_quality(route):  # the note renders only with a table2.csv, which this fixture has not
+        body = json.loads(route.fetch().text())
+        route.fulfill(json={**body, "quality": quality})
+
+    page = visit.page
+    page.route("**/songs.json", with_quality)
+    visit.open(path)
+    page.evaluate("window.imuseTryit.opened")
+    note = page.locator("#tryit-quality").inner_text()
+    assert note.startswith("How well it works: on 225 pictures and 124 songs it never saw (the cold split)")
+    assert "NSG@10 0.289 (95% interval 0.213 to 0.363)" in note and "scores 0.378: as much or more" in note
+    page.locator("#tryit-example-list button").first.click()
+    page.wait_for_function("window.imuseTryit.results.length > 0", timeout=60_000)
+    worst = {}
+    for theme in ("light", "dark"):
+        page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+        texts = page.evaluate(CONTRAST_JS)
+        kinds = {t["what"] for t in texts}
+        assert {"figcaption", "text.axis", "text.quad", "td", "th", "caption"} <= kinds, kinds
+        low = [t for t in texts if t["ratio"] < 4.5]
+        worst[theme] = min(t["ratio"] for t in texts)
+        assert low == [], (theme, low)
+    print(f"\n[tryit] lowest text contrast: light {worst['light']:.2f}:1, dark {worst['dark']:.2f}:1 "
+          f"over {len(texts)} text elements")
 
 
 def test_page_preprocessing_equals_pil_on_real_images(visit):

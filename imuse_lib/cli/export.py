@@ -1,10 +1,13 @@
 """`imuse export onnx`: the deployed recommender for the book's "Try it" page.
 
     imuse export onnx [--out DIR] [--model PATH] [--index PATH] [--check-images N] [--no-check] [--force]
+                      [--profile NAME]
 
 Writes ``model.<fingerprint>.onnx`` (the image path: normalisation, backbone, image arm, VA
-head), ``songs.json`` (the index's songs and their predicted VA) and ``manifest.json`` into
-DIR, after checking the ONNX file against PyTorch on real OASIS images.
+head), ``songs.json`` (the index's songs and their VA, rated or predicted), the example pictures
+(``examples/``) and ``manifest.json`` into DIR, after checking the ONNX file against PyTorch on
+real OASIS images. With ``--profile``, songs.json carries the model's measured NSG@10 on the
+cold split from that profile's table2.csv (the page's note on its quality).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def register(sub) -> None:
                    help="OASIS images to check the export on, spread over the quadrants (default 8)")
     q.add_argument("--no-check", action="store_true", help="skip the check against PyTorch (not for publishing)")
     q.add_argument("--force", action="store_true", help="export again even if an identical export is there")
+    q.add_argument("--profile", metavar="NAME", default=None,
+                   help="profile whose results/NAME/table2.csv gives the page's note on the model's measured "
+                        "quality (default: no note)")
     q.set_defaults(func=cmd_export_onnx)
 
 
@@ -43,7 +49,7 @@ def cmd_export_onnx(args) -> int:
     io.check_output_folder(str(out), inputs=[args.model, args.index], writes=("manifest.json", "songs.json"))
     images = None if args.no_check else export.check_images(n)
     manifest = export.write_page_assets(out, args.model, args.index, images=images, check=not args.no_check,
-                                        force=args.force)
+                                        force=args.force, profile=args.profile)
     files = manifest["files"]
     print(f"exported {manifest['model_label']} to {out}")
     for name, info in files.items():

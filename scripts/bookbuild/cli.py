@@ -178,7 +178,7 @@ def _build(args: argparse.Namespace) -> int:
             raise BuildError(f"no executed copy of: {', '.join(missing)} (run without --skip-execute)")
         present_names = [n for n in names if n not in missing]
         with steps.step("Try it page (ONNX export, onnxruntime-web)"):
-            tryit_sizes = install_tryit(args.allow_missing)  # needs the default model and index: after execution
+            tryit_sizes = install_tryit(args.allow_missing, args.profile)  # needs the default model and index: after execution
         with steps.step("presentation"):
             changed = [n for n in present_names if present(n, args.profile, repo_url, branch)]
         if changed:

@@ -132,16 +132,17 @@ def install_plotly(vendor: Path = common.VENDOR_DIR) -> Path:
     return target
 
 
-def install_tryit(allow_missing: bool = False) -> dict | None:
-    """The "Try it" page's assets in book/_static: the deployed model's image path as ONNX and the
-    song file (``imuse export onnx``, checked against PyTorch; reused while model and index are
-    unchanged), and onnxruntime-web from npm (pinned checksum). Returns their sizes in bytes."""
+def install_tryit(allow_missing: bool = False, profile: str | None = None) -> dict | None:
+    """The "Try it" page's assets in book/_static: the deployed model's image path as ONNX, the
+    song file and the example pictures (``imuse export onnx``, checked against PyTorch; reused
+    while model and index are unchanged; the note on the model's quality from ``profile``'s
+    table2.csv), and onnxruntime-web from npm (pinned checksum). Returns their sizes in bytes."""
     from imuse_lib import export
     from imuse_lib.errors import ImuseError
 
     static = common.ROOT / "book" / "_static"
     try:
-        manifest = export.write_page_assets(static / "tryit" / "model")
+        manifest = export.write_page_assets(static / "tryit" / "model", profile=profile)
     except ImuseError as exc:
         if not allow_missing:
             raise
@@ -208,7 +209,7 @@ def folder_bytes(folder: Path) -> int:
 
 def page_asset_sizes(static_dir: str | os.PathLike) -> dict[str, int]:
     """Bytes of what the page loads, under a book's ``_static`` folder: its own scripts and style,
-    the model and song file (``tryit/model``), and the runtime (``vendor/onnxruntime-web``,
+    the model, song file and example pictures (``tryit/model``), and the runtime (``vendor/onnxruntime-web``,
     counted without its package.json and stamp)."""
     from imuse_lib import io
 
@@ -220,6 +221,7 @@ def page_asset_sizes(static_dir: str | os.PathLike) -> dict[str, int]:
         "page scripts and style": sum(p.stat().st_size for p in tryit.glob("*") if p.suffix in (".js", ".css")),
         "model": (model_dir / manifest["model_file"]).stat().st_size,
         "songs": (model_dir / "songs.json").stat().st_size,
+        "example pictures": folder_bytes(model_dir / "examples") if (model_dir / "examples").is_dir() else 0,
         "runtime": sum((runtime / runtime_file_name(f)).stat().st_size for f in ONNXRUNTIME_WEB_FILES
                        if f.startswith("dist/")),
     }

@@ -13,6 +13,9 @@
  * rank() is ranking.rank_va: Eq. 1 (S = 1 - Euclidean distance in VA) in double precision on
  * the float32 VA values, best first, ties by position (the index is sorted by song id).
  *
+ * vaWords() and quadrant() put a VA point into words as report.va_words and data.quadrant_of do,
+ * with the words and limits songs.json carries ("va_words", written from report.va_words_spec).
+ *
  * Plain functions with no DOM: the browser page uses window.imusePreprocess, the tests run the
  * same file under Node (module.exports) against PIL and numpy.
  */
@@ -190,5 +193,25 @@
     return { top: order.slice(0, Math.max(0, Math.min(k, n))), sim };
   }
 
-  return { outputSize, roundHalfEven, cropOffsets, coefficients, resizeCrop, rank };
+  /* One axis in words: which side of the centre and how far (spec: songs.json's "va_words"). */
+  function axisWords(spec, axis, value) {
+    const [low, high] = spec.axes[axis];
+    const d = value - spec.centre;
+    const word = d >= 0 ? high : low;
+    const [, phrase] = spec.degrees.find(([limit]) => limit === null || Math.abs(d) < limit);
+    return phrase.replaceAll("{word}", word).replaceAll("{low}", low).replaceAll("{high}", high);
+  }
+
+  /* A VA point in words, e.g. "slightly pleasant and clearly calm". */
+  function vaWords(spec, v, a) {
+    return axisWords(spec, "valence", v) + " and " + axisWords(spec, "arousal", a);
+  }
+
+  /* Russell quadrant of a VA point: Q1 +V+A, Q2 -V+A, Q3 -V-A, Q4 +V-A (the centre on the + side). */
+  function quadrant(spec, v, a) {
+    const hv = v >= spec.centre, ha = a >= spec.centre;
+    return ha ? (hv ? "Q1" : "Q2") : (hv ? "Q4" : "Q3");
+  }
+
+  return { outputSize, roundHalfEven, cropOffsets, coefficients, resizeCrop, rank, vaWords, quadrant };
 });

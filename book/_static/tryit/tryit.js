@@ -6,6 +6,10 @@
  * thread; the songs (songs.json, precomputed by `imuse export onnx`) are ranked by Eq. 1 as
  * `imuse recommend` ranks them. Nothing is sent anywhere: every file is read from this book.
  *
+ * The song file (small) is read when the page opens: it carries the example pictures shown as
+ * buttons, the note on the model's measured quality (from the build's table2.csv; left out when
+ * the build had none) and the words the page uses for a VA point (report.va_words_spec).
+ *
  * Paths are relative to this script, so the page works wherever the book is served. For the
  * tests, window.imuseTryit exposes the results and timings.
  */
@@ -94,7 +98,12 @@
           va[2 * i] = Math.fround(r[3]); // the index's float32 values, exactly
           va[2 * i + 1] = Math.fround(r[4]);
         });
+        const rated = rows.filter((r) => r[6] !== songs.va_predicted).length;
         $("tryit-model").textContent = songs.model_label + "; " + rows.length + " songs.";
+        const percent = Math.round((100 * rated) / rows.length); // 100% and 0% only when it is all or none
+        $("tryit-rated-share").textContent = " In this collection " + rated + " of " + rows.length + " songs (" +
+          (rated < rows.length ? Math.min(percent, 99) : 100) + "%) are placed by rated VA" +
+          (rated === rows.length ? "." : ", the other " + (rows.length - rated) + " by VA predicted from their audio.");
         return { songs, rows, va };
       });
       songsLoading.catch(() => { songsLoading = null; }); // a later attempt may succeed
@@ -230,23 +239,27 @@
     return e;
   }
 
-  function showPlane(va, n, items, qv, qa) {
+  // The plane with its quadrants and axes in the page's words (songs.json "va_words").
+  function showPlane(va, n, items, qv, qa, words) {
     const svg = $("tryit-plane");
     svg.textContent = "";
     const S = 300, M = 30; // plot size and margin in SVG units
     const X = (v) => M + v * S;
     const Y = (a) => M + (1 - a) * S;
+    const c = words.centre;
     svg.setAttribute("viewBox", "0 0 " + (S + 2 * M) + " " + (S + 2 * M));
     svg.appendChild(el("rect", { x: M, y: M, width: S, height: S, class: "frame" }));
-    svg.appendChild(el("line", { x1: X(0.5), y1: Y(0), x2: X(0.5), y2: Y(1), class: "mid" }));
-    svg.appendChild(el("line", { x1: X(0), y1: Y(0.5), x2: X(1), y2: Y(0.5), class: "mid" }));
-    for (const [q, v, a] of [["Q1", 0.97, 0.97], ["Q2", 0.03, 0.97], ["Q3", 0.03, 0.03], ["Q4", 0.97, 0.03]]) {
+    svg.appendChild(el("line", { x1: X(c), y1: Y(0), x2: X(c), y2: Y(1), class: "mid" }));
+    svg.appendChild(el("line", { x1: X(0), y1: Y(c), x2: X(1), y2: Y(c), class: "mid" }));
+    for (const [q, v, a] of [["Q1", 0.98, 0.98], ["Q2", 0.02, 0.98], ["Q3", 0.02, 0.02], ["Q4", 0.98, 0.02]]) {
       svg.appendChild(el("text", { x: X(v), y: Y(a), class: "quad", "text-anchor": v > 0.5 ? "end" : "start",
-        "dominant-baseline": a > 0.5 ? "hanging" : "auto" }, q));
+        "dominant-baseline": a > 0.5 ? "hanging" : "auto" }, q + " " + words.quadrants[q]));
     }
-    svg.appendChild(el("text", { x: X(0.5), y: S + 2 * M - 6, class: "axis", "text-anchor": "middle" }, "valence \u2192"));
-    svg.appendChild(el("text", { x: 12, y: Y(0.5), class: "axis", "text-anchor": "middle",
-      transform: "rotate(-90 12 " + Y(0.5) + ")" }, "arousal \u2192"));
+    const [vLow, vHigh] = words.axes.valence, [aLow, aHigh] = words.axes.arousal;
+    svg.appendChild(el("text", { x: X(0.5), y: S + 2 * M - 8, class: "axis", "text-anchor": "middle" },
+      vLow + " \u2190 valence \u2192 " + vHigh));
+    svg.appendChild(el("text", { x: 14, y: Y(0.5), class: "axis", "text-anchor": "middle",
+      transform: "rotate(-90 14 " + Y(0.5) + ")" }, aLow + " \u2190 arousal \u2192 " + aHigh));
     for (let i = 0; i < n; i++) {
       svg.appendChild(el("circle", { cx: X(va[2 * i]), cy: Y(va[2 * i + 1]), r: 2.2, class: "song" }));
     }
@@ -255,20 +268,102 @@
     }
     svg.appendChild(el("circle", { cx: X(qv), cy: Y(qa), r: 7, class: "picture" }));
     svg.setAttribute("aria-label", "Valence-arousal plane: your picture at valence " + fmt(qv, 2) +
-      ", arousal " + fmt(qa, 2) + " (black ring) among " + n + " songs (grey); its top " + items.length +
+      ", arousal " + fmt(qa, 2) + " (ring) among " + n + " songs (grey); its top " + items.length +
       " songs in orange.");
+  }
+
+  // The picture's predicted VA in words (the rule of report.va_words), with the numbers; for an
+  // example picture, where OASIS's raters placed it too.
+  function vaSentence(words, qv, qa, example) {
+    const q = pp.quadrant(words, qv, qa);
+    let text = "Your picture reads as " + pp.vaWords(words, qv, qa) + ", in quadrant " + q + " (" +
+      words.quadrants[q] + "): predicted valence " + fmt(qv, 2) + " and arousal " + fmt(qa, 2) +
+      ", on a scale from 0 to 1 whose middle is " + words.centre + ".";
+    if (example) {
+      const rq = pp.quadrant(words, example.valence, example.arousal);
+      text += " OASIS's raters placed this picture at valence " + fmt(example.valence, 2) + " and arousal " +
+        fmt(example.arousal, 2) + ": " + pp.vaWords(words, example.valence, example.arousal) + ", " + rq +
+        (rq === q ? ", the same quadrant." : ", another quadrant than the model's.");
+    }
+    return text;
+  }
+
+  // How well the model did on pictures and songs it never saw (the build's table2.csv), if known.
+  function showQuality(q) {
+    const box = $("tryit-quality");
+    if (!q || q.value === null || q.value === undefined) return;
+    box.textContent = "";
+    const f3 = (x) => fmt(x, 3);
+    box.append("How well it works: on " + q.n_images + " pictures and " + q.n_songs + " songs it never saw " +
+      "(the " + q.split + " split), the ten songs this model puts first for a picture score ");
+    const term = document.createElement("a");
+    term.href = "glossary.html#term-NSG-10";
+    term.textContent = "NSG@10";
+    box.append(term, " " + f3(q.value) + (q.lo !== null && q.hi !== null ? " (95% interval " + f3(q.lo) + " to " +
+      f3(q.hi) + ")" : "") + ", where songs drawn at random score 0 and the ten best-fitting songs 1.");
+    if (q.image_agnostic !== null && q.image_agnostic !== undefined) {
+      box.append(" One fixed list of songs for every picture, the picture ignored, scores " + f3(q.image_agnostic) +
+        (q.image_agnostic >= q.value ? ": as much or more, so on average these songs fit a picture no better " +
+          "than that fixed list does; take them as a suggestion." : ": less, so the picture helps."));
+    }
+    box.append(" (The " + q.profile + " profile of this build, " + q.source + ".)");
+    box.hidden = false;
+  }
+
+  // The example pictures as buttons: a click recommends for the picture's original file.
+  function showExamples(list) {
+    const ul = $("tryit-example-list");
+    if (!list || !list.length) return;
+    ul.textContent = "";
+    for (const ex of list) {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "tryit-example";
+      const img = document.createElement("img");
+      img.src = new URL(ex.thumbnail, modelDir).href;
+      img.width = ex.width;
+      img.height = ex.height;
+      img.alt = "OASIS picture \u201c" + ex.name + "\u201d";
+      const label = document.createElement("span");
+      label.textContent = ex.name + " (" + ex.quadrant + ")";
+      button.append(img, label);
+      button.setAttribute("aria-label", "Recommend songs for the OASIS picture " + ex.name + ", rated " + ex.quadrant);
+      button.addEventListener("click", () => { handle(fetchExample(ex), ex); });
+      const credit = document.createElement("small");
+      credit.textContent = "source: " + ex.source;
+      li.append(button, credit);
+      ul.appendChild(li);
+    }
+    $("tryit-examples").hidden = false;
+  }
+
+  async function fetchExample(ex) {
+    const r = await fetch(new URL(ex.file, modelDir));
+    if (!r.ok) throw new Error(ex.file + ": HTTP " + r.status);
+    const blob = await r.blob();
+    const suffix = ex.file.slice(ex.file.lastIndexOf("."));
+    return new File([blob], ex.name + suffix, { type: blob.type || (suffix === ".png" ? "image/png" : "image/jpeg") });
   }
 
   // ------------------------------------------------------------------ one picture
 
   let busy = Promise.resolve();
 
-  function handle(file) {
-    busy = busy.then(() => recommendFor(file)).catch(() => {});
+  // file: a File, or a promise of one (an example picture being fetched); example: its entry
+  function handle(file, example) {
+    busy = busy.then(() => recommendFor(file, example)).catch(() => {});
     return busy;
   }
 
-  async function recommendFor(file) {
+  async function recommendFor(filePromise, example) {
+    let file;
+    try {
+      file = await filePromise;
+    } catch (e) {
+      fail("Could not load the example picture: " + (e && e.message ? e.message : e));
+      return;
+    }
     if (!file) return;
     clearError();
     const t0 = performance.now();
@@ -302,13 +397,14 @@
         img.data.set([prep.rgb[3 * i], prep.rgb[3 * i + 1], prep.rgb[3 * i + 2], 255], 4 * i);
       }
       cropCanvas.getContext("2d").putImageData(img, 0, 0);
-      $("tryit-va").textContent = "Predicted valence " + fmt(qv, 3) + ", arousal " + fmt(qa, 3) + ".";
-      showPlane(m.va, m.rows.length, items, qv, qa);
+      const words = vaSentence(m.songs.va_words, qv, qa, example);
+      $("tryit-va").textContent = words;
+      showPlane(m.va, m.rows.length, items, qv, qa, m.songs.va_words);
       showTable(items);
       $("tryit-result").hidden = false;
       say("Top " + items.length + " songs for \u201c" + file.name + "\u201d, computed in this browser in " +
         (ms / 1000).toFixed(2) + " s" + (first ? " (including loading the model)" : "") + ".");
-      api.results.push({ name: file.name, va: [qv, qa], top: items.map((it) => it.song_id),
+      api.results.push({ name: file.name, va: [qv, qa], words, top: items.map((it) => it.song_id),
         similarity: items.map((it) => it.similarity), ms, first,
         rgbSum: prep.rgb.reduce((a, b) => a + b, 0) });
     } catch (e) {
@@ -347,5 +443,11 @@
     return Array.from(pp.resizeCrop(pic.data, pic.width, pic.height, m.songs.resize, m.songs.crop).rgb);
   };
   api.idle = () => busy;
+  // the song file when the page opens: the examples and the quality note need it (a failure is
+  // said when a picture is chosen)
+  api.opened = loadSongs().then((s) => {
+    showExamples(s.songs.examples);
+    showQuality(s.songs.quality);
+  }, () => {});
   root.classList.add("tryit-ready");
 })();
