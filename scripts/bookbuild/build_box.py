@@ -164,7 +164,8 @@ def short_answer(found, cold: str, paper: str) -> str:
             f"ranking that ignores the picture.")
 
 
-def verdict_text(table2, margins, main_config: str, profile: str, repo_url: str = "", doi: str = "") -> str:
+def verdict_text(table2, margins, main_config: str, profile: str, repo_url: str = "", doi: str = "",
+                 example: str = "") -> str:
     """The landing page's first screen (MyST): the short answer, the paper's MAP@10 against the
     reproduced one, what each predictor scores on NSG@10 (cold split, the metric the book trusts)
     and on MAP@10 (paper split), whether a learned model beats the picture-blind ranking, and the
@@ -204,7 +205,7 @@ def verdict_text(table2, margins, main_config: str, profile: str, repo_url: str 
 
 **Try it** with your own picture: {{doc}}`Try it <tryit>`. **The paper**: {{cite:t}}`{PAPER_KEY}`,
 ICMLDE{(', ' + paper_link) if paper_link else ''}. **The code**: {code}.
-
+{example}
 {found.map_sentence(paper)}
 
 | | NSG@10, {cold} split (trust this; random 0, oracle 1) | MAP@10 (a), {paper} split (the paper's metric) |
@@ -222,6 +223,54 @@ their intervals.
 """
 
 
+EXAMPLE_SONGS = 5  # songs shown beside the landing page's picture
+
+
+def landing_example(model_dir: Path | None = None, top: int = EXAMPLE_SONGS) -> str:
+    """One picture with its songs for the landing page (MyST, paths relative to book/): the first
+    of the "Try it" page's example pictures (exported with its assets, so after install_tryit)
+    and its ``top`` songs as `imuse recommend` ranks them with the deployed model and the default
+    index, each with where its VA comes from. "" when the page's assets or the index are missing."""
+    from imuse_lib import io, recommend, report
+    from imuse_lib.errors import ImuseError
+
+    model_dir = model_dir or common.ROOT / "book" / "_static" / "tryit" / "model"
+    try:
+        examples = io.read_json(model_dir / "songs.json").get("examples") or []
+        if not examples:
+            return ""
+        ex = examples[0]
+        rec = recommend.recommend(model_dir / ex["file"], top=top)
+    except (ImuseError, OSError, KeyError, ValueError):
+        return ""
+    v, a = (float(x) for x in rec.query_va)
+    rows = [f"| {int(r['rank'])} | {_cell(r['artist'])} | {_cell(r['title'])} | "
+            f"{'rated' if r.get('va_source', 'predicted') != 'predicted' else 'predicted from audio'} |"
+            for r in rec.to_records()]
+    thumb = Path("_static/tryit/model") / ex["thumbnail"]
+    return f"""
+**One picture, its songs.** The deployed model reads OASIS's *{ex['name']}* as {report.va_words(v, a)}
+(valence {report.fmt_va(v)}, arousal {report.fmt_va(a)}); OASIS's raters found it
+{report.va_words(float(ex['valence']), float(ex['arousal']))} ({report.fmt_va(ex['valence'])},
+{report.fmt_va(ex['arousal'])}). The first of the Try-it page's examples, chosen by rule, not for
+looking good; the model ranks first:
+
+```{{image}} {thumb.as_posix()}
+:alt: OASIS picture {ex['name']}, the landing page's example
+:width: 160px
+```
+
+| rank | artist | title | VA of the song |
+|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
+def _cell(text) -> str:
+    """A value for a Markdown table cell (no pipe, no line break)."""
+    return " ".join(str(text).replace("|", "/").split())
+
+
 def write_verdict(profile: str, repo_url: str = "", out: Path | None = None) -> Path:
     """The verdict of ``profile``'s results (results/<profile>/table2.csv, margins.csv,
     results.json) written for book/intro.md; without results, a line that says how to make them."""
@@ -231,7 +280,7 @@ def write_verdict(profile: str, repo_url: str = "", out: Path | None = None) -> 
     try:
         table2, margins = experiments.load_table2(profile), experiments.load_margins(profile)
         main_config = experiments.load_results(profile)["configs"][0]
-        text = verdict_text(table2, margins, main_config, profile, repo_url, paper_doi())
+        text = verdict_text(table2, margins, main_config, profile, repo_url, paper_doi(), landing_example())
     except Exception as exc:  # noqa: BLE001 - the landing page says what is missing instead of failing the build
         from imuse_lib.errors import ImuseError
 
