@@ -109,12 +109,12 @@ def test_the_build_box_writes_the_verdict_beside_it_and_claims_no_build_time_it_
     assert intro.index("_executed/verdict.md") < intro.index("_executed/build-box.md")
 
 
-def test_landing_example_is_the_first_try_it_picture_with_its_songs(tmp_path, monkeypatch):
+def test_landing_example_is_the_first_try_it_picture_with_its_songs(tmp_path):
     """The landing page's picture and songs: the first exported example, ranked by the recommender
     (stubbed here), each song's VA source said; nothing when the page's assets are missing."""
     import pandas as pd
 
-    from imuse_lib import io, recommend
+    from imuse_lib import io
     from imuse_lib.recommend import Recommendation
 
     from bookbuild import build_box
@@ -125,14 +125,14 @@ def test_landing_example_is_the_first_try_it_picture_with_its_songs(tmp_path, mo
          "valence": 0.81, "arousal": 0.32, "quadrant": "Q4"}]})
     asked = []
 
-    def fake(path, top):
-        asked.append((path, top))
-        items = pd.DataFrame({"rank": [1, 2], "artist": ["A | B", "C"], "title": ["One\nsong", "Two"],
-                              "va_source": ["allmusic-tags", "predicted"]})
-        return Recommendation(str(path), (0.7, 0.3), items, "m", "songs")
+    class Fake:
+        def recommend(self, path, top):
+            asked.append((path, top))
+            items = pd.DataFrame({"rank": [1, 2], "artist": ["A | B", "C"], "title": ["One\nsong", "Two"],
+                                  "va_source": ["allmusic-tags", "predicted"]})
+            return Recommendation(str(path), (0.7, 0.3), items, "m", "songs")
 
-    monkeypatch.setattr(recommend, "recommend", fake)
-    text = build_box.landing_example(tmp_path)
+    text = build_box.landing_example(tmp_path, recommender=Fake())
     flat = " ".join(text.split())
     assert asked == [(tmp_path / "examples/lake.jpg", build_box.EXAMPLE_SONGS)]
     assert "*Lake 9*" in text and "clearly pleasant" in text and "raters found it clearly pleasant and clearly calm" in flat and "_static/tryit/model/examples/lake.thumb.jpg" in text

@@ -226,11 +226,13 @@ their intervals.
 EXAMPLE_SONGS = 5  # songs shown beside the landing page's picture
 
 
-def landing_example(model_dir: Path | None = None, top: int = EXAMPLE_SONGS) -> str:
+def landing_example(model_dir: Path | None = None, top: int = EXAMPLE_SONGS, recommender=None) -> str:
     """One picture with its songs for the landing page (MyST, paths relative to book/): the first
     of the "Try it" page's example pictures (exported with its assets, so after install_tryit)
     and its ``top`` songs as `imuse recommend` ranks them with the deployed model and the default
-    index, each with where its VA comes from. "" when the page's assets or the index are missing."""
+    index, each with where its VA comes from. "" when the page's assets or the index are missing.
+    ``recommender``: a loaded one (default: loaded here, not through ``recommend.recommend``,
+    whose per-process cache would outlive this call)."""
     from imuse_lib import io, recommend, report
     from imuse_lib.errors import ImuseError
 
@@ -240,7 +242,7 @@ def landing_example(model_dir: Path | None = None, top: int = EXAMPLE_SONGS) -> 
         if not examples:
             return ""
         ex = examples[0]
-        rec = recommend.recommend(model_dir / ex["file"], top=top)
+        rec = (recommender or recommend.Recommender.load()).recommend(model_dir / ex["file"], top=top)
     except (ImuseError, OSError, KeyError, ValueError):
         return ""
     v, a = (float(x) for x in rec.query_va)
