@@ -509,6 +509,33 @@ def test_quick_book_builds_offline():
     assert "This edition" in landing and "SHA-256 checksums verified" in landing
 
 
+def test_a_wide_table_is_stacked_on_a_phone_and_kept_on_a_screen(tmp_path):
+    """book/_static/imuse.js + imuse.css: at 390 px a table wider than the column becomes one block
+    per row, each cell labelled with its column's heading (every digit readable, nothing to
+    scroll); a narrow table, and any table at 1280 px, stays a table."""
+    static = common.ROOT / "book" / "_static"
+    cells = "".join(f"<td>0.{i}12 (0.{i}0-0.{i}4)</td>" for i in range(8))
+    heads = "".join(f"<th>metric {i}</th>" for i in range(8))
+    _write(tmp_path / "p.html", f"""<html><head><link rel="stylesheet" href="{static / 'imuse.css'}">
+<script src="{static / 'imuse.js'}"></script></head><body><article class="bd-article" style="max-width:100%">
+<div class="box" style="overflow-x:auto"><table id="wide"><thead><tr>{heads}</tr></thead><tbody><tr>{cells}</tr></tbody></table></div>
+<div class="box"><table id="narrow"><thead><tr><th>a</th></tr></thead><tbody><tr><td>1</td></tr></tbody></table></div>
+</article></body></html>""")
+    browser_helpers.require_browser()
+    with book_browser.chromium() as browser:
+        for width, stacked in ((390, ["wide"]), (1280, [])):
+            page = browser.new_page(viewport={"width": width, "height": 800})
+            page.goto((tmp_path / "p.html").as_uri())
+            page.wait_for_load_state("load")
+            assert page.evaluate("Array.from(document.querySelectorAll('table.imuse-stacked')).map(t => t.id)") == stacked
+            if stacked:
+                labels = page.evaluate("Array.from(document.querySelectorAll('#wide td')).map(td => td.dataset.label)")
+                assert labels == [f"metric {i}" for i in range(8)]
+                assert page.evaluate("document.querySelector('#wide').scrollWidth <= "
+                                     "document.querySelector('#wide').parentElement.clientWidth + 1")
+            page.close()
+
+
 def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
     """Playwright on a served page: a CDN script is blocked and reported, a console error is
     caught, a block wider than the column and a word longer than its line are cut off, a wide
