@@ -536,6 +536,18 @@ def test_a_wide_table_is_stacked_on_a_phone_and_kept_on_a_screen(tmp_path):
             page.close()
 
 
+def test_first_paint_on_a_slow_link_tells_a_deferred_script_from_a_blocking_one(tmp_path):
+    """At 1.6 Mbps a 400 kB script in the head holds the text back (about 2 s); deferred, the text
+    paints first: the measurement `make book-check` reports per page tells the two apart."""
+    browser_helpers.require_browser()
+    (tmp_path / "big.js").write_text("var x = '" + "a" * 400_000 + "';\n")
+    for name, attr in (("blocking.html", ""), ("deferred.html", " defer")):
+        _write(tmp_path / name, f"<html><head><script src=\"big.js\"{attr}></script></head>"
+                                f"<body><p>Text a reader wants first.</p></body></html>")
+    paint = book_browser.first_paint(tmp_path, ["blocking.html", "deferred.html"])
+    assert paint["blocking.html"] >= 1.6 and paint["deferred.html"] < 1.0, paint
+
+
 def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
     """Playwright on a served page: a CDN script is blocked and reported, a console error is
     caught, a block wider than the column and a word longer than its line are cut off, a wide

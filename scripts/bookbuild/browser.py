@@ -213,6 +213,40 @@ def check_pages(html_dir: str | Path, pages: Sequence[str], out_dir: str | Path 
     return measured
 
 
+SLOW_LINK_MBPS = 1.6  # a phone on a slow mobile link (the issue's reference)
+SLOW_LINK_LATENCY_MS = 150
+
+
+def first_paint(html_dir: str | Path, pages: Sequence[str], mbps: float = SLOW_LINK_MBPS,
+                latency_ms: float = SLOW_LINK_LATENCY_MS, width: int = 390, browser=None) -> dict[str, float]:
+    """Seconds to the first contentful paint of each page (paths relative to ``html_dir``) over a
+    link throttled to ``mbps`` megabits a second with ``latency_ms`` round trips, cache empty, as a
+    phone first opening the page: ``{page: seconds}``. Served uncompressed, as by a plain server."""
+    rate = mbps * 1e6 / 8  # bytes a second
+    out: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        if browser is None:
+            browser = stack.enter_context(chromium())
+        base = stack.enter_context(serve(html_dir))
+        for rel in pages:
+            context = browser.new_context(viewport={"width": width, "height": 800})
+            try:
+                page = context.new_page()
+                cdp = context.new_cdp_session(page)
+                cdp.send("Network.enable")
+                cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
+                cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": latency_ms,
+                                                              "downloadThroughput": rate, "uploadThroughput": rate})
+                page.goto(base + "/" + rel.lstrip("/"), wait_until="commit", timeout=WAIT_MS * 4)
+                page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0",
+                                       timeout=WAIT_MS * 4)
+                ms = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime")
+                out[rel] = round(float(ms) / 1000.0, 2)
+            finally:
+                context.close()
+    return out
+
+
 def summarise(measured: dict[str, dict]) -> dict:
     """Counts over :func:`check_pages`' result: what a reader would notice, by width."""
     def count(key, width=None):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -188,6 +189,11 @@ def browser_check(html_dir: Path = common.HTML_DIR, out_dir: Path | None = None)
             found.append("a plotly figure did not draw")
         return found
 
+    paint = bb.first_paint(html_dir, pages)  # a phone on a slow link: does the text come first?
+    summary["first_paint_s"] = paint
+    (out_dir / "first-paint.json").write_text(json.dumps(paint, indent=1), encoding="utf-8")
+    log(f"first paint at {bb.SLOW_LINK_MBPS} Mbps ({bb.SLOW_LINK_LATENCY_MS:.0f} ms round trips), cache empty: "
+        + ", ".join(f"{Path(p).stem} {t:.1f} s" for p, t in paint.items()))
     bad = {k: found for k, v in measured.items() if (found := problems(k, v))}
     if bad:
         shown = "; ".join(f"{k}: {found[:2]}" for k, found in list(bad.items())[:4])
