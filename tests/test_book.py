@@ -544,8 +544,10 @@ def test_first_paint_on_a_slow_link_tells_a_deferred_script_from_a_blocking_one(
     for name, attr in (("blocking.html", ""), ("deferred.html", " defer")):
         _write(tmp_path / name, f"<html><head><script src=\"big.js\"{attr}></script></head>"
                                 f"<body><p>Text a reader wants first.</p></body></html>")
-    paint = book_browser.first_paint(tmp_path, ["blocking.html", "deferred.html"])
+    _write(tmp_path / "empty.html", "<html></html>")
+    paint = book_browser.first_paint(tmp_path, ["blocking.html", "deferred.html", "empty.html"])
     assert paint["blocking.html"] >= 1.6 and paint["deferred.html"] < 1.0, paint
+    assert paint["empty.html"] is None  # nothing to paint: said, not waited for
 
 
 def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
@@ -586,6 +588,7 @@ def test_browser_check_fails_the_build_on_what_a_reader_would_have_to_scroll(tmp
     measured = {"book/p.html@1280": dict(clean), "book/p.html@390": {**clean, "scroll": ["div.output"]}}
     browser = book_browser
     monkeypatch.setattr(browser, "check_pages", lambda *a, **k: measured)
+    monkeypatch.setattr(browser, "first_paint", lambda html_dir, pages: {p: 1.0 for p in pages})
     assert checks.browser_check(tmp_path, tmp_path / "shots")["scroll"] == {1280: 0, 390: 1}
     measured["book/p.html@390"]["cut"] = ["h1 (text)"]
     with pytest.raises(common.BuildError, match=r"p.html@390: \['cut off: h1 \(text\)'\]"):

@@ -218,10 +218,11 @@ SLOW_LINK_LATENCY_MS = 150
 
 
 def first_paint(html_dir: str | Path, pages: Sequence[str], mbps: float = SLOW_LINK_MBPS,
-                latency_ms: float = SLOW_LINK_LATENCY_MS, width: int = 390, browser=None) -> dict[str, float]:
+                latency_ms: float = SLOW_LINK_LATENCY_MS, width: int = 390, browser=None) -> dict[str, float | None]:
     """Seconds to the first contentful paint of each page (paths relative to ``html_dir``) over a
     link throttled to ``mbps`` megabits a second with ``latency_ms`` round trips, cache empty, as a
-    phone first opening the page: ``{page: seconds}``. Served uncompressed, as by a plain server."""
+    phone first opening the page: ``{page: seconds}`` (None for a page that paints nothing by its
+    load event). Served uncompressed, as by a plain server."""
     rate = mbps * 1e6 / 8  # bytes a second
     out: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
@@ -237,11 +238,9 @@ def first_paint(html_dir: str | Path, pages: Sequence[str], mbps: float = SLOW_L
                 cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
                 cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": latency_ms,
                                                               "downloadThroughput": rate, "uploadThroughput": rate})
-                page.goto(base + "/" + rel.lstrip("/"), wait_until="commit", timeout=WAIT_MS * 4)
-                page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0",
-                                       timeout=WAIT_MS * 4)
-                ms = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime")
-                out[rel] = round(float(ms) / 1000.0, 2)
+                page.goto(base + "/" + rel.lstrip("/"), wait_until="load", timeout=WAIT_MS * 4)
+                ms = page.evaluate("(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime")
+                out[rel] = None if ms is None else round(float(ms) / 1000.0, 2)  # None: nothing painted
             finally:
                 context.close()
     return out
