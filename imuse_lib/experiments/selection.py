@@ -138,8 +138,6 @@ def judged_runs(prof: Profile) -> pd.DataFrame:
 def failure_summary(judged: pd.DataFrame) -> str:
     """"1 of 12 runs failed (factorised network, cold split, seed 1: validation NSG@10 0.042, random
     level 0.070)" or "none of the 12 runs failed (...)": the sentence both chapters glue."""
-    from ..report import fmt_metric
-
     n = len(judged)
     if n == 0:
         return "no run has been judged yet (no validation scores)"
@@ -147,18 +145,8 @@ def failure_summary(judged: pd.DataFrame) -> str:
     if failed.empty:
         return (f"none of the {n} runs failed: every one scores above its split's random level on validation "
                 f"NSG@10")
-    which = "; ".join(f"{r.variant} network, {r.split} split, seed {r.seed}: {_why(r)}" for _, r in failed.iterrows())
+    which = "; ".join(f"{r.variant} network, {r.split} split, seed {r.seed}: {r.failure}" for _, r in failed.iterrows())
     return f"{len(failed)} of {n} runs failed ({which})"
-
-
-def _why(run) -> str:
-    """A failed run's reason (older judged frames have no ``failure`` column: the NSG@10 rule)."""
-    from ..report import fmt_metric
-
-    why = run.get("failure") if hasattr(run, "get") else None
-    if isinstance(why, str) and why:
-        return why
-    return f"validation NSG@10 {fmt_metric(run['val_nsg@10'])}, random level {fmt_metric(run['random_level'])}"
 
 
 def write_default_model(prof: Profile, configs, validation: pd.DataFrame | None = None) -> Path | None:

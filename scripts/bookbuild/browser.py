@@ -128,6 +128,16 @@ def chromium(executable: str | None = None):
             browser.close()
 
 
+@contextlib.contextmanager
+def browsing(html_dir: str | Path, browser=None):
+    """``(browser, base URL)`` for the block: ``html_dir`` served on 127.0.0.1, and ``browser``
+    (or a headless Chromium opened here and closed after)."""
+    with contextlib.ExitStack() as stack:
+        if browser is None:
+            browser = stack.enter_context(chromium())
+        yield browser, stack.enter_context(serve(html_dir))
+
+
 class Visit:
     """A fresh browser context on the served book: records every request, aborts (and records)
     any request for another host, and collects console errors and uncaught exceptions."""
@@ -179,10 +189,7 @@ def check_pages(html_dir: str | Path, pages: Sequence[str], out_dir: str | Path 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     measured: dict[str, dict] = {}
-    with contextlib.ExitStack() as stack:
-        if browser is None:
-            browser = stack.enter_context(chromium())
-        base = stack.enter_context(serve(html_dir))
+    with browsing(html_dir, browser) as (browser, base):
         for rel in pages:
             # one load per page, then each width in turn (the page reflows as a window resized
             # by the reader would); problems and requests are counted from the previous width on
@@ -215,6 +222,7 @@ def check_pages(html_dir: str | Path, pages: Sequence[str], out_dir: str | Path 
 
 SLOW_LINK_MBPS = 1.6  # a phone on a slow mobile link (the issue's reference)
 SLOW_LINK_LATENCY_MS = 150
+PAINT_AFTER_LOAD_MS = 5_000  # how long after its load event a page may still paint first
 
 
 def first_paint(html_dir: str | Path, pages: Sequence[str], mbps: float = SLOW_LINK_MBPS,
@@ -223,12 +231,11 @@ def first_paint(html_dir: str | Path, pages: Sequence[str], mbps: float = SLOW_L
     link throttled to ``mbps`` megabits a second with ``latency_ms`` round trips, cache empty, as a
     phone first opening the page: ``{page: seconds}`` (None for a page that paints nothing by its
     load event). Served uncompressed, as by a plain server."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     rate = mbps * 1e6 / 8  # bytes a second
     out: dict[str, float] = {}
-    with contextlib.ExitStack() as stack:
-        if browser is None:
-            browser = stack.enter_context(chromium())
-        base = stack.enter_context(serve(html_dir))
+    with browsing(html_dir, browser) as (browser, base):
         for rel in pages:
             context = browser.new_context(viewport={"width": width, "height": 800})
             try:
@@ -239,6 +246,11 @@ def first_paint(html_dir: str | Path, pages: Sequence[str], mbps: float = SLOW_L
                 cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": latency_ms,
                                                               "downloadThroughput": rate, "uploadThroughput": rate})
                 page.goto(base + "/" + rel.lstrip("/"), wait_until="load", timeout=WAIT_MS * 4)
+                try:  # the paint may come just after the load event; a page with nothing to paint never does
+                    page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0",
+                                           timeout=PAINT_AFTER_LOAD_MS)
+                except PlaywrightTimeout:
+                    pass
                 ms = page.evaluate("(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime")
                 out[rel] = None if ms is None else round(float(ms) / 1000.0, 2)  # None: nothing painted
             finally:
@@ -264,10 +276,7 @@ def measure_tryit(html_dir: str | Path, images: Sequence[str | Path], page: str 
                   browser=None) -> dict:
     """The "Try it" page on ``images`` in turn (one fresh page, so the first pays for loading the
     runtime and the model): times in ms, from the page's own clock."""
-    with contextlib.ExitStack() as stack:
-        if browser is None:
-            browser = stack.enter_context(chromium())
-        base = stack.enter_context(serve(html_dir))
+    with browsing(html_dir, browser) as (browser, base):
         visit = Visit(browser, base)
         stack.callback(visit.close)
         visit.goto(page)
