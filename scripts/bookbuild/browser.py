@@ -278,19 +278,21 @@ def measure_tryit(html_dir: str | Path, images: Sequence[str | Path], page: str 
     runtime and the model): times in ms, from the page's own clock."""
     with browsing(html_dir, browser) as (browser, base):
         visit = Visit(browser, base)
-        stack.callback(visit.close)
-        visit.goto(page)
-        visit.page.wait_for_function("window.imuseTryit !== undefined")
-        times = []
-        for i, image in enumerate(images):
-            visit.page.set_input_files("#tryit-file", str(image))
-            visit.page.wait_for_function(
-                f"window.imuseTryit.results.length + window.imuseTryit.errors.length > {i}", timeout=WAIT_MS)
-            errors = visit.page.evaluate("window.imuseTryit.errors")
-            if errors:
-                raise RuntimeError(f"the Try-it page refused {Path(image).name}: {errors[-1]}")
-            times.append(visit.page.evaluate("window.imuseTryit.results.at(-1).ms"))
-        load_ms = visit.page.evaluate("window.imuseTryit.timings.load_ms")
+        try:
+            visit.goto(page)
+            visit.page.wait_for_function("window.imuseTryit !== undefined")
+            times = []
+            for i, image in enumerate(images):
+                visit.page.set_input_files("#tryit-file", str(image))
+                visit.page.wait_for_function(
+                    f"window.imuseTryit.results.length + window.imuseTryit.errors.length > {i}", timeout=WAIT_MS)
+                errors = visit.page.evaluate("window.imuseTryit.errors")
+                if errors:
+                    raise RuntimeError(f"the Try-it page refused {Path(image).name}: {errors[-1]}")
+                times.append(visit.page.evaluate("window.imuseTryit.results.at(-1).ms"))
+            load_ms = visit.page.evaluate("window.imuseTryit.timings.load_ms")
+        finally:
+            visit.close()
     return {"images": len(times), "first_ms": times[0], "model_load_ms": load_ms,
             "later_median_ms": median(times[1:]) if len(times) > 1 else None,
             "later_max_ms": max(times[1:]) if len(times) > 1 else None,
