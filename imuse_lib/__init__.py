@@ -24,6 +24,7 @@ The package map, one home per concept, from the top layer down (the layers contr
 * ``ranking``: top-k and Eq. 1 nearest neighbours in VA space.
 * ``models``: the frozen image and audio backbones (weights, provenance).
 * ``image_path``: the image path in torch, from the evaluation crop to VA.
+* ``frozen_runtime``: frozen backbones on ONNX Runtime on a CPU (PyTorch elsewhere).
 * ``acquisition``: the Spotify / YouTube / chorus acquisition pipeline.
 * ``pairs``: Eq. 1, pair sampling and splits.
 * ``media``: decoding images and audio, with their limits.

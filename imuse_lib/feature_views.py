@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
+from . import frozen_runtime, media
 from .errors import ImuseError
 from .models.base import Backbone
 
@@ -36,17 +36,19 @@ def pick_device(device=None):
 
 
 def forward(backbone: Backbone, batch: list, batch_size: int, device) -> np.ndarray:
-    """Run the frozen module over a list of input tensors, in batches."""
+    """Run the frozen module over a list of input tensors, in batches (on ONNX Runtime where
+    :mod:`imuse_lib.frozen_runtime` can, else PyTorch)."""
     import torch
 
     out = []
     with torch.inference_mode():
         for start in range(0, len(batch), batch_size):
             x = torch.stack(batch[start:start + batch_size]).to(device)
-            y = backbone.module(x)
+            run = frozen_runtime.runner(backbone.module, x, device)  # ONNX Runtime on a CPU
+            y = run(x) if run is not None else backbone.module(x).float().cpu().numpy()
             if y.ndim != 2 or y.shape[1] != backbone.dim:
                 raise ImuseError(f"{backbone.name}: module returned shape {tuple(y.shape)}, expected [B, {backbone.dim}]")
-            out.append(y.float().cpu().numpy())
+            out.append(np.asarray(y, np.float32))
     return np.concatenate(out) if out else np.zeros((0, backbone.dim), np.float32)
 
 

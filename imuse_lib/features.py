@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config, feature_views, media
+from . import config, feature_views, frozen_runtime, media
 from .errors import DataError, ImuseError
 from .io import atomic_path, open_npz, read_json, write_json
 from .models.base import Backbone
@@ -246,6 +246,7 @@ def _meta(backbone: Backbone, spec: dict, key: str, n_train: int, seed: int, dev
         "description": backbone.describe(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": str(device),
+        "runtime": frozen_runtime.runtime_name(backbone.module, device),
         "seconds": round(seconds, 2),
         "items_computed_in_last_run": computed,
         "versions": versions,

@@ -183,7 +183,19 @@ class SampleCNN(nn.Module):
         return torch.sigmoid(self.dense(self.dropout(self.forward(x))))
 
 
-class Musicnn(nn.Module):
+class MelModel(nn.Module):
+    """A tagger on the mel front end: ``forward(x) = body(mel(x))``. The split lets
+    :mod:`imuse_lib.frozen_runtime` run the body (the convolutions) on ONNX Runtime while
+    torch computes the spectrogram, which the ONNX exporter does not take."""
+
+    def mel(self, x):
+        return self.spec_bn(self.to_db(self.spec(x)).unsqueeze(1))
+
+    def forward(self, x):
+        return self.body(self.mel(x))
+
+
+class Musicnn(MelModel):
     """Musicnn (Pons et al. 2017; Won et al. 2020's MTAT version). [B, 48000] -> [B, 200]."""
 
     def __init__(self, n_class: int = 50, dataset: str = "mtat"):
@@ -204,8 +216,7 @@ class Musicnn(nn.Module):
         self.dropout = nn.Dropout(0.5)
         self.dense2 = nn.Linear(dense, n_class)
 
-    def forward(self, x):
-        x = self.spec_bn(self.to_db(self.spec(x)).unsqueeze(1))
+    def body(self, x):
         out = torch.cat([layer(x) for layer in self.layers], dim=1)  # [B, 561, frames]
         res1 = self.layer1(out)
         res2 = self.layer2(res1) + res1
@@ -218,7 +229,7 @@ class Musicnn(nn.Module):
         return torch.sigmoid(self.dense2(self.dropout(self.forward(x))))
 
 
-class FCN(nn.Module):
+class FCN(MelModel):
     """FCN (Choi et al. 2016; Won et al. 2020's MTAT version). [B, 464000] -> [B, 64]."""
 
     def __init__(self, n_class: int = 50):
@@ -233,8 +244,7 @@ class FCN(nn.Module):
         self.dropout = nn.Dropout(0.5)
         self.dense = nn.Linear(64, n_class)
 
-    def forward(self, x):
-        x = self.spec_bn(self.to_db(self.spec(x)).unsqueeze(1))
+    def body(self, x):
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4, self.layer5):
             x = layer(x)
         return x.reshape(x.size(0), -1)
@@ -243,7 +253,7 @@ class FCN(nn.Module):
         return torch.sigmoid(self.dense(self.dropout(self.forward(x))))
 
 
-class CRNN(nn.Module):
+class CRNN(MelModel):
     """CRNN (Choi et al. 2017; Won et al. 2020's version). [B, 464000] -> [B, 32]: four conv
     blocks pool the 96 mel bands to one, a two-layer GRU runs over the frames, and its output
     at the last frame is the embedding."""
@@ -260,8 +270,7 @@ class CRNN(nn.Module):
         self.dropout = nn.Dropout(0.5)
         self.dense = nn.Linear(32, n_class)
 
-    def forward(self, x):
-        x = self.spec_bn(self.to_db(self.spec(x)).unsqueeze(1))
+    def body(self, x):
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
         x, _ = self.layer5(x.squeeze(2).permute(0, 2, 1))  # [B, frames, 32]
