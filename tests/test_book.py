@@ -764,3 +764,52 @@ def test_figures_get_a_sentence_as_alt_text_unless_the_author_gave_one():
     auto.outputs = []  # a figure that is gone loses the build's alt text on the next build
     presentation.figure_alt_texts(nb, "Recommendation")
     assert "mystnb" not in auto.metadata and presentation.AUTO_ALT_KEY not in auto.metadata
+
+
+def test_reader_aids_check_fails_on_a_chapter_without_them(tmp_path, monkeypatch):
+    """Every chapter opens with 3-5 "What you will learn" points and ends with a "## Summary"
+    whose numbers a notebook glues from the build; the landing page and the glossary are exempt."""
+    learn = "```{admonition} What you will learn\n- one;\n- two;\n- three.\n```\n"
+    good = f"# T\n\n{learn}\nIntro.\n\n## Part\n\nText 0.5.\n\n## Summary\n\nIt scored {{glue:text}}`nsg:.3f`.\n"
+    assert checks.reader_aid_problems("a.ipynb", good) == []
+    assert checks.reader_aid_problems("a.md", good.replace("{glue:text}`nsg:.3f`", "well")) == []
+    found = {
+        "no overview": good.replace("What you will learn", "Contents"),
+        "overview after a section": good.replace(learn, "") + learn,
+        "two points": good.replace("- three.\n", ""),
+        "no summary": good.replace("## Summary", "## Last words"),
+        "summary not last": good + "\n## Appendix\n\nMore.\n",
+        "typed result": good.replace("{glue:text}`nsg:.3f`", "0.378 (65 %)"),
+        "nothing glued": good.replace("{glue:text}`nsg:.3f`", "well"),
+    }
+    problems = {case: checks.reader_aid_problems("a.ipynb", text) for case, text in found.items()}
+    assert problems["no overview"] == ['no "What you will learn" before its first section']
+    assert problems["overview after a section"] == ['no "What you will learn" before its first section']
+    assert problems["two points"] == ['"What you will learn" has 2 point(s), not 3 to 5']
+    assert problems["no summary"] == problems["summary not last"] == ['does not end with a "## Summary" section']
+    assert problems["typed result"] == ["its summary types '0.378' instead of gluing it from the build",
+                                        "its summary glues no number from the build"]
+    assert problems["nothing glued"] == ["its summary glues no number from the build"]
+    # the build's check: executed notebooks and the toc's .md pages, not the landing page or the glossary
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    monkeypatch.setattr(common, "EXECUTED_DIR", tmp_path / "book" / "_executed")
+    (tmp_path / "book" / "_executed").mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(good)]),
+                   tmp_path / "book" / "_executed" / "01_a.ipynb")
+    _write(tmp_path / "book" / "intro.md", "# The book\n\nNo overview here.")
+    _write(tmp_path / "book" / "glossary.md", "# Glossary\n\n## Terms\n")
+    page = _write(tmp_path / "book" / "page.md", good.replace("{glue:text}`nsg:.3f`", "well"))
+    toc_file = _write(tmp_path / "_toc.yml", "format: jb-book\nroot: book/intro\nchapters:\n"
+                                             "  - file: book/_executed/01_a\n  - file: book/page\n"
+                                             "  - file: book/glossary\n")
+    checks.check_reader_aids(["01_a"], toc_file)
+    page.write_text(good.replace("## Summary", "## End"))
+    with pytest.raises(common.BuildError, match=r'1 chapter\(s\) .*book/page.md: does not end with a "## Summary"'):
+        checks.check_reader_aids(["01_a"], toc_file)
+
+
+def test_every_chapter_source_has_its_reader_aids():
+    """The notebooks' sources and the book's .md chapters pass the build's reader-aids check."""
+    texts = checks.chapter_texts(TOC_NOTEBOOKS, notebooks=common.NOTEBOOK_DIR)
+    assert len(texts) >= len(TOC_NOTEBOOKS) + 1  # the notebooks and the Try-it page at least
+    assert {file: found for file, text in texts.items() if (found := checks.reader_aid_problems(file, text))} == {}
