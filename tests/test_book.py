@@ -813,3 +813,83 @@ def test_every_chapter_source_has_its_reader_aids():
     texts = checks.chapter_texts(TOC_NOTEBOOKS, notebooks=common.NOTEBOOK_DIR)
     assert len(texts) >= len(TOC_NOTEBOOKS) + 1  # the notebooks and the Try-it page at least
     assert {file: found for file, text in texts.items() if (found := checks.reader_aid_problems(file, text))} == {}
+
+
+def _chapter_figure_pngs(transparent: bool = False) -> tuple[bytes, bytes]:
+    """A matplotlib figure made as the chapters make theirs (the kernel's rc file, seaborn's theme,
+    the inline backend's PNG), with its text and with its text made invisible (the same layout)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from IPython.core.pylabtools import print_figure
+
+    with matplotlib.rc_context():
+        matplotlib.rc_file(execution.MATPLOTLIBRC)
+        sns.set_theme(style="whitegrid", context="notebook")
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.scatter([0.2, 0.5, 0.8], [0.3, 0.7, 0.5], label="songs")
+        ax.set(xlabel="valence", ylabel="arousal", title="Songs in the VA plane")
+        ax.legend(loc="lower right")
+        if transparent:
+            fig.patch.set_alpha(0.0)
+        with_text = print_figure(fig, "png", bbox_inches="tight")
+        for text in fig.findobj(matplotlib.text.Text):
+            text.set_alpha(0.0)
+        without_text = print_figure(fig, "png", bbox_inches="tight")
+        plt.close(fig)
+    return with_text, without_text
+
+
+def test_chapter_figures_keep_their_labels_readable_in_dark_mode(tmp_path):
+    """A chapter's matplotlib figure and plotly figure, on a page under the book theme's own
+    stylesheets: every label keeps a WCAG contrast of at least 4.5:1 in the light and the dark
+    mode (a matplotlib figure's text is measured on screen, with and without its text drawn). A
+    transparent figure whose dark labels fall on the dark page is caught."""
+    import plotly.express as px
+
+    from imuse_lib import report
+
+    browser_helpers.require_browser()
+    site = tmp_path / "site"
+    images = {}
+    for name, transparent in (("figure", False), ("bare", True)):
+        for suffix, png in zip(("", "-notext"), _chapter_figure_pngs(transparent)):
+            images[f"{name}{suffix}"] = png
+            (site / "book").mkdir(parents=True, exist_ok=True)
+            (site / "book" / f"{name}{suffix}.png").write_bytes(png)
+    vendor.install_plotly(site / "_static" / "vendor")
+    fig = px.scatter(x=[0.2, 0.5, 0.8], y=[0.3, 0.7, 0.5], color=["Q1", "Q2", "Q3"],
+                     labels={"x": "valence", "y": "arousal", "color": "quadrant"}, title="Songs in the VA plane")
+    live = report.plotly_html(json.loads(fig.to_json()), "plotly-demo-0", None)
+
+    def output(inner: str, kind: str) -> str:  # a code cell's output as myst-nb writes it
+        return f'<div class="cell_output docutils container"><div class="output {kind}">{inner}</div></div>'
+
+    body = ('<script defer src="../_static/vendor/plotly.min.js"></script><div class="bd-content">'
+            '<article class="bd-article">'
+            + output('<img id="figure" alt="a chapter figure" src="figure.png">', "text_png")
+            + output('<img id="figure-notext" alt="" src="figure-notext.png">', "text_png")
+            + output(live, "text_html")
+            + '</article></div><div><img id="bare" alt="" src="bare.png"><img id="bare-notext" alt="" src="bare-notext.png"></div>')
+    path = browser_helpers.themed_page(site, "figures.html", body)
+    measured = {}
+    with book_browser.browsing(site) as (browser, base):
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.goto(base + path)
+        book_browser.settle(page)
+        for theme in ("light", "dark"):
+            page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+            page.wait_for_timeout(100)
+            shots = {k: page.locator(f"#{k}").screenshot() for k in images}
+            plotly_texts = book_browser.text_contrast(page, ".cell_output .text_html")
+            measured[theme] = {
+                "matplotlib": book_browser.drawn_text_contrast(shots["figure"], shots["figure-notext"]),
+                "transparent, off the article": book_browser.drawn_text_contrast(shots["bare"], shots["bare-notext"]),
+                "plotly": min(t["ratio"] for t in plotly_texts), "plotly_texts": len(plotly_texts)}
+        page.close()
+    print(f"\n[figures] {measured}")
+    for theme in ("light", "dark"):
+        got = measured[theme]
+        assert got["matplotlib"] >= 4.5 and got["plotly"] >= 4.5, (theme, got)
+        assert got["plotly_texts"] >= 5  # title, axis titles, ticks, legend
+    assert measured["dark"]["transparent, off the article"] < 4.5  # the measurement sees what it must catch
