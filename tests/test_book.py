@@ -301,6 +301,10 @@ def test_repository_setting_env_wins_and_config_follows(tmp_path, monkeypatch):
     assert (url, branch) == ("https://github.com/someone/imuse", "main")
     on = yaml.safe_load(presentation.write_build_config(url, tmp_path / "out.yml", cfg).read_text())
     assert on["html"]["use_repository_button"] is True and on["repository"]["url"] == url
+    # a host the theme cannot name would stop its build: the chapters link their sources, no button
+    other = yaml.safe_load(presentation.write_build_config("https://git.example.org/me/imuse", tmp_path / "out.yml",
+                                                           cfg).read_text())
+    assert other["html"]["use_repository_button"] is False and other["repository"]["url"] == ""
     monkeypatch.setenv(presentation.REPOSITORY_ENV, "/home/me/imuse")
     with pytest.raises(common.BuildError, match="not an https:// address"):
         presentation.repository_setting(cfg)
@@ -507,6 +511,25 @@ def test_quick_book_builds_offline():
     assert (html / "_static" / "vendor" / "mathjax" / "tex-chtml.js").exists()
     landing = (html / "book" / "intro.html").read_text()
     assert "This edition" in landing and "SHA-256 checksums verified" in landing
+    assert_launch_links_follow_the_repository_setting(html)
+
+
+def assert_launch_links_follow_the_repository_setting(html: Path) -> None:
+    """With a repository URL (_config.yml or $IMUSE_REPOSITORY_URL, as the build read it) every
+    chapter links its notebooks/ source on Colab and Binder and every page has the repository
+    button; without one, no page has either."""
+    import html as html_lib
+
+    url, branch = presentation.repository_setting()
+    pages = {name: (html / "book" / "_executed" / f"{name}.html").read_text() for name in TOC_NOTEBOOKS}
+    for name, page in pages.items():
+        links = presentation.launch_links(name, url, branch)
+        assert all(f'href="{html_lib.escape(href)}"' in page for _, href in links), name
+        assert ("colab.research.google.com" in page) == ("Open in Colab" in dict(links)), name
+        assert ("mybinder.org" in page) == ("Launch on Binder" in dict(links)), name
+    button = "source-repository-button"
+    pages["intro"] = (html / "book" / "intro.html").read_text()
+    assert all((button in page) == bool(url) for page in pages.values())
 
 
 def test_a_wide_table_is_stacked_on_a_phone_and_kept_on_a_screen(tmp_path):
