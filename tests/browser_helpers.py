@@ -41,8 +41,8 @@ def themed_page(root: Path, name: str, body: str) -> str:
     import pydata_sphinx_theme
     import sphinx_book_theme
 
-    styles = [Path(p.__file__).parent / "theme" / p.__name__ / "static" / "styles" / f"{p.__name__.replace('_', '-')}.css"
-              for p in (pydata_sphinx_theme, sphinx_book_theme)]
+    styles = [Path(p.__file__).parent / "theme" / p.__name__ / "static" / "styles"
+              / f"{p.__name__.replace('_', '-')}.css" for p in (pydata_sphinx_theme, sphinx_book_theme)]
     styles.append(Path(myst_nb.__file__).parent / "static" / "mystnb.css")
     links = ""
     (root / "_static" / "styles").mkdir(parents=True, exist_ok=True)

@@ -893,7 +893,8 @@ def test_chapter_figures_keep_their_labels_readable_in_dark_mode(tmp_path):
             + output('<img id="figure" alt="a chapter figure" src="figure.png">', "text_png")
             + output('<img id="figure-notext" alt="" src="figure-notext.png">', "text_png")
             + output(live, "text_html")
-            + '</article></div><div><img id="bare" alt="" src="bare.png"><img id="bare-notext" alt="" src="bare-notext.png"></div>')
+            + '</article></div><div><img id="bare" alt="" src="bare.png">'
+            '<img id="bare-notext" alt="" src="bare-notext.png"></div>')
     path = browser_helpers.themed_page(site, "figures.html", body)
     measured = {}
     with book_browser.browsing(site) as (browser, base):
