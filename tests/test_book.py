@@ -584,16 +584,19 @@ def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
 <h1 id="long" style="width:300px;font-size:40px">Recommendationsrecommendations</h1>
 <div class="box" style="overflow-x:auto"><table style="width:600px"><tr><td>wide table</td></tr></table></div>
 <details><summary>code</summary><pre id="folded" style="width:900px">folded code</pre></details>
-<img src="data:image/png;base64,iVBORw0KGgo="><script>console.error("boom")</script></article></body></html>""")
+<img src="data:image/png;base64,iVBORw0KGgo="><p id="faint" style="color:#bbb">faint text</p>
+<script>console.error("boom")</script></article></body></html>""")
     browser_helpers.require_browser()
     measured = book_browser.check_pages(tmp_path / "site", ["p.html"], tmp_path / "shots", widths=(1280,))
     got = measured["p.html@1280"]
     assert got["cut"] == ["div#wide", "h1#long (text)"] and got["scroll"] == ["div.box"]
     assert len(got["img_without_alt"]) == 1 and got["plotly"] == 0
     assert got["remote"] == ["https://cdn.example.org/x.js"] and "boom" in got["console"]
+    # light grey on white, and (no theme here) the same in "dark" mode
+    assert got["low_contrast"] == ['light: p#faint "faint text" 1.92:1', 'dark: p#faint "faint text" 1.92:1']
     assert (tmp_path / "shots" / "p-1280.png").stat().st_size > 0
     summary = book_browser.summarise(measured)
-    assert summary["cut"] == {1280: 2} and summary["remote_requests"] == 1
+    assert summary["cut"] == {1280: 2} and summary["remote_requests"] == 1 and summary["low_contrast"] == 2
     assert summary["console_errors"] == len(got["console"]) >= 1  # "boom", and the blocked script's load error
     # nothing in the column sticks out, yet the page as a whole scrolls sideways
     _write(tmp_path / "site" / "q.html", """<html><body><article class="bd-article" style="width:300px">fine</article>
@@ -620,6 +623,10 @@ def test_browser_check_fails_the_build_on_what_a_reader_would_have_to_scroll(tmp
     measured["book/p.html@1280"]["scroll"] = ["div.output.text_html"]
     with pytest.raises(common.BuildError, match="scrolls sideways: div.output.text_html"):
         checks.browser_check(tmp_path, tmp_path / "shots")
+    measured["book/p.html@1280"]["scroll"] = []
+    measured["book/p.html@1280"]["low_contrast"] = ['dark: caption "cold split" 1.71:1']
+    with pytest.raises(common.BuildError, match="low contrast: dark: caption"):
+        checks.browser_check(tmp_path, tmp_path / "shots")
 
 
 @pytest.mark.slow
@@ -634,7 +641,7 @@ def test_built_book_reads_well_in_a_browser(tmp_path):
     measured = book_browser.check_pages(common.HTML_DIR, pages, tmp_path / "shots")
     summary = book_browser.summarise(measured)
     print(f"\n[browser] {summary}")
-    problems = {k: {f: v[f] for f in ("remote", "console", "cut", "img_without_alt") if v[f]}
+    problems = {k: {f: v[f] for f in ("remote", "console", "cut", "img_without_alt", "low_contrast") if v[f]}
                 for k, v in measured.items()}
     problems.update({k: {"scroll": v["scroll"]} for k, v in measured.items() if k.endswith("@1280") and v["scroll"]})
     problems.update({k: {"plotly undrawn": v["plotly"] - v["plotly_drawn"]} for k, v in measured.items()

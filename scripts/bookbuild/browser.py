@@ -99,6 +99,26 @@ def text_contrast(page, scope: str = ".bd-article") -> list[dict]:
     return page.evaluate(TEXT_CONTRAST_JS, scope)
 
 
+CONTRAST_MIN = 4.5  # WCAG AA for body text
+THEMES = ("light", "dark")  # pydata-sphinx-theme's modes (html[data-theme])
+
+
+def low_contrast(page, scope: str = ".bd-article", minimum: float = CONTRAST_MIN) -> list[str]:
+    """The texts under ``scope`` whose contrast is below ``minimum`` in the theme's light or dark
+    mode, e.g. ``'dark: caption "cold split" 1.71:1'``; the page's own mode is restored after."""
+    before = page.evaluate("document.documentElement.dataset.theme || ''")
+    found = []
+    try:
+        for theme in THEMES:
+            page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+            found += [f'{theme}: {t["what"]} "{t["text"]}" {t["ratio"]:.2f}:1'
+                      for t in text_contrast(page, scope) if t["ratio"] < minimum]
+    finally:
+        page.evaluate("(mode) => mode ? document.documentElement.dataset.theme = mode"
+                      " : delete document.documentElement.dataset.theme", before)
+    return found
+
+
 def _luminance(rgb):
     import numpy as np
 
@@ -255,7 +275,7 @@ def settle(page) -> None:
 def check_pages(html_dir: str | Path, pages: Sequence[str], out_dir: str | Path | None = None,
                 widths: Sequence[int] = WIDTHS, browser=None) -> dict[str, dict]:
     """Open each page (paths relative to ``html_dir``) at each width; returns
-    ``{"<page>@<width>": {scroll, cut, plotly, plotly_drawn, img_without_alt, console, remote}}``
+    ``{"<page>@<width>": {scroll, cut, plotly, plotly_drawn, img_without_alt, low_contrast, console, remote}}``
     and writes the screenshots (and ``browser-check.json``) into ``out_dir`` when given."""
     import json
 
@@ -282,6 +302,8 @@ def check_pages(html_dir: str | Path, pages: Sequence[str], out_dir: str | Path 
                     result = visit.page.evaluate(LAYOUT_PROBE)
                     if out is not None:
                         visit.page.screenshot(path=str(out / f"{Path(rel).stem}-{width}.png"), full_page=True)
+                    # colours do not change with the width: measured once, in light and dark mode
+                    result["low_contrast"] = low_contrast(visit.page) if width == widths[0] else []
                     problems = visit.problems if width == widths[0] else visit.problems[seen_problems:]
                     blocked = visit.blocked if width == widths[0] else visit.blocked[seen_blocked:]
                     result["console"] = list(problems)
@@ -335,7 +357,7 @@ def first_paint(html_dir: str | Path, pages: Sequence[str], mbps: float = SLOW_L
 def summarise(measured: dict[str, dict]) -> dict:
     """Counts over :func:`check_pages`' result: what a reader would notice, by width."""
     def count(key, width=None):
-        return sum(len(v[key]) for k, v in measured.items() if width is None or k.endswith(f"@{width}"))
+        return sum(len(v.get(key, [])) for k, v in measured.items() if width is None or k.endswith(f"@{width}"))
 
     widths = sorted({int(k.rsplit("@", 1)[1]) for k in measured}, reverse=True)
     return {"page_widths": len(measured), "pages": len({k.rsplit("@", 1)[0] for k in measured}),
@@ -343,7 +365,7 @@ def summarise(measured: dict[str, dict]) -> dict:
             "console_errors": count("console"), "remote_requests": count("remote"),
             "plotly": sum(v["plotly"] for v in measured.values()),
             "plotly_drawn": sum(v["plotly_drawn"] for v in measured.values()),
-            "img_without_alt": count("img_without_alt")}
+            "img_without_alt": count("img_without_alt"), "low_contrast": count("low_contrast")}
 
 
 def measure_tryit(html_dir: str | Path, images: Sequence[str | Path], page: str = "book/tryit.html",

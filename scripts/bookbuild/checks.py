@@ -233,9 +233,10 @@ def browser_check(html_dir: Path = common.HTML_DIR, out_dir: Path | None = None)
     """Every page of the built book in headless Chromium at a laptop's and a phone's width
     (``book_browser.check_pages``): screenshots and ``browser-check.json`` in ``out_dir``.
     Raises BuildError on a request that leaves the machine, a console error, a plotly figure
-    that does not draw, anything cut off past the main column's edge at either width, or a
+    that does not draw, anything cut off past the main column's edge at either width, a
     sideways scroller at a laptop's width (at a phone's, a wide table scrolls inside its own
-    box, as it should). Returns the summary."""
+    box, as it should), or a text of the article below 4.5:1 contrast in the theme's light or
+    dark mode. Returns the summary."""
     bb = book_browser
     out_dir = out_dir or common.ROOT / "_build" / "browser-check"
     pages = sorted(p.relative_to(html_dir).as_posix() for p in (html_dir / "book").rglob("*.html"))
@@ -246,11 +247,13 @@ def browser_check(html_dir: Path = common.HTML_DIR, out_dir: Path | None = None)
     summary = bb.summarise(measured)
     log(f"browser: {summary['pages']} pages x {len(bb.WIDTHS)} widths -> {short_path(out_dir)}; sideways scrollers "
         f"{summary['scroll']}, cut off {summary['cut']}, plotly drawn {summary['plotly_drawn']}/{summary['plotly']}, "
-        f"images without alt text {summary['img_without_alt']}")
+        f"images without alt text {summary['img_without_alt']}, texts below {bb.CONTRAST_MIN}:1 contrast (light or "
+        f"dark mode) {summary['low_contrast']}")
     laptop = max(bb.WIDTHS)
 
     def problems(key: str, v: dict) -> list:
         found = v["remote"] + v["console"] + [f"cut off: {c}" for c in v["cut"]]
+        found += [f"low contrast: {c}" for c in v.get("low_contrast", [])]
         if key.endswith(f"@{laptop}"):  # on a phone a wide table scrolls in its own box
             found += [f"scrolls sideways: {c}" for c in v["scroll"]]
         if v["plotly_drawn"] < v["plotly"]:
