@@ -31,3 +31,26 @@ def require_browser() -> str:
         pytest.skip(f"no Chromium: set-up could not install it here ({why})")
     pytest.fail(f"no Chromium on PATH, yet set-up did not record that it could not install it "
                 f"({SETUP_STAMP}: {why or 'no record'}); run `make setup`")
+
+
+def themed_page(root: Path, name: str, body: str) -> str:
+    """``root/book/<name>``: ``body`` under the book theme's own stylesheets (pydata-sphinx-theme,
+    sphinx-book-theme and myst-nb's; light and dark through html[data-theme]), as the built book
+    styles its pages. Returns the page's path on a server of ``root``."""
+    import myst_nb
+    import pydata_sphinx_theme
+    import sphinx_book_theme
+
+    styles = [Path(p.__file__).parent / "theme" / p.__name__ / "static" / "styles"
+              / f"{p.__name__.replace('_', '-')}.css" for p in (pydata_sphinx_theme, sphinx_book_theme)]
+    styles.append(Path(myst_nb.__file__).parent / "static" / "mystnb.css")
+    links = ""
+    (root / "_static" / "styles").mkdir(parents=True, exist_ok=True)
+    for css in styles:
+        (root / "_static" / "styles" / css.name).write_bytes(css.read_bytes())
+        links += f"<link rel=\"stylesheet\" href=\"../_static/styles/{css.name}\">"
+    page = root / "book" / name
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text("<!DOCTYPE html><html lang=\"en\" data-theme=\"light\"><head><meta charset=\"utf-8\">"
+                    f"{links}<title>{name}</title></head><body>\n{body}\n</body></html>\n", encoding="utf-8")
+    return f"/book/{name}"

@@ -301,6 +301,10 @@ def test_repository_setting_env_wins_and_config_follows(tmp_path, monkeypatch):
     assert (url, branch) == ("https://github.com/someone/imuse", "main")
     on = yaml.safe_load(presentation.write_build_config(url, tmp_path / "out.yml", cfg).read_text())
     assert on["html"]["use_repository_button"] is True and on["repository"]["url"] == url
+    # a host the theme cannot name would stop its build: the chapters link their sources, no button
+    other = yaml.safe_load(presentation.write_build_config("https://git.example.org/me/imuse", tmp_path / "out.yml",
+                                                           cfg).read_text())
+    assert other["html"]["use_repository_button"] is False and other["repository"]["url"] == ""
     monkeypatch.setenv(presentation.REPOSITORY_ENV, "/home/me/imuse")
     with pytest.raises(common.BuildError, match="not an https:// address"):
         presentation.repository_setting(cfg)
@@ -507,6 +511,25 @@ def test_quick_book_builds_offline():
     assert (html / "_static" / "vendor" / "mathjax" / "tex-chtml.js").exists()
     landing = (html / "book" / "intro.html").read_text()
     assert "This edition" in landing and "SHA-256 checksums verified" in landing
+    assert_launch_links_follow_the_repository_setting(html)
+
+
+def assert_launch_links_follow_the_repository_setting(html: Path) -> None:
+    """With a repository URL (_config.yml or $IMUSE_REPOSITORY_URL, as the build read it) every
+    chapter links its notebooks/ source on Colab and Binder and every page has the repository
+    button; without one, no page has either."""
+    import html as html_lib
+
+    url, branch = presentation.repository_setting()
+    pages = {name: (html / "book" / "_executed" / f"{name}.html").read_text() for name in TOC_NOTEBOOKS}
+    for name, page in pages.items():
+        links = presentation.launch_links(name, url, branch)
+        assert all(f'href="{html_lib.escape(href)}"' in page for _, href in links), name
+        assert ("colab.research.google.com" in page) == ("Open in Colab" in dict(links)), name
+        assert ("mybinder.org" in page) == ("Launch on Binder" in dict(links)), name
+    button = "source-repository-button"
+    pages["intro"] = (html / "book" / "intro.html").read_text()
+    assert all((button in page) == bool(url) for page in pages.values())
 
 
 def test_a_wide_table_is_stacked_on_a_phone_and_kept_on_a_screen(tmp_path):
@@ -561,16 +584,19 @@ def test_browser_check_catches_what_a_reader_would_notice(tmp_path):
 <h1 id="long" style="width:300px;font-size:40px">Recommendationsrecommendations</h1>
 <div class="box" style="overflow-x:auto"><table style="width:600px"><tr><td>wide table</td></tr></table></div>
 <details><summary>code</summary><pre id="folded" style="width:900px">folded code</pre></details>
-<img src="data:image/png;base64,iVBORw0KGgo="><script>console.error("boom")</script></article></body></html>""")
+<img src="data:image/png;base64,iVBORw0KGgo="><p id="faint" style="color:#bbb">faint text</p>
+<script>console.error("boom")</script></article></body></html>""")
     browser_helpers.require_browser()
     measured = book_browser.check_pages(tmp_path / "site", ["p.html"], tmp_path / "shots", widths=(1280,))
     got = measured["p.html@1280"]
     assert got["cut"] == ["div#wide", "h1#long (text)"] and got["scroll"] == ["div.box"]
     assert len(got["img_without_alt"]) == 1 and got["plotly"] == 0
     assert got["remote"] == ["https://cdn.example.org/x.js"] and "boom" in got["console"]
+    # light grey on white, and (no theme here) the same in "dark" mode
+    assert got["low_contrast"] == ['light: p#faint "faint text" 1.92:1', 'dark: p#faint "faint text" 1.92:1']
     assert (tmp_path / "shots" / "p-1280.png").stat().st_size > 0
     summary = book_browser.summarise(measured)
-    assert summary["cut"] == {1280: 2} and summary["remote_requests"] == 1
+    assert summary["cut"] == {1280: 2} and summary["remote_requests"] == 1 and summary["low_contrast"] == 2
     assert summary["console_errors"] == len(got["console"]) >= 1  # "boom", and the blocked script's load error
     # nothing in the column sticks out, yet the page as a whole scrolls sideways
     _write(tmp_path / "site" / "q.html", """<html><body><article class="bd-article" style="width:300px">fine</article>
@@ -597,6 +623,10 @@ def test_browser_check_fails_the_build_on_what_a_reader_would_have_to_scroll(tmp
     measured["book/p.html@1280"]["scroll"] = ["div.output.text_html"]
     with pytest.raises(common.BuildError, match="scrolls sideways: div.output.text_html"):
         checks.browser_check(tmp_path, tmp_path / "shots")
+    measured["book/p.html@1280"]["scroll"] = []
+    measured["book/p.html@1280"]["low_contrast"] = ['dark: caption "cold split" 1.71:1']
+    with pytest.raises(common.BuildError, match="low contrast: dark: caption"):
+        checks.browser_check(tmp_path, tmp_path / "shots")
 
 
 @pytest.mark.slow
@@ -611,7 +641,7 @@ def test_built_book_reads_well_in_a_browser(tmp_path):
     measured = book_browser.check_pages(common.HTML_DIR, pages, tmp_path / "shots")
     summary = book_browser.summarise(measured)
     print(f"\n[browser] {summary}")
-    problems = {k: {f: v[f] for f in ("remote", "console", "cut", "img_without_alt") if v[f]}
+    problems = {k: {f: v[f] for f in ("remote", "console", "cut", "img_without_alt", "low_contrast") if v[f]}
                 for k, v in measured.items()}
     problems.update({k: {"scroll": v["scroll"]} for k, v in measured.items() if k.endswith("@1280") and v["scroll"]})
     problems.update({k: {"plotly undrawn": v["plotly"] - v["plotly_drawn"]} for k, v in measured.items()
@@ -764,3 +794,133 @@ def test_figures_get_a_sentence_as_alt_text_unless_the_author_gave_one():
     auto.outputs = []  # a figure that is gone loses the build's alt text on the next build
     presentation.figure_alt_texts(nb, "Recommendation")
     assert "mystnb" not in auto.metadata and presentation.AUTO_ALT_KEY not in auto.metadata
+
+
+def test_reader_aids_check_fails_on_a_chapter_without_them(tmp_path, monkeypatch):
+    """Every chapter opens with 3-5 "What you will learn" points and ends with a "## Summary"
+    whose numbers a notebook glues from the build; the landing page and the glossary are exempt."""
+    learn = "```{admonition} What you will learn\n- one;\n- two;\n- three.\n```\n"
+    good = f"# T\n\n{learn}\nIntro.\n\n## Part\n\nText 0.5.\n\n## Summary\n\nIt scored {{glue:text}}`nsg:.3f`.\n"
+    assert checks.reader_aid_problems("a.ipynb", good) == []
+    assert checks.reader_aid_problems("a.md", good.replace("{glue:text}`nsg:.3f`", "well")) == []
+    found = {
+        "no overview": good.replace("What you will learn", "Contents"),
+        "overview after a section": good.replace(learn, "") + learn,
+        "two points": good.replace("- three.\n", ""),
+        "no summary": good.replace("## Summary", "## Last words"),
+        "summary not last": good + "\n## Appendix\n\nMore.\n",
+        "typed result": good.replace("{glue:text}`nsg:.3f`", "0.378 (65 %)"),
+        "nothing glued": good.replace("{glue:text}`nsg:.3f`", "well"),
+    }
+    problems = {case: checks.reader_aid_problems("a.ipynb", text) for case, text in found.items()}
+    assert problems["no overview"] == ['no "What you will learn" before its first section']
+    assert problems["overview after a section"] == ['no "What you will learn" before its first section']
+    assert problems["two points"] == ['"What you will learn" has 2 point(s), not 3 to 5']
+    assert problems["no summary"] == problems["summary not last"] == ['does not end with a "## Summary" section']
+    assert problems["typed result"] == ["its summary types '0.378' instead of gluing it from the build",
+                                        "its summary glues no number from the build"]
+    assert problems["nothing glued"] == ["its summary glues no number from the build"]
+    # the build's check: executed notebooks and the toc's .md pages, not the landing page or the glossary
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    monkeypatch.setattr(common, "EXECUTED_DIR", tmp_path / "book" / "_executed")
+    (tmp_path / "book" / "_executed").mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(good)]),
+                   tmp_path / "book" / "_executed" / "01_a.ipynb")
+    _write(tmp_path / "book" / "intro.md", "# The book\n\nNo overview here.")
+    _write(tmp_path / "book" / "glossary.md", "# Glossary\n\n## Terms\n")
+    page = _write(tmp_path / "book" / "page.md", good.replace("{glue:text}`nsg:.3f`", "well"))
+    toc_file = _write(tmp_path / "_toc.yml", "format: jb-book\nroot: book/intro\nchapters:\n"
+                                             "  - file: book/_executed/01_a\n  - file: book/page\n"
+                                             "  - file: book/glossary\n")
+    checks.check_reader_aids(["01_a"], toc_file)
+    page.write_text(good.replace("## Summary", "## End"))
+    with pytest.raises(common.BuildError, match=r'1 chapter\(s\) .*book/page.md: does not end with a "## Summary"'):
+        checks.check_reader_aids(["01_a"], toc_file)
+
+
+def test_every_chapter_source_has_its_reader_aids():
+    """The notebooks' sources and the book's .md chapters pass the build's reader-aids check."""
+    texts = checks.chapter_texts(TOC_NOTEBOOKS, notebooks=common.NOTEBOOK_DIR)
+    assert len(texts) >= len(TOC_NOTEBOOKS) + 1  # the notebooks and the Try-it page at least
+    assert {file: found for file, text in texts.items() if (found := checks.reader_aid_problems(file, text))} == {}
+
+
+def _chapter_figure_pngs(transparent: bool = False) -> tuple[bytes, bytes]:
+    """A matplotlib figure made as the chapters make theirs (the kernel's rc file, seaborn's theme,
+    the inline backend's PNG), with its text and with its text made invisible (the same layout)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from IPython.core.pylabtools import print_figure
+
+    with matplotlib.rc_context():
+        matplotlib.rc_file(execution.MATPLOTLIBRC)
+        sns.set_theme(style="whitegrid", context="notebook")
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.scatter([0.2, 0.5, 0.8], [0.3, 0.7, 0.5], label="songs")
+        ax.set(xlabel="valence", ylabel="arousal", title="Songs in the VA plane")
+        ax.legend(loc="lower right")
+        if transparent:
+            fig.patch.set_alpha(0.0)
+        with_text = print_figure(fig, "png", bbox_inches="tight")
+        for text in fig.findobj(matplotlib.text.Text):
+            text.set_alpha(0.0)
+        without_text = print_figure(fig, "png", bbox_inches="tight")
+        plt.close(fig)
+    return with_text, without_text
+
+
+def test_chapter_figures_keep_their_labels_readable_in_dark_mode(tmp_path):
+    """A chapter's matplotlib figure and plotly figure, on a page under the book theme's own
+    stylesheets: every label keeps a WCAG contrast of at least 4.5:1 in the light and the dark
+    mode (a matplotlib figure's text is measured on screen, with and without its text drawn). A
+    transparent figure whose dark labels fall on the dark page is caught."""
+    import plotly.express as px
+
+    from imuse_lib import report
+
+    browser_helpers.require_browser()
+    site = tmp_path / "site"
+    images = {}
+    for name, transparent in (("figure", False), ("bare", True)):
+        for suffix, png in zip(("", "-notext"), _chapter_figure_pngs(transparent)):
+            images[f"{name}{suffix}"] = png
+            (site / "book").mkdir(parents=True, exist_ok=True)
+            (site / "book" / f"{name}{suffix}.png").write_bytes(png)
+    vendor.install_plotly(site / "_static" / "vendor")
+    fig = px.scatter(x=[0.2, 0.5, 0.8], y=[0.3, 0.7, 0.5], color=["Q1", "Q2", "Q3"],
+                     labels={"x": "valence", "y": "arousal", "color": "quadrant"}, title="Songs in the VA plane")
+    live = report.plotly_html(json.loads(fig.to_json()), "plotly-demo-0", None)
+
+    def output(inner: str, kind: str) -> str:  # a code cell's output as myst-nb writes it
+        return f'<div class="cell_output docutils container"><div class="output {kind}">{inner}</div></div>'
+
+    body = ('<script defer src="../_static/vendor/plotly.min.js"></script><div class="bd-content">'
+            '<article class="bd-article">'
+            + output('<img id="figure" alt="a chapter figure" src="figure.png">', "text_png")
+            + output('<img id="figure-notext" alt="" src="figure-notext.png">', "text_png")
+            + output(live, "text_html")
+            + '</article></div><div><img id="bare" alt="" src="bare.png">'
+            '<img id="bare-notext" alt="" src="bare-notext.png"></div>')
+    path = browser_helpers.themed_page(site, "figures.html", body)
+    measured = {}
+    with book_browser.browsing(site) as (browser, base):
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.goto(base + path)
+        book_browser.settle(page)
+        for theme in ("light", "dark"):
+            page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+            page.wait_for_timeout(100)
+            shots = {k: page.locator(f"#{k}").screenshot() for k in images}
+            plotly_texts = book_browser.text_contrast(page, ".cell_output .text_html")
+            measured[theme] = {
+                "matplotlib": book_browser.drawn_text_contrast(shots["figure"], shots["figure-notext"]),
+                "transparent, off the article": book_browser.drawn_text_contrast(shots["bare"], shots["bare-notext"]),
+                "plotly": min(t["ratio"] for t in plotly_texts), "plotly_texts": len(plotly_texts)}
+        page.close()
+    print(f"\n[figures] {measured}")
+    for theme in ("light", "dark"):
+        got = measured[theme]
+        assert got["matplotlib"] >= 4.5 and got["plotly"] >= 4.5, (theme, got)
+        assert got["plotly_texts"] >= 5  # title, axis titles, ticks, legend
+    assert measured["dark"]["transparent, off the article"] < 4.5  # the measurement sees what it must catch

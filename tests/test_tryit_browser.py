@@ -209,55 +209,10 @@ def test_an_example_picture_is_recommended_for_with_a_click(visit, deployed, cap
     assert visit.blocked == [] and visit.problems == []
 
 
-# WCAG 2 contrast of every piece of text in the page (HTML colour or SVG fill against the
-# composited background of its ancestors); the theme's stylesheet gives the page its colours.
-CONTRAST_JS = """() => {
-  const rgba = (c) => { const m = /rgba?\\(([^)]+)\\)/.exec(c); if (!m) return null;
-    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
-  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat(1);
-  const lum = (c) => { const f = (x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; };
-    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
-  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
-  const background = (el) => { const layers = [];
-    for (let e = el; e; e = e.parentElement) { const c = rgba(getComputedStyle(e).backgroundColor);
-      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; } }
-    return layers.reverse().reduce((bg, c) => over(c, bg), [255, 255, 255, 1]); };
-  const out = [];
-  for (const el of document.querySelectorAll("#imuse-tryit *")) {
-    const own = Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
-    if (!own || el.closest("[hidden]") || !el.getClientRects().length) continue;
-    const style = getComputedStyle(el);
-    if (style.visibility !== "visible" || style.display === "none") continue;
-    const isSvg = el instanceof SVGElement;
-    const fg = rgba(isSvg ? style.fill : style.color);
-    const bg = background(isSvg ? el.ownerSVGElement : el);
-    out.push({ what: el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + (el.getAttribute("class") ? "." +
-      el.getAttribute("class").split(" ")[0] : ""), text: el.textContent.trim().slice(0, 40),
-      ratio: ratio(over(fg, bg), bg) });
-  }
-  return out;
-}"""
-
-
 def _themed_page(root: Path) -> str:
-    """book/tryit-themed.html: the page under the book theme's own stylesheets (pydata-sphinx-theme
-    and sphinx-book-theme on it, light and dark through html[data-theme]), as the built book
+    """book/tryit-themed.html: the page under the book theme's own stylesheets, as the built book
     styles it."""
-    import pydata_sphinx_theme
-    import sphinx_book_theme
-
-    links = ""
-    for package in (pydata_sphinx_theme, sphinx_book_theme):
-        name = package.__name__.replace("_", "-")
-        css = Path(package.__file__).parent / "theme" / package.__name__ / "static" / "styles" / f"{name}.css"
-        (root / "_static" / "styles").mkdir(parents=True, exist_ok=True)
-        (root / "_static" / "styles" / css.name).write_bytes(css.read_bytes())
-        links += f"<link rel=\"stylesheet\" href=\"../_static/styles/{css.name}\">"
-    page = root / "book" / "tryit-themed.html"
-    page.write_text("<!DOCTYPE html><html lang=\"en\" data-theme=\"light\"><head><meta charset=\"utf-8\">"
-                    f"{links}<title>Try it</title></head>"
-                    "<body><main>\n" + th.raw_html() + "\n</main></body></html>\n", encoding="utf-8")
-    return "/book/tryit-themed.html"
+    return browser_helpers.themed_page(root, "tryit-themed.html", "<main>\n" + th.raw_html() + "\n</main>")
 
 
 def test_text_contrast_is_at_least_4_5_in_light_and_dark_mode(visit, site):
@@ -285,7 +240,7 @@ def test_text_contrast_is_at_least_4_5_in_light_and_dark_mode(visit, site):
     worst = {}
     for theme in ("light", "dark"):
         page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
-        texts = page.evaluate(CONTRAST_JS)
+        texts = th.book_browser.text_contrast(page, "#imuse-tryit")
         kinds = {t["what"] for t in texts}
         assert {"figcaption", "text.axis", "text.quad", "td", "th", "caption"} <= kinds, kinds
         low = [t for t in texts if t["ratio"] < 4.5]

@@ -62,6 +62,100 @@ LAYOUT_PROBE = """() => {
 }"""
 
 
+# WCAG 2 contrast of every piece of text under a selector (HTML colour or SVG fill against the
+# composited background of its ancestors), as the page's stylesheets colour it: the Try-it page's
+# text and the chapters' plotly figures, in the theme's light and dark modes.
+TEXT_CONTRAST_JS = """(scope) => {
+  const rgba = (c) => { const m = /rgba?\\(([^)]+)\\)/.exec(c); if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat(1);
+  const lum = (c) => { const f = (x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const background = (el) => { const layers = [];
+    for (let e = el; e; e = e.parentElement) { const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; } }
+    return layers.reverse().reduce((bg, c) => over(c, bg), [255, 255, 255, 1]); };
+  const out = [];
+  for (const el of document.querySelectorAll(scope + " *")) {
+    const own = Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || el.closest("[hidden]") || !el.getClientRects().length) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility !== "visible" || style.display === "none") continue;
+    const isSvg = el instanceof SVGElement;
+    const fg = rgba(isSvg ? style.fill : style.color);
+    const bg = background(isSvg ? el.ownerSVGElement : el);
+    out.push({ what: el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + (el.getAttribute("class") ? "." +
+      el.getAttribute("class").split(" ")[0] : ""), text: el.textContent.trim().slice(0, 40),
+      ratio: ratio(over(fg, bg), bg) });
+  }
+  return out;
+}"""
+
+
+def text_contrast(page, scope: str = ".bd-article") -> list[dict]:
+    """``[{what, text, ratio}]``: the contrast of each text under ``scope`` in ``page`` as it is now
+    styled (:data:`TEXT_CONTRAST_JS`)."""
+    return page.evaluate(TEXT_CONTRAST_JS, scope)
+
+
+CONTRAST_MIN = 4.5  # WCAG AA for body text
+THEMES = ("light", "dark")  # pydata-sphinx-theme's modes (html[data-theme])
+
+
+def low_contrast(page, scope: str = ".bd-article", minimum: float = CONTRAST_MIN) -> list[str]:
+    """The texts under ``scope`` whose contrast is below ``minimum`` in the theme's light or dark
+    mode, e.g. ``'dark: caption "cold split" 1.71:1'``; the page's own mode is restored after."""
+    before = page.evaluate("document.documentElement.dataset.theme || ''")
+    found = []
+    try:
+        for theme in THEMES:
+            page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+            found += [f'{theme}: {t["what"]} "{t["text"]}" {t["ratio"]:.2f}:1'
+                      for t in text_contrast(page, scope) if t["ratio"] < minimum]
+    finally:
+        page.evaluate("(mode) => mode ? document.documentElement.dataset.theme = mode"
+                      " : delete document.documentElement.dataset.theme", before)
+    return found
+
+
+def _luminance(rgb):
+    import numpy as np
+
+    c = np.asarray(rgb, dtype=float) / 255.0
+    c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return c @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def drawn_text_contrast(with_text: bytes, without_text: bytes, share: float = 0.1) -> float:
+    """WCAG contrast of the text drawn into a figure, as a reader sees it: two screenshots of the
+    same figure on the page, with and without its text (labels, ticks, titles). The pixels that
+    differ are the text, each compared with the same pixel without it (what it is drawn on: the
+    figure's own background, or the page's where the figure is transparent). Antialiased edges
+    blend into the background, so each glyph (a connected blob of text pixels) counts at its core,
+    its highest contrast; returned is the ``share`` quantile over the glyphs: a whole label of low
+    contrast pulls it down, a stray dot of an "i" does not."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    a, b = (np.asarray(Image.open(io.BytesIO(x)).convert("RGB"), dtype=float) for x in (with_text, without_text))
+    if a.shape != b.shape:
+        raise ValueError(f"the two screenshots differ in size: {a.shape} and {b.shape}")
+    text = np.abs(a - b).max(axis=-1) > 2  # any difference: text of low contrast differs little
+    glyphs, n = ndimage.label(text, structure=np.ones((3, 3)))
+    if n == 0:
+        raise ValueError("no text drawn: the two screenshots are the same")
+    la, lb = _luminance(a), _luminance(b)
+    ratio = (np.maximum(la, lb) + 0.05) / (np.minimum(la, lb) + 0.05)
+    cores = ndimage.maximum(ratio, glyphs, index=np.arange(1, n + 1))
+    sizes = ndimage.sum(text, glyphs, index=np.arange(1, n + 1))
+    cores = cores[sizes >= 4] if (sizes >= 4).any() else cores
+    return float(np.quantile(cores, share))
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # the build's log is for the build
         pass
@@ -181,7 +275,7 @@ def settle(page) -> None:
 def check_pages(html_dir: str | Path, pages: Sequence[str], out_dir: str | Path | None = None,
                 widths: Sequence[int] = WIDTHS, browser=None) -> dict[str, dict]:
     """Open each page (paths relative to ``html_dir``) at each width; returns
-    ``{"<page>@<width>": {scroll, cut, plotly, plotly_drawn, img_without_alt, console, remote}}``
+    ``{"<page>@<width>": {scroll, cut, plotly, plotly_drawn, img_without_alt, low_contrast, console, remote}}``
     and writes the screenshots (and ``browser-check.json``) into ``out_dir`` when given."""
     import json
 
@@ -208,6 +302,8 @@ def check_pages(html_dir: str | Path, pages: Sequence[str], out_dir: str | Path 
                     result = visit.page.evaluate(LAYOUT_PROBE)
                     if out is not None:
                         visit.page.screenshot(path=str(out / f"{Path(rel).stem}-{width}.png"), full_page=True)
+                    # colours do not change with the width: measured once, in light and dark mode
+                    result["low_contrast"] = low_contrast(visit.page) if width == widths[0] else []
                     problems = visit.problems if width == widths[0] else visit.problems[seen_problems:]
                     blocked = visit.blocked if width == widths[0] else visit.blocked[seen_blocked:]
                     result["console"] = list(problems)
@@ -261,7 +357,7 @@ def first_paint(html_dir: str | Path, pages: Sequence[str], mbps: float = SLOW_L
 def summarise(measured: dict[str, dict]) -> dict:
     """Counts over :func:`check_pages`' result: what a reader would notice, by width."""
     def count(key, width=None):
-        return sum(len(v[key]) for k, v in measured.items() if width is None or k.endswith(f"@{width}"))
+        return sum(len(v.get(key, [])) for k, v in measured.items() if width is None or k.endswith(f"@{width}"))
 
     widths = sorted({int(k.rsplit("@", 1)[1]) for k in measured}, reverse=True)
     return {"page_widths": len(measured), "pages": len({k.rsplit("@", 1)[0] for k in measured}),
@@ -269,7 +365,7 @@ def summarise(measured: dict[str, dict]) -> dict:
             "console_errors": count("console"), "remote_requests": count("remote"),
             "plotly": sum(v["plotly"] for v in measured.values()),
             "plotly_drawn": sum(v["plotly_drawn"] for v in measured.values()),
-            "img_without_alt": count("img_without_alt")}
+            "img_without_alt": count("img_without_alt"), "low_contrast": count("low_contrast")}
 
 
 def measure_tryit(html_dir: str | Path, images: Sequence[str | Path], page: str = "book/tryit.html",

@@ -128,14 +128,15 @@ def dangling_references(texts: dict[str, str], chapters: Iterable[str]) -> list[
     return out
 
 
-def book_prose(names: Iterable[str], toc: Path = common.TOC) -> dict[str, str]:
-    """The prose a reader reads: the markdown cells of the executed notebooks ``names`` and the
-    book's own .md pages that the table of contents lists."""
+def book_prose(names: Iterable[str], toc: Path = common.TOC, notebooks: Path | None = None) -> dict[str, str]:
+    """The prose a reader reads: the markdown cells of the executed notebooks ``names`` (or of
+    those in ``notebooks``, e.g. their sources) and the book's own .md pages that the table of
+    contents lists."""
     import nbformat
 
     texts = {}
     for name in names:
-        path = common.EXECUTED_DIR / f"{name}.ipynb"
+        path = (notebooks or common.EXECUTED_DIR) / f"{name}.ipynb"
         if path.exists():
             nb = nbformat.read(path, as_version=4)
             texts[short_path(path)] = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
@@ -158,6 +159,73 @@ def check_references(names: list[str], toc: Path = common.TOC) -> None:
     log(f"reference check passed: every \"chapter NN\"/\"notebook NN\" names one of the book's {len(names)} chapters")
 
 
+# Reader aids: every chapter opens with what it teaches ("What you will learn", a few points,
+# before its first section) and closes with what it showed (a last section "## Summary").
+LEARN_TITLE = "What you will learn"
+LEARN_POINTS = (3, 5)
+SUMMARY_HEADING = re.compile(r"^##\s+Summary\s*$", re.M)
+SECTION = re.compile(r"^##\s", re.M)
+# Pages a reader looks things up in rather than reads through: no overview or summary asked of them.
+# (The landing page, the toc's root, is the book's overview itself.)
+REFERENCE_PAGES = ("book/glossary.md",)
+# A result typed into a summary instead of glued from the build: a decimal or a percentage.
+TYPED_RESULT = re.compile(r"(?<![\w.])\d+\.\d+|(?<![\w.])\d+(?:\.\d+)?\s?%")
+GLUED = re.compile(r"\{glue(?::\w+)?\}`|```\{glue(?::\w+)?\}")
+_NOT_PROSE = re.compile(r"```.*?```|\{[\w:-]+\}`[^`]*`|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", re.S)
+
+
+def reader_aid_problems(file: str, text: str) -> list[str]:
+    """What ``text`` (a chapter's prose, :func:`book_prose`) lacks of the reader aids: the
+    "What you will learn" points at the top and a "## Summary" at the end whose numbers, in a
+    notebook, are glued from the build (a typed decimal or percentage is a problem anywhere)."""
+    problems = []
+    first = SECTION.search(text)
+    top = text[:first.start()] if first else text
+    at = top.find(LEARN_TITLE)
+    if at < 0:
+        problems.append(f'no "{LEARN_TITLE}" before its first section')
+    else:
+        block = re.split(r"^```\s*$|^##", top[at:], maxsplit=1, flags=re.M)[0]
+        points = len(re.findall(r"^[-*]\s+\S", block, re.M))
+        low, high = LEARN_POINTS
+        if not low <= points <= high:
+            problems.append(f'"{LEARN_TITLE}" has {points} point(s), not {low} to {high}')
+    headings = list(SECTION.finditer(text))
+    summary = list(SUMMARY_HEADING.finditer(text))
+    if not summary or summary[-1].start() != headings[-1].start():
+        problems.append('does not end with a "## Summary" section')
+        return problems
+    body = text[summary[-1].end():].strip()
+    if not body:
+        problems.append("its summary is empty")
+    typed = TYPED_RESULT.findall(_NOT_PROSE.sub(" ", body))
+    if typed:
+        problems.append(f"its summary types {typed[0]!r} instead of gluing it from the build")
+    if file.endswith(".ipynb") and body and not GLUED.search(body):
+        problems.append("its summary glues no number from the build")
+    return problems
+
+
+def chapter_texts(names: list[str], toc: Path = common.TOC, notebooks: Path | None = None) -> dict[str, str]:
+    """:func:`book_prose` of the chapters: without the toc's root (the landing page) and the
+    :data:`REFERENCE_PAGES`."""
+    import yaml
+
+    root = (yaml.safe_load(toc.read_text(encoding="utf-8")) or {}).get("root")
+    skip = {f"{root}.md", *REFERENCE_PAGES}
+    return {file: text for file, text in book_prose(names, toc, notebooks).items() if file not in skip}
+
+
+def check_reader_aids(names: list[str], toc: Path = common.TOC) -> None:
+    """Fail on a chapter without its "What you will learn" points or its closing summary."""
+    bad = {file: found for file, text in chapter_texts(names, toc).items()
+           if (found := reader_aid_problems(file, text))}
+    if bad:
+        shown = "; ".join(f"{file}: {', '.join(found)}" for file, found in list(bad.items())[:4])
+        raise BuildError(f"{len(bad)} chapter(s) without their reader aids: {shown}{' ...' if len(bad) > 4 else ''}")
+    log(f'reader aids check passed: every chapter opens with "{LEARN_TITLE}" and ends with a summary')
+
+
 TRYIT_TIMES = common.ROOT / "_build" / "browser-check" / "tryit-times.json"
 
 
@@ -165,9 +233,10 @@ def browser_check(html_dir: Path = common.HTML_DIR, out_dir: Path | None = None)
     """Every page of the built book in headless Chromium at a laptop's and a phone's width
     (``book_browser.check_pages``): screenshots and ``browser-check.json`` in ``out_dir``.
     Raises BuildError on a request that leaves the machine, a console error, a plotly figure
-    that does not draw, anything cut off past the main column's edge at either width, or a
+    that does not draw, anything cut off past the main column's edge at either width, a
     sideways scroller at a laptop's width (at a phone's, a wide table scrolls inside its own
-    box, as it should). Returns the summary."""
+    box, as it should), or a text of the article below 4.5:1 contrast in the theme's light or
+    dark mode. Returns the summary."""
     bb = book_browser
     out_dir = out_dir or common.ROOT / "_build" / "browser-check"
     pages = sorted(p.relative_to(html_dir).as_posix() for p in (html_dir / "book").rglob("*.html"))
@@ -178,11 +247,13 @@ def browser_check(html_dir: Path = common.HTML_DIR, out_dir: Path | None = None)
     summary = bb.summarise(measured)
     log(f"browser: {summary['pages']} pages x {len(bb.WIDTHS)} widths -> {short_path(out_dir)}; sideways scrollers "
         f"{summary['scroll']}, cut off {summary['cut']}, plotly drawn {summary['plotly_drawn']}/{summary['plotly']}, "
-        f"images without alt text {summary['img_without_alt']}")
+        f"images without alt text {summary['img_without_alt']}, texts below {bb.CONTRAST_MIN}:1 contrast (light or "
+        f"dark mode) {summary['low_contrast']}")
     laptop = max(bb.WIDTHS)
 
     def problems(key: str, v: dict) -> list:
         found = v["remote"] + v["console"] + [f"cut off: {c}" for c in v["cut"]]
+        found += [f"low contrast: {c}" for c in v.get("low_contrast", [])]
         if key.endswith(f"@{laptop}"):  # on a phone a wide table scrolls in its own box
             found += [f"scrolls sideways: {c}" for c in v["scroll"]]
         if v["plotly_drawn"] < v["plotly"]:

@@ -15,7 +15,7 @@ from imuse_lib import provenance
 
 from . import browser as book_browser
 from .build_box import static_left_out, time_breakdown, write_build_box
-from .checks import browser_check, check_offline, check_references, tryit_times
+from .checks import browser_check, check_offline, check_reader_aids, check_references, tryit_times
 from . import common
 from .common import BuildError, PROFILES, log
 from .execution import execute_all, static_figure_browser
@@ -184,6 +184,7 @@ def _build(args: argparse.Namespace) -> int:
         if changed:
             log(f"reader-first presentation applied to {', '.join(changed)}")
         check_references(names)
+        check_reader_aids(names)
         box_info = {"profile": args.profile, "commit": provenance.git_commit(), "built": provenance.utc_now(),
                     "device": provenance.device_label(), "data_files": data_files, "data_assets": data_assets,
                     "wall_s": time.perf_counter() - start, "executed": {n: t > 0 for n, t in times.items()},

@@ -23,6 +23,7 @@ KERNEL_NAME = "imuse"
 # Bump when the way executed notebooks are produced changes (invalidates every cached copy).
 EXECUTOR_VERSION = "4"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+MATPLOTLIBRC = Path(__file__).with_name("matplotlibrc")  # the figures' light background, in every kernel
 
 
 def kernel_env(workdir: Path) -> dict[str, str]:
@@ -38,6 +39,7 @@ def kernel_env(workdir: Path) -> dict[str, str]:
            # the standard plotly MIME bundle; render_plotly() turns it into offline HTML for the book
            "PLOTLY_RENDERER": "plotly_mimetype",
            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+           "MATPLOTLIBRC": str(MATPLOTLIBRC),
            "PYTHONHASHSEED": "0"}
     return env
 
@@ -55,6 +57,7 @@ def input_key(notebook: Path, params: dict, static: bool = True) -> str:
     h.update(f"executor {EXECUTOR_VERSION}\nstatic figures {static}\n".encode())
     h.update(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
+    h.update(MATPLOTLIBRC.read_bytes())
     for var in ("IMUSE_DATA", "IMUSE_CACHE", "IMUSE_RESULTS"):
         h.update(f"{var}={os.environ.get(var, '')}\n".encode())
     for path in _library_files():

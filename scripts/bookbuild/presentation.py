@@ -208,13 +208,24 @@ def repository_setting(config_path: Path | None = None) -> tuple[str, str]:
     return url.rstrip("/"), str(repo.get("branch") or "main")
 
 
+# The hosts whose kind sphinx-book-theme infers from their address; on any other a repository URL
+# stops the theme ("Provider not recognized"), so such a repository gets its chapters' source links
+# (launch_links) but no button.
+THEME_REPOSITORY_HOSTS = ("github", "gitlab", "bitbucket")
+
+
 def write_build_config(repo_url: str, out: Path = common.BUILD_CONFIG, source: Path | None = None) -> Path:
-    """_config.yml with the repository setting applied: the repository button when a URL is set,
-    none otherwise (a button to nowhere is worse than none)."""
+    """_config.yml with the repository setting applied: the repository button when a URL is set
+    (on a host the theme knows, :data:`THEME_REPOSITORY_HOSTS`), none otherwise (a button to
+    nowhere is worse than none)."""
+    from urllib.parse import urlparse
+
     import yaml
 
     source = source or common.ROOT / "_config.yml"
     config = yaml.safe_load(source.read_text(encoding="utf-8"))
+    if repo_url and not any(h in urlparse(repo_url).netloc.lower() for h in THEME_REPOSITORY_HOSTS):
+        repo_url = ""
     config.setdefault("repository", {})["url"] = repo_url
     # Jupyter Book finds local extensions relative to the config file, which moves to _build/
     extensions = (config.get("sphinx") or {}).get("local_extensions") or {}
