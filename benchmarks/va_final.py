@@ -44,6 +44,12 @@ class _WithItems(baselines.ItemVAPredictor):
         return self.image_va[img_rows], self.song_va[song_rows]
 
 
+def _matches(given: str, idea: str) -> bool:
+    """An idea is named by its whole name, or by a part of it that names no idea whole."""
+    whole = {c[0] for c in va_model.ABLATION}
+    return given == idea if given in whole else given in idea
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--boot", type=int, default=1000)
@@ -51,7 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--params", type=Path, default=None,
                    help="the VA-model parameter file scored as va_model (default: imuse_lib/va_model_params.json)")
     p.add_argument("--candidates", nargs="*", default=[],
-                   help="also score the ablation ideas whose name contains one of these (tuned on val)")
+                   help="also score these ablation ideas (a whole name, or a part: every idea containing it), tuned on val")
     p.add_argument("--trials", type=int, default=va_model.DEFAULT_TRIALS)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
@@ -72,7 +78,7 @@ def main(argv=None) -> int:
         r = frame[col].map(role).to_numpy()
         fit_rows[who] = {"train": np.flatnonzero(r == "train"), "train+val": np.flatnonzero(np.isin(r, ["train", "val"]))}
     predictors = {"va_model": _WithItems("va_model", model.predict_images(), model.predict_songs())}
-    candidates = [c for c in va_model.ABLATION if c[3] is not None and any(n in c[0] for n in args.candidates)]
+    candidates = [c for c in va_model.ABLATION if c[3] is not None and any(_matches(n, c[0]) for n in args.candidates)]
     for name, isrc, asrc, kernels, calibrate, tune in candidates:
         fitted = va_model.fit(isrc, asrc, roles, n_trials=args.trials, kernels=kernels, tune=tune, calibrate=calibrate)
         predictors[name] = _WithItems(name, fitted.predict_images(), fitted.predict_songs())

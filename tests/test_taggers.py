@@ -242,6 +242,7 @@ def tagger_world(tmp_path_factory):
     return cache, images, songs, roles, image_blocks
 
 
+@pytest.mark.slow  # 13 clips through the Jamendo Musicnn: over 10 s on 2 cores
 @needs_new
 def test_the_search_and_the_ablation_accept_tagger_sources(tagger_world, monkeypatch):
     from imuse_lib import va_model
