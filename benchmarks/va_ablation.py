@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("--save-params", action="store_true",
                    help="record the idea with the best validation NSG@10 as the default build's sources and "
                         "hyperparameters (imuse_lib/va_model_params.json)")
+    p.add_argument("--why", default=None,
+                   help="with --save-params: why these candidates (recorded in the file's chosen_on)")
     args = p.parse_args(argv)
     configs = [c for c in va_model.ABLATION if not args.only or any(o in c[0] for o in args.only)]
     parts = ("val", "test") if args.test else ("val",)
@@ -51,7 +53,9 @@ def main(argv=None) -> int:
     if args.save_params:
         val = table[(table.part == "val") & table.idea.isin(list(models))]
         best = val.sort_values("nsg@10", ascending=False).idea.iloc[0]  # chosen on validation only
-        print(f"default build: {best!r} -> {va_model.save_tuned_params(models[best])}")
+        among = (f"the best validation NSG@10 among the ideas {', '.join(repr(i) for i in val.idea)}"
+                 + (f" ({args.why})" if args.why else ""))
+        print(f"default build: {best!r} -> {va_model.save_tuned_params(models[best], among)}")
     return 0
 
 

@@ -5,6 +5,13 @@ the paired difference, image and song r, sd ratios and the songs' official 4Q qu
 Run once, after the model was chosen on validation (benchmarks/va_ablation.py --save-params):
 
     .venv/bin/python benchmarks/va_final.py [--boot 1000]
+    .venv/bin/python benchmarks/va_final.py --params OLD.json --candidates "songs:"   # issue 21
+
+``--params`` scores another parameter file's model as ``va_model`` (e.g. the one deployed
+before a new search: ``git show REV:imuse_lib/va_model_params.json``); ``--candidates`` also
+scores the ablation's ideas whose name contains one of the given strings, each tuned on
+validation and refitted on train + val as the default build would be, with the paired
+difference (candidate - va_model) on the same bootstrap draws.
 
 Writes ``results/va_final.json``.
 """
@@ -23,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imuse_lib import baselines, config, experiments, metrics, va_model  # noqa: E402
-from imuse_lib.io import write_json  # noqa: E402
+from imuse_lib.io import read_json, write_json  # noqa: E402
 
 SHOW = ("nsg@10", "ndcg@10", "quadrant@10", "rev_nsg@10", "image_item_valence_r", "image_item_arousal_r",
         "song_item_valence_r", "song_item_arousal_r", "image_item_valence_sd_ratio", "image_item_arousal_sd_ratio",
@@ -37,15 +44,26 @@ class _WithItems(baselines.ItemVAPredictor):
         return self.image_va[img_rows], self.song_va[song_rows]
 
 
+def _matches(given: str, idea: str) -> bool:
+    """An idea is named by its whole name, or by a part of it that names no idea whole."""
+    whole = {c[0] for c in va_model.ABLATION}
+    return given == idea if given in whole else given in idea
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--boot", type=int, default=1000)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--params", type=Path, default=None,
+                   help="the VA-model parameter file scored as va_model (default: imuse_lib/va_model_params.json)")
+    p.add_argument("--candidates", nargs="*", default=[],
+                   help="also score these ablation ideas (a whole name, or a part: every idea containing it), tuned on val")
+    p.add_argument("--trials", type=int, default=va_model.DEFAULT_TRIALS)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     images, songs = experiments.labels()
     roles = va_model.fitting.item_roles_of(None, images, songs, config.SEED)
-    chosen = va_model.tuned_params()
+    chosen = read_json(args.params) if args.params else va_model.tuned_params()
     model = va_model.fit(tuple(chosen["image"]["sources"]), tuple(chosen["audio"]["sources"]), roles,
                          params={"image": chosen["image"], "audio": chosen["audio"]})
     ns = SimpleNamespace(image_row={str(i): n for n, i in enumerate(images.image_id)},
@@ -60,6 +78,11 @@ def main(argv=None) -> int:
         r = frame[col].map(role).to_numpy()
         fit_rows[who] = {"train": np.flatnonzero(r == "train"), "train+val": np.flatnonzero(np.isin(r, ["train", "val"]))}
     predictors = {"va_model": _WithItems("va_model", model.predict_images(), model.predict_songs())}
+    candidates = [c for c in va_model.ABLATION if c[3] is not None and any(_matches(n, c[0]) for n in args.candidates)]
+    for name, isrc, asrc, kernels, calibrate, tune in candidates:
+        fitted = va_model.fit(isrc, asrc, roles, n_trials=args.trials, kernels=kernels, tune=tune, calibrate=calibrate)
+        predictors[name] = _WithItems(name, fitted.predict_images(), fitted.predict_songs())
+        print(f"{name}: fitted ({fitted.label()})", flush=True)
     for on in ("train", "train+val"):
         rp = baselines.ridge(ib.arrays[0], ab.arrays[0], ns.image_va, ns.song_va, fit_rows["image"][on],
                              fit_rows["song"][on])
@@ -72,12 +95,14 @@ def main(argv=None) -> int:
         reps[name] = metrics.replicates(ev, [scored], draws)
         for m in ("nsg@10", "rev_nsg@10", "ndcg@10"):
             summary[name][f"{m} 95%"] = metrics.interval(reps[name][m])
-    for base in ("ridge (train)", "ridge (train+val)"):
+    for name, base in [("va_model", "ridge (train)"), ("va_model", "ridge (train+val)")] + \
+            [(c[0], "va_model") for c in candidates]:
         for m in ("nsg@10", "rev_nsg@10"):
-            d = metrics.paired_difference(reps["va_model"], reps[base], m)
-            d["point"] = summary["va_model"][m] - summary[base][m]
-            summary["va_model"][f"{m} - {base}"] = d
-    out = {"model": model.describe(), "n_test_images": int(len(ev.query_images)),
+            d = metrics.paired_difference(reps[name], reps[base], m)
+            d["point"] = summary[name][m] - summary[base][m]
+            summary[name][f"{m} - {base}"] = d
+    out = {"model": model.describe(), "params": str(args.params or va_model.PARAMS_FILE),
+           "n_test_images": int(len(ev.query_images)),
            "n_test_songs": int(len(ev.candidate_songs)), "n_boot": args.boot, "results": summary,
            "seconds": round(time.perf_counter() - t0, 1)}
     path = args.out or config.results_dir() / "va_final.json"

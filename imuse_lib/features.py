@@ -44,6 +44,7 @@ import numpy as np
 from . import config, feature_views, frozen_runtime, media
 from .errors import DataError, ImuseError
 from .io import atomic_path, open_npz, read_json, write_json
+from .models.audio import TAGGERS
 from .models.base import Backbone
 
 FORMAT_VERSION = 1
@@ -370,9 +371,12 @@ def list_store() -> list[dict]:
 # computed with no training views (eval only: what a per-item model needs, a fraction of
 # the cost), under their own key.
 
-IMAGE_SOURCES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v2_mid", "image_stats")
-AUDIO_SOURCES = ("musicnn", "fcn", "musicnn_tags", "fcn_tags", "audio_descriptors")
 TAG_SUFFIX = "_tags"
+IMAGE_SOURCES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v2_mid", "image_stats")
+# The taggers trained on mood-bearing tag sets (MSD last.fm, MTG-Jamendo; models.TAGGERS) are
+# evaluation-only sources: their embedding and, as "<name>_tags", their 50 tag probabilities.
+TAGGER_SOURCES = tuple(name + suffix for name in TAGGERS for suffix in ("", TAG_SUFFIX))
+AUDIO_SOURCES = ("musicnn", "fcn", "musicnn_tags", "fcn_tags", "audio_descriptors") + TAGGER_SOURCES
 
 
 def _descriptor_backbone(name: str, seed: int) -> Backbone:
@@ -471,9 +475,10 @@ def source_features(name: str, seed: int = config.SEED, *, progress: bool = Fals
 
 def tag_probabilities(backbone: str, seed: int = config.SEED, *, progress: bool = False, frame=None,
                       compute: bool = True) -> FeatureSet:
-    """A tagger's 50 MagnaTagATune tag probabilities, from its stored evaluation embedding
-    through its own (frozen) classifier: sigmoid(W e + b) of the crop-mean embedding. Derived
-    in memory (milliseconds), so it needs no store entry of its own."""
+    """A tagger's 50 tag probabilities (MagnaTagATune, MSD or MTG-Jamendo, as it was trained;
+    named in ``meta["labels"]``), from its stored evaluation embedding through its own (frozen)
+    classifier: sigmoid(W e + b) of the crop-mean embedding. Derived in memory (milliseconds),
+    so it needs no store entry of its own."""
     import torch
 
     base = source_features(backbone, seed, progress=progress, frame=frame, compute=compute)

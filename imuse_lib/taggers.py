@@ -12,9 +12,10 @@ sources) and the five of :data:`imuse_lib.models.audio.TAGGERS` (``msd_fcn``, ``
 ``jamendo_musicnn``, ``jamendo_fcn``, ``jamendo_crnn``), whose tag sets carry moods (MSD:
 happy, sad, Mellow, chill...; Jamendo: emotional, energetic, happy, relaxing...).
 
-Embeddings live in the feature store (``imuse_lib.features``) under the key an evaluation-
-only audio source gets there (no random training crops), with the weights' sha256 in the
-key and the full provenance in ``meta.json``; computing resumes chunk by chunk. Tag
+Both are feature sources of the VA model's audio arm (``imuse_lib.features.AUDIO_SOURCES``:
+``msd_fcn``, ``msd_fcn_tags``, ...): embeddings live in the feature store under the key an
+evaluation-only audio source gets there (no random training crops), with the weights' sha256
+in the key and the full provenance in ``meta.json``; computing resumes chunk by chunk. Tag
 probabilities are derived in memory (milliseconds).
 
     fs = taggers.tagger_features("msd_fcn")       # fs.ids, fs.eval [500, 64], fs.meta
@@ -57,51 +58,28 @@ def tagger_backbone(name: str, seed: int = config.SEED):
     return models.build_audio_backbone(name, seed=seed)
 
 
-def _eval_only(name: str, seed: int, frame, progress: bool, compute: bool):
-    from . import data, features
-
-    bb = tagger_backbone(name, seed)
-    frame = data.load_catalog() if frame is None else frame
-    if not compute:
-        ids, paths = [str(i) for i in frame["song_id"]], list(frame["path"])
-        spec = features.feature_spec(bb, ids, paths, 0, seed, {"eval_crops": int(bb.eval_crops or 1)})
-        key = features.feature_key(spec)
-        if not (features.store_root() / key / "meta.json").is_file():
-            raise ImuseError(f"music tagger {name}: not in the store {features.store_root()} "
-                             f"(compute it with imuse_lib.taggers.tagger_features({name!r}))")
-    return features.audio_features(bb, crops=0, seed=seed, catalog=frame, progress=progress)
-
-
 def tagger_features(name: str, seed: int = config.SEED, *, progress: bool = False, frame=None,
                     compute: bool = True):
     """Evaluation embeddings of every clip (``data.load_catalog()`` order, or the rows of
-    ``frame``): a :class:`~imuse_lib.features.FeatureSet` whose ``eval`` is [N, D].
-    ``compute=False`` raises instead of computing a missing entry (minutes per tagger)."""
+    ``frame``): a :class:`~imuse_lib.features.FeatureSet` whose ``eval`` is [N, D]; the feature
+    source of the same name (:func:`imuse_lib.features.source_features`). ``compute=False``
+    raises instead of computing a missing entry (minutes per tagger)."""
     from . import features
 
     _check(name)
-    if name in MTAT_TAGGERS:  # the existing sources (served from their default entry when stored)
-        return features.source_features(name, seed, progress=progress, frame=frame, compute=compute)
-    return _eval_only(name, seed, frame, progress, compute)
+    return features.source_features(name, seed, progress=progress, frame=frame, compute=compute)
 
 
 def tagger_tags(name: str, seed: int = config.SEED, *, progress: bool = False, frame=None,
                 compute: bool = True):
     """The tagger's 50 tag probabilities of every clip: its own frozen classifier (sigmoid of
-    the tag layer) on the crop-mean evaluation embedding. ``meta["labels"]`` names the columns."""
-    import torch
+    the tag layer) on the crop-mean evaluation embedding; the feature source ``<name>_tags``.
+    ``meta["labels"]`` names the columns."""
+    from . import features
 
-    from .features import FeatureSet
-
-    base = tagger_features(name, seed, progress=progress, frame=frame, compute=compute)
-    bb = tagger_backbone(name, seed)
-    with torch.inference_mode():
-        probs = bb.head(torch.from_numpy(np.asarray(base.eval, np.float32))).numpy()
-    meta = {"derived_from": base.meta.get("key"), "backbone": f"{name}_tags", "weights": bb.weights,
-            "labels": bb.labels,
-            "definition": "tag probabilities = the tagger's own head on the crop-mean evaluation embedding"}
-    return FeatureSet(list(base.ids), np.zeros((len(base.ids), 0, probs.shape[1]), np.float32),
-                      probs.astype(np.float32), meta, base.path, True, base.seconds, 0)
+    _check(name)
+    return features.source_features(name + features.TAG_SUFFIX, seed, progress=progress, frame=frame,
+                                    compute=compute)
 
 
 def provenance(name: str, seed: int = config.SEED) -> dict:

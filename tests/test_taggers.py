@@ -136,7 +136,7 @@ def test_unknown_tagger_and_missing_store_entry_are_clear_errors():
         taggers.tagger_features("vggish")
     if not _mirrored("msd"):
         pytest.skip("the MSD weights are not in the data mirror")
-    with pytest.raises(ImuseError, match=r"music tagger msd_fcn: not in the store .*tagger_features\('msd_fcn'\)"):
+    with pytest.raises(ImuseError, match=r"feature source msd_fcn: not in the store .*source_features\('msd_fcn'\)"):
         taggers.tagger_features("msd_fcn", compute=False)
 
 
@@ -158,3 +158,117 @@ def test_tagger_features_are_stored_with_provenance_and_tags_derive_from_them():
     assert names == ["jamendo_musicnn", "jamendo_musicnn_tags"] and [b.shape[1] for b in blocks] == [200, 50]
     prov = taggers.provenance("jamendo_musicnn")
     assert prov["weights"] == "jamendo/musicnn_best_model.pth" and prov["dataset"] == "MTG-Jamendo top-50 tags"
+
+
+# --------------------------------------------------------------------------- feature sources of the VA model
+
+
+def test_every_tagger_and_its_tags_is_an_audio_source():
+    from imuse_lib import features
+
+    for name in NEW:
+        assert name in features.AUDIO_SOURCES and f"{name}_tags" in features.AUDIO_SOURCES
+        assert name not in features.IMAGE_SOURCES
+    # the ablation's tagger rows name only real sources, beside the deployed image arm
+    from imuse_lib import va_model
+
+    rows = [r for r in va_model.ABLATION if r[0].startswith("songs: ")]
+    assert len(rows) >= 5 and all(set(r[2]) <= set(features.AUDIO_SOURCES) for r in rows)
+    assert {r[1] for r in rows} == {va_model.ablation.DEPLOYED_IMAGE}
+
+
+@needs_new
+def test_tagger_sources_are_stored_resumable_and_match_the_query_path(monkeypatch):
+    """A tagger as a VA-model source: an interrupted run keeps its finished chunk and resumes;
+    load_blocks serves the stored entry with its provenance; a new song's query path (what
+    `imuse index add` runs) gives the stored features."""
+    from types import SimpleNamespace
+
+    from imuse_lib import feature_views, features, va_model
+
+    frame = data.load_catalog().groupby("quadrant").head(1).head(3)
+    monkeypatch.setattr(features, "CHUNK_ITEMS", 2)
+    real_forward, calls = feature_views.forward, {"n": 0}
+
+    def failing_forward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # interrupted during the second chunk
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(feature_views, "forward", failing_forward)
+    with pytest.raises(KeyboardInterrupt):
+        va_model.load_blocks(("jamendo_musicnn",), "audio", frame=frame, compute=True)
+    with pytest.raises(ImuseError, match="feature source jamendo_musicnn: not in the store"):
+        va_model.load_blocks(("jamendo_musicnn",), "audio", frame=frame)  # an incomplete entry is not served
+    monkeypatch.setattr(feature_views, "forward", real_forward)
+    resumed = features.source_features("jamendo_musicnn", frame=frame)
+    assert resumed.computed_items == 1  # the first chunk (2 clips) was reused
+    blocks = va_model.load_blocks(("jamendo_musicnn", "jamendo_musicnn_tags"), "audio", frame=frame)
+    assert blocks.ids == [str(i) for i in frame.song_id] and [a.shape for a in blocks.arrays] == [(3, 200), (3, 50)]
+    np.testing.assert_array_equal(blocks.arrays[0], resumed.eval)
+    prov, sha = blocks.provenance, data.registry()["weights/jamendo/musicnn_best_model.pth"]
+    assert prov["jamendo_musicnn"]["key"] == resumed.meta["key"] == features.feature_key(resumed.meta["spec"])
+    assert prov["jamendo_musicnn"]["weights"]["sha256"] == sha == resumed.meta["spec"]["weights"]["sha256"]
+    assert prov["jamendo_musicnn_tags"]["key"] == resumed.meta["key"]  # derived from the same entry
+    assert resumed.meta["spec"]["n_train"] == 0 and resumed.meta["spec"]["eval_crops"] == 5  # evaluation only
+    model = va_model.VAModel(None, SimpleNamespace(sources=("jamendo_musicnn", "jamendo_musicnn_tags")), {})
+    query = model.embed_song_sources(list(frame.path))
+    for got, stored in zip(query, blocks.arrays):
+        np.testing.assert_allclose(got, stored, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tagger_world(tmp_path_factory):
+    """13 real catalog clips with their Jamendo Musicnn source stored (own cache), and
+    synthetic images: 5 train, 5 val, 3 test items each (an arm needs 5 training items)."""
+    import pandas as pd
+
+    from imuse_lib import va_model
+    from imuse_lib.pairs import ItemRoles
+
+    cache = tmp_path_factory.mktemp("tagger_cache")
+    songs = data.load_catalog().groupby("quadrant").head(4).head(13).reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    images = pd.DataFrame({"image_id": [f"I{i:02d}" for i in range(13)]})
+    images[["valence", "arousal"]] = rng.random((13, 2))
+    role = ["train"] * 5 + ["val"] * 5 + ["test"] * 3
+    roles = ItemRoles("cold", pd.Series(role, index=images.image_id), pd.Series(role, index=songs.song_id.astype(str)))
+    image_blocks = va_model.Blocks(list(images.image_id), ("mobilenet_v2",), [rng.standard_normal((13, 4))], {})
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IMUSE_CACHE", str(cache))
+    va_model.load_blocks(("jamendo_musicnn",), "audio", frame=songs, compute=True)
+    mp.undo()
+    return cache, images, songs, roles, image_blocks
+
+
+@pytest.mark.slow  # 13 clips through the Jamendo Musicnn: over 10 s on 2 cores
+@needs_new
+def test_the_search_and_the_ablation_accept_tagger_sources(tagger_world, monkeypatch):
+    from imuse_lib import va_model
+
+    cache, images, songs, roles, image_blocks = tagger_world
+    monkeypatch.setenv("IMUSE_CACHE", str(cache))
+    real = va_model.fitting.load_blocks
+
+    def blocks_of(sources, arm, **kw):
+        return image_blocks if arm == "image" else real(sources, arm, frame=songs, compute=kw.get("compute", False))
+
+    monkeypatch.setattr(va_model.fitting, "load_blocks", blocks_of)
+    sources = ("jamendo_musicnn", "jamendo_musicnn_tags")
+    model = va_model.fit(("mobilenet_v2",), sources, roles, images=images, songs=songs, n_trials=4)
+    tuning = model.provenance["tuning_summary"]["audio"]
+    assert model.audio.sources == sources and tuning["n_trials"] == 4 and tuning["n_val"] == 5
+    assert np.isfinite(model.predict_songs()).all()
+    assert model.provenance["sources"]["audio"]["jamendo_musicnn"]["weights"]["sha256"] == \
+        data.registry()["weights/jamendo/musicnn_best_model.pth"]
+    monkeypatch.setattr(va_model.ablation, "item_labels", lambda: (images, songs))
+    monkeypatch.setattr(va_model.ablation, "item_roles_of", lambda r, i, s, seed: roles)
+    config_ = next(c for c in va_model.ABLATION if c[0] == "songs: Jamendo Musicnn")
+    table, models_ = va_model.run_ablation([(config_[0], ("mobilenet_v2",)) + config_[2:]], n_trials=4,
+                                           parts=("val",))
+    row = table.iloc[0]
+    assert list(table.part) == ["val"] and row.audio_sources == "jamendo_musicnn+jamendo_musicnn_tags"
+    # (NSG@10 needs more than 10 candidates: these 5 validation songs are scored by r)
+    assert np.isfinite([row.song_r_v, row.song_r_a, row.song_4q_acc]).all() and row.n_songs == 5
+    assert config_[0] in models_ and models_[config_[0]].audio.sources == sources

@@ -6,7 +6,7 @@ they are measured by `make book-check` (``build_book.py --browser-check``) and r
 the book's build box, so a busy test machine cannot fail the suite.
 
 The model is the deployed one: the VA model `imuse train` fits for the book
-(``va_model.train_default``: MobileNetV2 + image statistics, Musicnn songs, kernel ridge),
+(``va_model.train_default``: the default build's sources, kernel ridge),
 fitted from the feature store into a temporary results folder, with its song index.
 """
 

@@ -1,4 +1,4 @@
-"""The VA model's ablation (issue 10): each idea fitted on train, tuned on val, scored per part."""
+"""The VA model's ablation (issues 10 and 21): each idea fitted on train, tuned on val, scored per part."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def part_metrics(image_va_pred: np.ndarray, song_va_pred: np.ndarray, images, so
 # Each idea of issue 10, cumulative where it says "+": (name, image sources, audio sources,
 # kernels searched (None: baselines.ridge), calibrated, tuned).
 _IMG = ("mobilenet_v2", "mobilenet_v2_mid", "image_stats")
+DEPLOYED_IMAGE = ("mobilenet_v2", "image_stats")  # the image sources of today's deployed model
+TAGGER_COMBINATION = ("msd_fcn", "jamendo_musicnn", "jamendo_fcn")  # issue 21's best ridge combination
 ABLATION = [
     ("ridge (baselines.ridge)", ("mobilenet_v2",), ("musicnn",), None, False, False),
     ("linear, LOO penalty", ("mobilenet_v2",), ("musicnn",), ("linear",), False, False),
@@ -64,6 +66,16 @@ ABLATION = [
      KERNELS, True, True),
     ("+ EfficientNet-Lite0 (second image backbone)", _IMG + ("efficientnet_lite0",),
      ("musicnn", "musicnn_tags", "audio_descriptors"), KERNELS, True, True),
+] + [  # issue 21: the songs' arm on the taggers trained on mood-bearing tags (MSD, MTG-Jamendo),
+    # each with its tag probabilities (features.TAG_SUFFIX; the literal keeps this module free of
+    # torch at import), beside the deployed image arm ("+ image statistics")
+    (f"songs: {label}", DEPLOYED_IMAGE, sum(((t, f"{t}_tags") for t in taggers), ()), KERNELS, True, True)
+    for label, taggers in (
+        ("MSD FCN", ("msd_fcn",)), ("MSD CRNN", ("msd_crnn",)), ("Jamendo Musicnn", ("jamendo_musicnn",)),
+        ("Jamendo FCN", ("jamendo_fcn",)), ("Jamendo CRNN", ("jamendo_crnn",)),
+        ("MSD FCN + Jamendo Musicnn + Jamendo FCN", TAGGER_COMBINATION),
+        ("MSD FCN + Jamendo Musicnn + Jamendo FCN + MTAT Musicnn", TAGGER_COMBINATION + ("musicnn",)),
+        ("all five MSD and Jamendo taggers", TAGGER_COMBINATION + ("msd_crnn", "jamendo_crnn")))
 ]
 
 

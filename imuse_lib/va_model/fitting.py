@@ -215,10 +215,14 @@ def tuned_params() -> dict:
     return read_json(PARAMS_FILE)
 
 
-def save_tuned_params(model: VAModel) -> Path:
-    """Record a fitted model's chosen sources and hyperparameters as the default build's."""
+CHOSEN_ON = "cold split, validation items (fit on train)"
+
+
+def save_tuned_params(model: VAModel, among: str | None = None) -> Path:
+    """Record a fitted model's chosen sources and hyperparameters as the default build's;
+    ``among`` says which candidates it was chosen from (and why those)."""
     summary = model.provenance["tuning_summary"]
-    out = {"chosen_on": "cold split, validation items (fit on train)", "seed": model.provenance.get("seed"),
+    out = {"chosen_on": CHOSEN_ON + (f": {among}" if among else ""), "seed": model.provenance.get("seed"),
            "n_trials": model.provenance.get("n_trials"), "created": model.provenance.get("created")}
     for arm_name, arm in (("image", model.image), ("audio", model.audio)):
         out[arm_name] = {"sources": list(arm.sources), "kernel": arm.kernel, "weights": [float(w) for w in arm.weights],
