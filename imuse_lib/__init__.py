@@ -13,7 +13,7 @@ The package map, one home per concept, from the top layer down (the layers contr
 * ``deployed``: the deployed model (``DeployedModel``, ``load_deployed``, its one default).
 * ``va_model``: the per-item VA regressors (the default deployed model), fit and ablation.
 * ``training``: training the paper's IMUSE network and scoring it.
-* ``taggers``: the MSD and MTG-Jamendo music taggers, feature sources of the VA model's song arm (issue 21).
+* ``taggers``: the MSD and MTG-Jamendo music taggers, feature sources offered to the VA model's song arm.
 * ``finetune``: MobileNetV2's last stage fine-tuned on stored block-13 activations.
 * ``baselines``: the predictors the network is compared with.
 * ``features``: the feature store (frozen-backbone features, computed once).
