@@ -68,17 +68,9 @@ def _summary(times: list[float]) -> dict:
 
 
 def bench_build(model: deployed.DeployedModel, path: Path, repeats: int) -> dict:
-    from imuse_lib import features
-
     t = time.perf_counter()
-    afs = features.audio_features(**deployed.store_kwargs(model.meta, "audio"), progress=False)
-    ifs = features.image_features(**deployed.store_kwargs(model.meta, "image"), progress=False)
+    catalog, song_feats, images, image_feats = index_building.catalog_features(model)
     store_s = time.perf_counter() - t
-    catalog, images = data.load_catalog(), data.load_images()
-    pos = {s: i for i, s in enumerate(afs.ids)}
-    song_feats = afs.eval[[pos[s] for s in catalog.song_id]]
-    ipos = {s: i for i, s in enumerate(ifs.ids)}
-    image_feats = ifs.eval[[ipos[s] for s in images.image_id]]
     times = _timeit(lambda: index_building.build_index(model, path, catalog, song_feats, images, image_feats,
                                                   progress=False), repeats)
     # the full `imuse index build` path once (store load + catalog load + build)
@@ -199,7 +191,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     threads = list(dict.fromkeys(int(t) for t in args.threads.split(",") if t)) or [torch.get_num_threads()]
-    model_path = args.model or training.default_model_path()
+    model_path = args.model or deployed.default_model_path()  # what `imuse recommend` uses by default
     model = deployed.load_deployed(model_path)
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,

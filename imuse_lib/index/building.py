@@ -117,6 +117,37 @@ def _carry_added(path: Path, model: DeployedModel, old_meta: dict, old_rows: lis
              float(va[i, 0]), float(va[i, 1]), r[7], r[8], r[9], r[10]) for i, r in enumerate(added)]
 
 
+def catalog_features(model: DeployedModel, catalog: pd.DataFrame | None = None, song_features=None,
+                     images: pd.DataFrame | None = None, image_features=None) -> tuple:
+    """(catalog, song features, images, image features) an index of ``model`` is built from:
+    what is given, else the 500-clip catalog and the OASIS images with the features the model
+    was trained on (a VA model's own sources, or the feature store's eval features)."""
+    if catalog is None or song_features is None:
+        from .. import data, features
+
+        catalog = data.load_catalog() if catalog is None else catalog
+        if song_features is None and hasattr(model, "catalog_features"):  # a VA model: its own sources
+            song_features = model.catalog_features(catalog)
+        if song_features is None:
+            fs = features.audio_features(**store_kwargs(model.meta, "audio"))
+            pos = {sid: i for i, sid in enumerate(fs.ids)}
+            missing = [s for s in catalog.song_id if s not in pos]
+            if missing:
+                raise DataError(f"audio feature store lacks {len(missing)} catalog song(s), e.g. {missing[0]}")
+            song_features = fs.eval[[pos[s] for s in catalog.song_id]]
+    if images is None or image_features is None:
+        from .. import data, features
+
+        images = data.load_images() if images is None else images
+        if image_features is None and hasattr(model, "oasis_features"):
+            image_features = model.oasis_features(images)
+        if image_features is None:
+            fs = features.image_features(**store_kwargs(model.meta, "image"))
+            pos = {iid: i for i, iid in enumerate(fs.ids)}
+            image_features = fs.eval[[pos[i] for i in images.image_id]]
+    return catalog, song_features, images, image_features
+
+
 def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: str | os.PathLike | None = None,
                 catalog: pd.DataFrame | None = None, song_features: np.ndarray | None = None,
                 images: pd.DataFrame | None = None, image_features: np.ndarray | None = None,
@@ -144,29 +175,8 @@ def build_index(model: "DeployedModel | str | os.PathLike | None" = None, path: 
         raise DataError(f"{path}: is {kind}; give a file path for the song index")
     if path.exists():
         existing_index(path, replace_broken)  # refuse a file that is not an index before the long work
-    if catalog is None or song_features is None:
-        from .. import data, features
-
-        catalog = data.load_catalog() if catalog is None else catalog
-        if song_features is None and hasattr(model, "catalog_features"):  # a VA model: its own sources
-            song_features = model.catalog_features(catalog)
-        if song_features is None:
-            fs = features.audio_features(**store_kwargs(model.meta, "audio"))
-            pos = {sid: i for i, sid in enumerate(fs.ids)}
-            missing = [s for s in catalog.song_id if s not in pos]
-            if missing:
-                raise DataError(f"audio feature store lacks {len(missing)} catalog song(s), e.g. {missing[0]}")
-            song_features = fs.eval[[pos[s] for s in catalog.song_id]]
-    if images is None or image_features is None:
-        from .. import data, features
-
-        images = data.load_images() if images is None else images
-        if image_features is None and hasattr(model, "oasis_features"):
-            image_features = model.oasis_features(images)
-        if image_features is None:
-            fs = features.image_features(**store_kwargs(model.meta, "image"))
-            pos = {iid: i for i, iid in enumerate(fs.ids)}
-            image_features = fs.eval[[pos[i] for i in images.image_id]]
+    catalog, song_features, images, image_features = catalog_features(model, catalog, song_features, images,
+                                                                       image_features)
     if len(catalog) != len(song_features) or len(images) != len(image_features):
         raise ValueError("features and their tables differ in length")
     if catalog.song_id.duplicated().any():
