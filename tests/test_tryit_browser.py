@@ -186,8 +186,9 @@ def test_an_example_picture_is_recommended_for_with_a_click(visit, deployed, cap
     page.evaluate("window.imuseTryit.opened")
     buttons = page.locator("#tryit-example-list button")
     assert buttons.count() == export.N_EXAMPLES
-    assert page.evaluate("Array.from(document.querySelectorAll('#tryit-example-list img'))"
-                         ".every((i) => i.complete && i.naturalWidth > 0)")
+    # the thumbnails load after the song file adds them: wait for them (a broken one never passes)
+    page.wait_for_function("Array.from(document.querySelectorAll('#tryit-example-list img'))"
+                           ".every((i) => i.complete && i.naturalWidth > 0)", timeout=30_000)
     chosen = recommend.example_images(export.N_EXAMPLES, protocol="cold")  # the deployed model's split
     said = []
     for i in (0, 2):
