@@ -45,12 +45,16 @@ book-check: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-# Everything, including the slow end-to-end checks (book build in the quick profile).
+# Everything, including the slow end-to-end checks (book build in the quick profile), on
+# PYTEST_WORKERS pytest-xdist workers: the book build and its checks on one, the other test files
+# on the rest (tests/conftest.py). PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 test: setup
-	$(VENV)/bin/python -m pytest
+	$(PYTEST)
 
 test-fast: setup
-	$(VENV)/bin/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Throughput and latency benchmarks (printed, and saved under results/benchmarks/).
 bench: setup

@@ -48,12 +48,30 @@ def _no_deployed_va_model(request, monkeypatch):
     monkeypatch.setattr(va_model, "default_model_path", lambda: Path("/nonexistent/imuse/va_model.npz"))
 
 
+# `make test` runs the suite on two pytest-xdist workers (--dist loadgroup). Each test file is one
+# unit of work, so that a module's fixtures (a Ray cluster, an exported model) are built once; the
+# quick book build and the tests that read what it leaves (the built pages; the feature stores in
+# the project's cache, which the Try-it fixture trains from) are one unit, run first, in file order,
+# on one worker, while the other worker takes the rest of the suite.
+BOOK_GROUP = "book"
+BOOK_FILES = ("test_book.py", "test_tryit_browser.py")
+
+
+def pytest_itemcollected(item):
+    """Every test's xdist group: its file, or the book's unit (read only under --dist loadgroup)."""
+    name = item.path.name
+    item.add_marker(pytest.mark.xdist_group(BOOK_GROUP if name in BOOK_FILES else name))
+
+
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they deselect
 def pytest_collection_modifyitems(config, items):
     """test_kill's short sweep (FEW kill points, the fast suite's) draws its points from the same
     seeded generator as the long sweep (MANY, slow): for the pairs, feature-store and checkpoint
     writers they are the long sweep's first points, for the index writers points drawn the same
     way. When both are selected, as in `make test`, the long sweep runs alone."""
+    # The book's unit first: it is the longest, and xdist hands units out in collection order
+    # (--no-loadscope-reorder), so it starts at once and the rest fills the other worker.
+    items.sort(key=lambda it: it.path.name not in BOOK_FILES)
     kill = [it for it in items if getattr(it, "module", None) is not None
             and it.module.__name__ == "test_kill" and hasattr(it, "callspec")]
     if not kill:
