@@ -12,8 +12,8 @@
 ``--json`` prints a JSON list, one object per result (best first). Songs carry
 ``rank, song_id, artist, title, similarity, valence, arousal`` (the VA the song was ranked
 with), ``va_source`` (where that VA comes from: ``predicted`` from its audio, or the source of
-its rated VA, e.g. ``allmusic-tags``, ``pmemo``, ``spotify``, ``user``), ``image_valence, image_arousal`` (the image's
-predicted VA in that pair), the song's rated ``true_valence, true_arousal`` (null when it has
+its rated VA, e.g. ``allmusic-tags``, ``pmemo``, ``spotify``, ``user``), ``image_valence,
+image_arousal`` (the image's predicted VA in that pair), the song's rated ``true_valence, true_arousal`` (null when it has
 none) and its ``predicted_valence, predicted_arousal``; images carry ``rank, image_id, category,
 similarity, valence, arousal, song_valence, song_arousal, true_valence, true_arousal, path``.
 """
@@ -120,7 +120,7 @@ def register(sub) -> None:
     q.add_argument("--title", action="append", type=plain_text("title"), metavar="T",
                    help="title (once per file; default: file name)")
     q.add_argument("--artist", action="append", type=plain_text("artist"), metavar="A",
-                   help="artist (once per file)")
+                   help="artist (once per file); with --title, the song's rated VA is looked up (see --no-lookup)")
     q.add_argument("--id", action="append", type=plain_text("id"), dest="song_id", metavar="ID",
                    help="song id (once per file; default: file name without extension)")
     q.add_argument("--valence", action="append", type=bounded_float(0.0, 1.0, "valence"), metavar="V",
