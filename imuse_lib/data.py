@@ -449,16 +449,20 @@ def quadrant_agreement(catalog: pd.DataFrame) -> float:
     return float((catalog.derived_quadrant == catalog.quadrant).mean())
 
 
-def load_spotify() -> pd.DataFrame:
+def load_spotify(distinct: bool = True) -> pd.DataFrame:
     """The frozen Spotify snapshot, one row per distinct (artist, song): ``artist, title,
-    year, genre, popularity, valence, energy`` plus ``arousal`` (= energy, as the paper)."""
+    year, genre, popularity, valence, energy`` plus ``arousal`` (= energy, as the paper).
+    ``distinct=False`` keeps every row (a song that charted in two years can have two rows
+    with slightly different features: :func:`find_rating` says so rather than pick one)."""
     path = asset_path("spotify", "top_hits_2000_2019.csv")
     frame = read_csv_checked(path, ["artist", "song", "year", "valence", "energy", "popularity", "genre"])
     for col in ("valence", "energy"):
         check_range(path, frame, col, 0.0, 1.0)
     frame = frame.rename(columns={"song": "title"})
     frame["key"] = [normalise_name(a) + " - " + normalise_name(t) for a, t in zip(frame.artist, frame.title)]
-    frame = frame.drop_duplicates("key").reset_index(drop=True)
+    if distinct:
+        frame = frame.drop_duplicates("key")
+    frame = frame.reset_index(drop=True)
     frame["arousal"] = frame["energy"].astype(float)
     return frame[["artist", "title", "year", "genre", "popularity", "valence", "energy", "arousal", "key"]]
 
@@ -501,3 +505,95 @@ def load_pmemo() -> pd.DataFrame:
         check_range(path, frame, col, 0.0, 1.0)
     return frame.rename(columns={"id": "pmemo_id", "v": "valence", "a": "arousal"})[
         ["pmemo_id", "artist", "title", "valence", "arousal"]]
+
+
+# --------------------------------------------------------------------------- rated VA by artist and title
+
+# Where a looked-up rating comes from (the song index's va_source), in order of preference: PMEmo
+# asked listeners for valence and arousal themselves; Spotify's valence and energy are a stand-in
+# (audio descriptors, energy read as arousal, as the paper does), so they answer only for songs
+# PMEmo lacks.
+RATING_SOURCES = ("pmemo", "spotify")
+RATING_SOURCE_NAMES = {"pmemo": "PMEmo", "spotify": "the Spotify snapshot"}
+_APOSTROPHES = re.compile(r"['\u2018\u2019\u02bc`\u00b4]")
+# "(feat. X)", "[with X]" anywhere, or a trailing "feat. X": a credit, not a version of the song
+_FEATURING = re.compile(r"[(\[]\s*(?:feat|ft|featuring|with)\b[^)\]]*[)\]]|\b(?:(?:feat|ft)\.|featuring\b).*$")
+# Release labels of the same recording, in brackets or after " - ": dropped. Any other version
+# word (remix, live, acoustic, a named edit) is kept: such a version is rated apart.
+_SAME_RECORDING = re.compile(
+    r"(?:[(\[]\s*|\s-\s+)(?:explicit|clean|bonus(?: track)?|original mix|radio edit|(?:main|album|single|radio) "
+    r"version|(?:\d{4} )?remaster(?:ed)?(?: \d{4})?(?: version)?)\s*(?:[)\]]|$)")
+
+
+def _rating_words(text: str) -> str:
+    text = unicodedata.normalize("NFKC", str(text)).casefold()
+    text = _SAME_RECORDING.sub(" ", _FEATURING.sub(" ", _APOSTROPHES.sub("", text)))
+    # accents dropped (Beyoncé = Beyonce); letters of any script kept (a Hangul name is no empty name)
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return " ".join(re.findall(r"[^\W_]+", unicodedata.normalize("NFC", text.replace("&", " and "))))
+
+
+def rating_key(artist: str, title: str) -> str | None:
+    """The key a song's rating is looked up by: artist and title in lower case, accents, punctuation
+    and featured artists dropped, apostrophes joined (Don't = Don’t = Dont), a leading "The" of
+    the artist dropped; None when either is left empty. Unlike :func:`normalise_name` (whose keys
+    name acquired songs, and so stay as they are) it keeps version words in parentheses: a remix
+    is rated apart from its original (PMEmo has both of "Dancing on My Own", far apart)."""
+    who = re.sub(r"^the ", "", _rating_words(artist))
+    what = _rating_words(title)
+    return f"{who} - {what}" if who and what else None
+
+
+@dataclass(frozen=True)
+class SongRating:
+    """A song's rated VA on [0, 1] found by artist and title; ``match`` says which row(s)."""
+
+    source: str  # one of RATING_SOURCES
+    valence: float
+    arousal: float
+    match: str
+
+
+def rating_tables() -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The rating sources that can be read, each with a ``rating_key`` column, and one line per
+    source that cannot (its file missing or altered): ratings are optional where they are looked up."""
+    loaders = {"pmemo": load_pmemo, "spotify": lambda: load_spotify(distinct=False)}
+    tables, problems = {}, []
+    for source in RATING_SOURCES:
+        try:
+            table = loaders[source]()
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        table["rating_key"] = [rating_key(a, t) for a, t in zip(table.artist, table.title)]
+        tables[source] = table
+    return tables, problems
+
+
+def find_rating(artist: str, title: str, tables: dict[str, pd.DataFrame]) -> SongRating | None:
+    """The rated VA of ``artist - title`` in ``tables`` (from :func:`rating_tables`), by exact
+    :func:`rating_key`, from the first source of :data:`RATING_SOURCES` that has it; None when
+    none has it. Rows of one source that match with different values are a DataError naming
+    them (no silent choice between two ratings of a song)."""
+    key = rating_key(artist, title)
+    if key is None:
+        return None
+    for source in RATING_SOURCES:
+        if source not in tables:
+            continue
+        table = tables[source]
+        rows = table[table.rating_key == key]
+        if rows.empty:
+            continue
+        values = rows[["valence", "arousal"]].astype(float).drop_duplicates()
+        refs = [f"PMEmo song {r.pmemo_id}" if source == "pmemo" else f"Spotify {r.year}" for r in rows.itertuples()]
+        shown = [f'{ref} "{r.artist} - {r.title}" (valence {r.valence:.3f}, arousal {r.arousal:.3f})'
+                 for ref, r in zip(refs, rows.itertuples())]
+        if len(values) > 1:
+            raise DataError(f"{artist} - {title}: matches {len(rows)} songs of {RATING_SOURCE_NAMES[source]} with "
+                            f"different ratings: {'; '.join(shown[:4])}; give the rating with --valence/--arousal, "
+                            f"or --no-lookup for the VA predicted from the audio")
+        first = rows.iloc[0]
+        return SongRating(source, float(first.valence), float(first.arousal),
+                          f'{", ".join(refs)} "{first.artist} - {first.title}"')
+    return None

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from imuse_lib import cli, data, deployed, export, metrics, recommend, training
+from imuse_lib import cli, config, data, deployed, export, metrics, recommend, training
 from imuse_lib.errors import DataError, ImuseError
 from imuse_lib.index import arrays as index_arrays
 from imuse_lib.index import building as index_building
@@ -325,3 +325,184 @@ def test_default_index_is_named_by_schema_and_keeps_the_older_defaults_added_son
     assert path == index_reading.default_index_path(model) and legacy.read_bytes() == before
     index = index_reading.open_index(path)
     assert {"mine", "rated"} <= set(index.songs.song_id) and index.meta["added_kept"] == "2"
+
+
+# --------------------------------------------------------------------------- rated VA looked up by artist and title
+
+
+@pytest.fixture(scope="module")
+def rating_tables():
+    tables, problems = data.rating_tables()
+    assert problems == [] and set(tables) == {"pmemo", "spotify"}
+    return tables
+
+
+@pytest.mark.parametrize("artist, title, source, valence, arousal, row", [
+    ("The Weeknd", "I Feel It Coming", "pmemo", 0.650, 0.662, "PMEmo song 892"),  # in both: PMEmo wins
+    ("weeknd", "  i feel it COMING ", "pmemo", 0.650, 0.662, "PMEmo song 892"),  # case, spaces, "The"
+    ("Adam Wakefield", "I'm Sorry", "pmemo", 0.575, 0.562, "PMEmo song 14"),  # PMEmo spells it I’m
+    ("Adam Wakefield", "Im Sorry", "pmemo", 0.575, 0.562, "PMEmo song 14"),  # apostrophes joined
+    ("Major Lazer", "Cold Water", "pmemo", 0.650, 0.775, "PMEmo song 637"),  # "(feat. Justin Bieber & MØ)"
+    ("Katy Perry", "Bon Appetit", "pmemo", 0.825, 0.863, "PMEmo song 499"),  # Bon Appétit
+    ("Jon Bellion", "All Time Low", "pmemo", 0.738, 0.650, "PMEmo song 466"),  # "(explicit)"
+    ("Calum Scott", "Dancing on My Own", "pmemo", 0.388, 0.275, "PMEmo song 105"),  # not its remix...
+    ("Calum Scott", "Dancing On My Own (Ben Dooks Remix)", "pmemo", 0.825, 0.838, "PMEmo song 104"),  # ...rated apart
+    ("방탄소년단", "Spring Day", "pmemo", 0.575, 0.662, "PMEmo song 1000"),  # a Hangul name is a name
+    ("Taio Cruz", "Dynamite", "spotify", 0.816, 0.783, "Spotify 2010"),  # arousal = energy
+    ("Beyonce", "Deja Vu", "spotify", 0.355, 0.746, "Spotify"),  # Beyoncé, "(feat. Jay-Z)"
+    ("Anastacia", "I'm Outta Love", "spotify", 0.649, 0.716, "Spotify 1999"),  # "- Radio Edit"
+    ("Jack U", "Where Are U Now", "spotify", None, None, "Spotify"),  # Jack Ü, "(with Justin Bieber)"
+])
+def test_find_rating_on_real_rows(rating_tables, artist, title, source, valence, arousal, row):
+    found = data.find_rating(artist, title, rating_tables)
+    assert found is not None and found.source == source and row in found.match
+    if valence is not None:
+        assert (found.valence, found.arousal) == pytest.approx((valence, arousal), abs=1e-9)
+    if source == "spotify":  # the data layer's one mapping: valence, and energy as arousal
+        sp = data.load_spotify(distinct=False)
+        hit = sp[[data.rating_key(a, t) == data.rating_key(artist, title) for a, t in zip(sp.artist, sp.title)]]
+        assert (found.valence, found.arousal) == (hit.valence.iloc[0], hit.energy.iloc[0])
+
+
+@pytest.mark.parametrize("artist, title", [
+    ("防弹少年团", "Spring Day"),  # another name in another script: not the Hangul one (ASCII folding made both "")
+    ("Calum Scott", "Dancing on My Own (Live)"),  # a version neither source rates
+    ("Taio Cruz", "Dynamite Remix"),
+    ("Taio Cruz", ""), ("", "Dynamite"), ("!!!", "???"),  # nothing left to match
+    ("Nobody Here", "No Such Song 1234"),
+])
+def test_find_rating_makes_no_guess(rating_tables, artist, title):
+    assert data.find_rating(artist, title, rating_tables) is None
+
+
+def test_find_rating_says_when_a_song_has_two_ratings(rating_tables):
+    with pytest.raises(DataError) as err:  # two PMEmo entries, different listener ratings
+        data.find_rating("DJ Khaled", "I Got the Keys", rating_tables)
+    for words in ("matches 2 songs of PMEmo", "PMEmo song 179", "PMEmo song 185", "0.312", "0.475", "--no-lookup"):
+        assert words in str(err.value)
+    with pytest.raises(DataError, match="matches 2 songs of the Spotify snapshot"):  # charted in two versions
+        data.find_rating("Drake", "Hotline Bling", rating_tables)
+    # rows that agree are one rating, not an ambiguity (the song charted twice with the same features)
+    same = data.find_rating("Ariana Grande", "Love Me Harder", rating_tables)
+    assert same is not None and same.match.count("Spotify") == 2
+
+
+@pytest.fixture
+def real_clip():
+    """A real 4Q clip from the mirror (Taio Cruz, "Dynamite"): the audio is embedded, the rating looked up."""
+    return data.locate("4q/audio/Q1/MT0036368550.mp3", verify=False)
+
+
+def _song(index_path, song_id):
+    return index_reading.open_index(index_path).songs.set_index("song_id").loc[song_id]
+
+
+def test_cli_add_looks_the_rating_up(env, capsys, real_clip):
+    rc, out, err = run(capsys, "index", "add", real_clip, "--id", "dynamite", "--title", "Dynamite",
+                       "--artist", "Taio Cruz")
+    assert rc == 0 and err == "", err
+    assert 'dynamite (VA: rated (Spotify valence/energy), matched Spotify 2010 "Taio Cruz - Dynamite")' in out
+    song = _song(env.index, "dynamite")
+    assert song.va_source == "spotify" and (song.true_valence, song.true_arousal) == pytest.approx((0.816, 0.783))
+    rc, out, err = run(capsys, "index", "add", real_clip, "--id", "weeknd", "--title", "I Feel It Coming",
+                       "--artist", "The Weeknd")
+    assert rc == 0, err
+    assert 'rated (PMEmo ratings), matched PMEmo song 892 "The Weeknd - I Feel It Coming"' in out
+    song = _song(env.index, "weeknd")
+    assert song.va_source == "pmemo" and (song.true_valence, song.true_arousal) == pytest.approx((0.650, 0.662))
+    # the recommender ranks them with the rating and says where it comes from
+    records = {r["song_id"]: r for r in json.loads(run(capsys, "recommend", env.image, "--top", 100, "--json")[1])}
+    for sid, source, va in (("dynamite", "spotify", (0.816, 0.783)), ("weeknd", "pmemo", (0.650, 0.662))):
+        r = records[sid]
+        assert r["va_source"] == source and (r["valence"], r["arousal"]) == pytest.approx(va, abs=1e-6)
+        assert (r["true_valence"], r["true_arousal"]) == pytest.approx(va, abs=1e-6)
+        assert r["predicted_valence"] is not None
+    assert "rated (PMEmo ratings)" in run(capsys, "recommend", env.image, "--top", 100)[1]
+
+
+@pytest.mark.parametrize("argv, source, words", [
+    (["--title", "No Such Song 1234", "--artist", "Taio Cruz"], "predicted",
+     "(VA: predicted from audio; not in PMEmo or the Spotify snapshot)"),
+    (["--title", "Dynamite", "--artist", "Taio Cruz", "--no-lookup"], "predicted", "(VA: predicted from audio)"),
+    (["--title", "Dynamite"], "predicted", "(VA: predicted from audio)"),  # no artist: nothing to look up by
+    (["--title", "Dynamite", "--artist", "Taio Cruz", "--valence", "0.1", "--arousal", "0.2"], "user",
+     "(VA: rated (given with --valence/--arousal))"),
+    (["--title", "Dynamite", "--artist", "Taio Cruz", "--tags", "sad"], "user-tags", "(VA: rated (tags given"),
+])
+def test_cli_add_without_a_looked_up_rating(env, capsys, real_clip, argv, source, words):
+    rc, out, err = run(capsys, "index", "add", real_clip, "--id", "mine", *argv)
+    assert rc == 0 and err == "", err
+    assert words in out and "matched" not in out
+    song = _song(env.index, "mine")
+    assert song.va_source == source
+    if source == "user":
+        assert (song.true_valence, song.true_arousal) == pytest.approx((0.1, 0.2))
+
+
+def test_cli_add_many_files_each_with_its_source(env, capsys, real_clip):
+    rc, out, err = run(capsys, "index", "add", real_clip, real_clip, real_clip, "--id", "a", "--id", "b", "--id", "c",
+                       "--title", "Dynamite", "--artist", "Taio Cruz", "--title", "Unheard Of 987",
+                       "--artist", "Nobody", "--title", "Spring Day", "--artist", "방탄소년단")
+    assert rc == 0, err
+    assert "a (VA: rated (Spotify" in out and "b (VA: predicted from audio; not in" in out and "c (VA: rated (PMEmo" in out
+    songs = index_reading.open_index(env.index).songs.set_index("song_id")
+    assert list(songs.loc[["a", "b", "c"], "va_source"]) == ["spotify", "predicted", "pmemo"]
+    assert np.isnan(songs.loc["b", "true_valence"]) and songs.loc["c", "true_valence"] == pytest.approx(0.575)
+
+
+def test_cli_add_refuses_an_ambiguous_match(env, capsys, real_clip):
+    before = len(index_reading.open_index(env.index))
+    rc, _, err = run(capsys, "index", "add", real_clip, "--title", "I Got the Keys", "--artist", "DJ Khaled")
+    one_line_error(rc, err, "DJ Khaled - I Got the Keys", "2 songs of PMEmo", "--valence/--arousal", "--no-lookup")
+    assert len(index_reading.open_index(env.index)) == before  # nothing added
+    rc, _, err = run(capsys, "index", "add", real_clip, "--title", "I Got the Keys", "--artist", "DJ Khaled",
+                     "--no-lookup")
+    assert rc == 0, err
+
+
+def test_cli_add_without_the_rating_files_warns_and_goes_on(env, capsys, real_clip, monkeypatch, tmp_path):
+    mirror = config.data_root()
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "spotify").symlink_to(mirror / "spotify")  # the Spotify snapshot only: no PMEmo
+    monkeypatch.setenv("IMUSE_DATA", str(partial))
+    rc, out, err = run(capsys, "index", "add", real_clip, "--id", "sp", "--title", "Dynamite", "--artist", "Taio Cruz")
+    assert rc == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imuse: warning: rated VA not looked up in PMEmo: ")
+    assert "pmemo/static_va.json: missing" in lines[0]
+    assert _song(env.index, "sp").va_source == "spotify"  # the other source still answers
+    monkeypatch.setenv("IMUSE_DATA", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    rc, out, err = run(capsys, "index", "add", real_clip, "--id", "none", "--title", "I Feel It Coming",
+                       "--artist", "The Weeknd")
+    assert rc == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imuse: warning: rated VA not looked up in PMEmo or the Spotify")
+    assert "pmemo/static_va.json: missing" in lines[0] and "spotify/top_hits_2000_2019.csv: missing" in lines[0]
+    assert "(VA: predicted from audio)" in out and _song(env.index, "none").va_source == "predicted"
+
+
+def test_add_songs_takes_a_source_per_song(tmp_path, monkeypatch, query_image):
+    """Rated and predicted songs added in one transaction: each stored and ranked with its own VA,
+    in SQLite and in the memory-mapped arrays alike."""
+    monkeypatch.setattr(index_arrays, "ARRAYS_MIN", 10)
+    model = fk.make_model(factorised=True)
+    catalog, sf_, images, if_ = rated_catalog()
+    path = index_building.build_index(model, tmp_path / "big.sqlite", catalog, sf_, images, if_, progress=False)
+    clips = [fk.write_tone(tmp_path / f"t{i}.wav", 300 + 90 * i) for i in range(3)]
+    index_building.add_songs(path, model, clips, song_ids=["p", "r", "s"], rated_va=[None, (0.9, 0.1), (0.2, 0.3)],
+                             va_source=["predicted", "pmemo", "spotify"])
+    mapped = index_reading.open_index(path)
+    assert isinstance(mapped.song_va, np.memmap)
+    songs = mapped.songs.set_index("song_id")
+    assert list(songs.loc[["p", "r", "s"], "va_source"]) == ["predicted", "pmemo", "spotify"]
+    from_sql = index_reading.ranking_va(mapped.songs)
+    assert np.array_equal(mapped.song_va, from_sql[0]) and np.array_equal(mapped.song_rated, from_sql[1])
+    pos = {sid: i for i, sid in enumerate(mapped.songs.song_id)}
+    assert mapped.song_va[pos["r"]] == pytest.approx((0.9, 0.1)) and not mapped.song_rated[pos["p"]]
+    assert mapped.song_va[pos["p"]] == pytest.approx(tuple(songs.loc["p", ["valence", "arousal"]]))
+    for va, source, words in [([None], ["pmemo"], "without a rated VA"), ([(0.5, 0.5)], ["predicted"], "needs its source"),
+                              ([(0.5, 0.5)], ["user", "user"], "one per song")]:
+        with pytest.raises(ImuseError, match=words):
+            index_building.add_songs(path, model, clips[:1], song_ids=["x"], rated_va=va, va_source=source)

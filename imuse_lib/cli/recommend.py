@@ -5,15 +5,15 @@
                            [--max-audio-seconds S]
     imuse index build [--model PATH] [--index PATH] [--drop-added] [--replace-broken]
     imuse index add AUDIO... [--title T]... [--artist A]... [--id ID]... [--model PATH] [--index PATH]
-                    [--valence V --arousal A]... | [--tags "happy,calm"]... [--max-audio-seconds S]
+                    [--valence V --arousal A]... | [--tags "happy,calm"]... [--no-lookup] [--max-audio-seconds S]
     imuse index remove SONG_ID... [--model PATH] [--index PATH]
     imuse index list [--json] [--model PATH] [--index PATH]
 
 ``--json`` prints a JSON list, one object per result (best first). Songs carry
 ``rank, song_id, artist, title, similarity, valence, arousal`` (the VA the song was ranked
 with), ``va_source`` (where that VA comes from: ``predicted`` from its audio, or the source of
-its rated VA, e.g. ``allmusic-tags``, ``user``), ``image_valence, image_arousal`` (the image's
-predicted VA in that pair), the song's rated ``true_valence, true_arousal`` (null when it has
+its rated VA, e.g. ``allmusic-tags``, ``pmemo``, ``spotify``, ``user``), ``image_valence,
+image_arousal`` (the image's predicted VA in that pair), the song's rated ``true_valence, true_arousal`` (null when it has
 none) and its ``predicted_valence, predicted_arousal``; images carry ``rank, image_id, category,
 similarity, valence, arousal, song_valence, song_arousal, true_valence, true_arousal, path``.
 """
@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from ..errors import ImuseError
@@ -119,7 +120,7 @@ def register(sub) -> None:
     q.add_argument("--title", action="append", type=plain_text("title"), metavar="T",
                    help="title (once per file; default: file name)")
     q.add_argument("--artist", action="append", type=plain_text("artist"), metavar="A",
-                   help="artist (once per file)")
+                   help="artist (once per file); with --title, the song's rated VA is looked up (see --no-lookup)")
     q.add_argument("--id", action="append", type=plain_text("id"), dest="song_id", metavar="ID",
                    help="song id (once per file; default: file name without extension)")
     q.add_argument("--valence", action="append", type=bounded_float(0.0, 1.0, "valence"), metavar="V",
@@ -131,6 +132,10 @@ def register(sub) -> None:
     q.add_argument("--tags", action="append", type=plain_text("tags"), metavar="TAGS",
                    help='mood tags, comma-separated (e.g. "happy,calm"): the rated VA is their mean Warriner '
                         "norms, as the catalog's VA is made from its AllMusic tags; once per file")
+    q.add_argument("--no-lookup", action="store_true",
+                   help="do not look the songs up by --artist and --title in PMEmo's listener ratings and the "
+                        "Spotify snapshot (default: a song found there is ranked with that rated VA; one not "
+                        "found, or given --valence/--arousal or --tags, is not affected)")
     _model_index_args(q)
     add_engine_args(q, "embedding the songs")
     q.set_defaults(func=cmd_index_add)
@@ -252,6 +257,7 @@ def cmd_index_build(args) -> int:
 def cmd_index_add(args) -> int:
     from ..deployed import load_deployed
     from ..index.building import add_songs
+    from ..index.files import PREDICTED, va_source_label
 
     check_engine_args(args)
     _apply_audio_limit(args)
@@ -259,17 +265,53 @@ def cmd_index_add(args) -> int:
     if rated_va is not None and args.engine == "ray":
         raise ImuseError("--valence/--arousal and --tags are not taken with --engine ray; add rated songs "
                          "with the local engine")
+    found, looked_in = None, None  # the ratings found by artist and title, where no rating was given
+    if rated_va is None and _lookup_wanted(args):
+        if args.engine == "ray":
+            warnings.warn("rated VA is not looked up with --engine ray (add the songs with the local engine for "
+                          "PMEmo / Spotify ratings); their VA is predicted from the audio")
+        else:
+            found, looked_in = _looked_up(args)
+        if found is not None:
+            rated_va = [None if r is None else (r.valence, r.arousal) for r in found]
+            va_source = [PREDICTED if r is None else r.source for r in found]
     model = load_deployed(args.model)
     path = _index_path(args, model)
     if args.engine == "ray":
         return _index_add_on_ray(args, model, path)
     ids = add_songs(path, model, args.audio, titles=args.title, artists=args.artist, song_ids=args.song_id,
                     rated_va=rated_va, va_source=va_source)
-    from ..index.files import va_source_label
-
-    print(f"added {len(ids)} song(s) to {path}: {', '.join(ids)} (VA: "
-          f"{va_source_label(va_source or 'predicted')})")
+    if found is None:
+        print(f"added {len(ids)} song(s) to {path}: {', '.join(ids)} (VA: "
+              f"{va_source_label(va_source or PREDICTED)})")
+    else:  # said per song: where its VA came from, and which rated song it was matched to
+        said = [f"{i} (VA: {va_source_label(r.source)}, matched {r.match})" if r else
+                f"{i} (VA: {va_source_label(PREDICTED)}; not in {looked_in})"
+                for i, r in zip(ids, found)]
+        print(f"added {len(ids)} song(s) to {path}: {', '.join(said)}")
     return 0
+
+
+def _lookup_wanted(args) -> bool:
+    """A song's rating is looked up by the artist and title the user gave, one of each per file."""
+    n = len(args.audio)
+    return not args.no_lookup and bool(args.title and args.artist) and len(args.title) == len(args.artist) == n
+
+
+def _looked_up(args) -> tuple[list, str] | tuple[None, None]:
+    """Per file, its rating in PMEmo or the Spotify snapshot (:func:`data.find_rating`) or None,
+    and where it was looked for. A rating file that cannot be read is said in one warning and
+    skipped: ratings are optional here ((None, None) when none can be read)."""
+    from .. import data
+
+    tables, problems = data.rating_tables()
+    if problems:
+        missing = [data.RATING_SOURCE_NAMES[s] for s in data.RATING_SOURCES if s not in tables]
+        warnings.warn(f"rated VA not looked up in {' or '.join(missing)}: {'; '.join(problems)}")
+    if not tables:
+        return None, None
+    looked_in = " or ".join(data.RATING_SOURCE_NAMES[s] for s in data.RATING_SOURCES if s in tables)
+    return [data.find_rating(a, t, tables) for a, t in zip(args.artist, args.title)], looked_in
 
 
 def _rated_args(args) -> tuple[list | None, str | None]:

@@ -299,37 +299,52 @@ def refuse_non_finite_audio(audio: Sequence[Path], *arrays) -> None:
                             f"silent, damaged or far past full scale); nothing added")
 
 
-def check_rated_va(rated_va, va_source: str | None, n: int) -> list[tuple[float, float]] | None:
-    """``rated_va`` as stored: one finite (valence, arousal) on the index's [0, 1] scale per song,
-    with a known ``va_source`` other than ``predicted``; None when not given."""
+def check_rated_va(rated_va, va_source, n: int) -> tuple[list[tuple[float, float] | None], list[str]]:
+    """``rated_va`` as stored: per song, a finite (valence, arousal) on the index's [0, 1] scale or
+    None (predicted), and its source: ``va_source`` is one known source other than ``predicted``
+    for all rated songs, or one per song (``predicted`` exactly where the song has no rating).
+    Without ``rated_va``, every song is predicted."""
     if rated_va is None:
-        return None
-    rated_va = [(float(v), float(a)) for v, a in rated_va]
+        return [None] * n, [PREDICTED] * n
+    rated_va = [None if va is None else (float(va[0]), float(va[1])) for va in rated_va]
     if len(rated_va) != n:
         raise ImuseError(f"{len(rated_va)} rated VA value(s) for {n} song(s); give one per song")
-    if va_source not in VA_SOURCES or va_source == PREDICTED:
-        raise ImuseError(f"a rated VA needs its source, one of {', '.join(s for s in VA_SOURCES if s != PREDICTED)}; "
-                         f"not {va_source!r}")
-    for v, a in rated_va:
+    if isinstance(va_source, (list, tuple)):
+        if len(va_source) != n:
+            raise ImuseError(f"{len(va_source)} VA source(s) for {n} song(s); give one per song")
+        sources = list(va_source)
+    else:
+        sources = [va_source if va is not None else PREDICTED for va in rated_va]
+    for va, source in zip(rated_va, sources):
+        if va is None:
+            if source != PREDICTED:
+                raise ImuseError(f"VA source {source!r} given for a song without a rated VA")
+            continue
+        if source not in VA_SOURCES or source == PREDICTED:
+            raise ImuseError(f"a rated VA needs its source, one of "
+                             f"{', '.join(s for s in VA_SOURCES if s != PREDICTED)}; not {source!r}")
+        v, a = va
         if not (0.0 <= v <= 1.0 and 0.0 <= a <= 1.0):  # NaN fails too
             raise ImuseError(f"rated valence {v:g}, arousal {a:g}: the song index's VA are on [0, 1] "
                              f"(0 = most negative / calm, 1 = most positive / aroused)")
-    return rated_va
+    return rated_va, sources
 
 
 def add_songs(index_path: str | os.PathLike, model: DeployedModel, audio: Sequence, titles: Sequence[str] | None = None,
               artists: Sequence[str] | None = None, song_ids: Sequence[str] | None = None,
-              rated_va: Sequence[tuple[float, float]] | None = None, va_source: str | None = None) -> list[str]:
+              rated_va: Sequence[tuple[float, float] | None] | None = None,
+              va_source: str | Sequence[str] | None = None) -> list[str]:
     """Embed ``audio`` files and add them to the index in one transaction. Returns their ids.
 
     ``song_id`` defaults to the file name without extension (the catalog's convention).
     Nothing is written unless every file decodes and no id is already taken. The writer
     lock is held from the final checks to the commit: a concurrent rebuild either ran
     before (this adds to the new index) or waits and keeps these songs. ``rated_va`` (one
-    (valence, arousal) on [0, 1] per file) with its ``va_source`` (e.g. ``user``) is stored
-    beside the prediction, and the recommender ranks these songs with it.
+    (valence, arousal) on [0, 1] per file, or None for a file without one) with its
+    ``va_source`` (e.g. ``user``, or one per file: :func:`check_rated_va`) is stored beside the
+    prediction, and the recommender ranks these songs with it.
     """
-    rated_va = check_rated_va(rated_va, va_source, len(audio))
+    check_rated_va(rated_va, va_source, len(audio))
     index_path = Path(index_path)
     meta = read_meta(index_path)
     check_fingerprint(index_path, meta, model)
@@ -342,14 +357,14 @@ def add_songs(index_path: str | os.PathLike, model: DeployedModel, audio: Sequen
 
 def add_embedded(index_path: Path, model: DeployedModel, audio: Sequence[Path], feats: np.ndarray, ids: list[str],
                  titles: list[str], artists: list[str],
-                 rated_va: Sequence[tuple[float, float]] | None = None, va_source: str | None = None,
-                 publish: bool = True) -> list[str]:
+                 rated_va: Sequence[tuple[float, float] | None] | None = None,
+                 va_source: str | Sequence[str] | None = None, publish: bool = True) -> list[str]:
     """Add songs whose backbone features ``feats`` [n, D] are computed (by :func:`add_songs`,
     or by the Ray engine's workers): the model's music arm, then one transaction.
     ``publish=False`` leaves the memory-mapped arrays to a later :func:`publish_arrays` (a job
     of many transactions writes them once, not once per transaction)."""
     n = len(ids)
-    rated_va = check_rated_va(rated_va, va_source, n)
+    rated_va, sources = check_rated_va(rated_va, va_source, n)
     refuse_non_finite_audio(audio, feats)
     music_vecs, music_va = model.music_side(feats)
     refuse_non_finite_audio(audio, music_va, music_vecs)
@@ -368,11 +383,11 @@ def add_embedded(index_path: Path, model: DeployedModel, audio: Sequence[Path], 
             insert_songs(conn, [(ids[i], artists[i], titles[i], str(Path(audio[i]).resolve()),
                                  blob(music_vecs[i]) if music_vecs is not None else None,
                                  float(music_va[i, 0]), float(music_va[i, 1]),
-                                 *(rated_va[i] if rated_va else (None, None)), now,
-                                 va_source if rated_va else PREDICTED) for i in range(n)])
+                                 *(rated_va[i] or (None, None)), now, sources[i]) for i in range(n)])
             old_generation, generation = bump_generation(conn, now)
         if publish:
-            ranked = np.asarray(rated_va, np.float32) if rated_va else music_va
+            rated = np.array([va is not None for va in rated_va], bool)
+            ranked = np.array([va or music_va[i] for i, va in enumerate(rated_va)], np.float32).reshape(n, 2)
             mmap_arrays.publish_generation(index_path, generation, old_generation,
-                                           added=(ids, ranked, np.full(n, bool(rated_va)), music_vecs))
+                                           added=(ids, ranked, rated, music_vecs))
     return ids
