@@ -46,10 +46,10 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Everything, including the slow end-to-end checks (book build in the quick profile), on
-# PYTEST_WORKERS pytest-xdist workers: the book build and its checks on one, the other test files
-# on the rest (tests/conftest.py). PYTEST_WORKERS=0 runs the suite in one process.
+# PYTEST_WORKERS pytest-xdist workers, a test file to a worker: the book build starts first, the
+# other files run beside it (tests/conftest.py). PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= 2
-PYTEST := $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST := $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: setup
 	$(PYTEST)
 

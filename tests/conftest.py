@@ -48,19 +48,20 @@ def _no_deployed_va_model(request, monkeypatch):
     monkeypatch.setattr(va_model, "default_model_path", lambda: Path("/nonexistent/imuse/va_model.npz"))
 
 
-# `make test` runs the suite on two pytest-xdist workers (--dist loadgroup). Each test file is one
-# unit of work, so that a module's fixtures (a Ray cluster, an exported model) are built once; the
-# quick book build and the tests that read what it leaves (the built pages; the feature stores in
-# the project's cache, which the Try-it fixture trains from) are one unit, run first, in file order,
-# on one worker, while the other worker takes the rest of the suite.
-BOOK_GROUP = "book"
-BOOK_FILES = ("test_book.py", "test_tryit_browser.py")
+# `make test` runs the suite on two pytest-xdist workers, a test file being one unit of work
+# (--dist loadfile: a module's fixtures, such as a Ray cluster or an exported model, are built
+# once), handed out in collection order (--no-loadscope-reorder). The quick book build is the
+# longest unit, so its file goes first and starts at once on one worker while the other takes the
+# other files. The Try-it tests train the deployed model from the feature stores that the book
+# build leaves in the project's cache: their file goes last, so that it starts after the build
+# rather than computing the same stores beside it.
+FIRST_FILES = ("test_book.py",)
+LAST_FILES = ("test_tryit_browser.py",)
 
 
-def pytest_itemcollected(item):
-    """Every test's xdist group: its file, or the book's unit (read only under --dist loadgroup)."""
+def _unit_order(item) -> int:
     name = item.path.name
-    item.add_marker(pytest.mark.xdist_group(BOOK_GROUP if name in BOOK_FILES else name))
+    return 0 if name in FIRST_FILES else 2 if name in LAST_FILES else 1
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they deselect
@@ -69,9 +70,7 @@ def pytest_collection_modifyitems(config, items):
     seeded generator as the long sweep (MANY, slow): for the pairs, feature-store and checkpoint
     writers they are the long sweep's first points, for the index writers points drawn the same
     way. When both are selected, as in `make test`, the long sweep runs alone."""
-    # The book's unit first: it is the longest, and xdist hands units out in collection order
-    # (--no-loadscope-reorder), so it starts at once and the rest fills the other worker.
-    items.sort(key=lambda it: it.path.name not in BOOK_FILES)
+    items.sort(key=_unit_order)  # stable: file order otherwise (see FIRST_FILES)
     kill = [it for it in items if getattr(it, "module", None) is not None
             and it.module.__name__ == "test_kill" and hasattr(it, "callspec")]
     if not kill:
