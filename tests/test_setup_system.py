@@ -149,6 +149,11 @@ def test_without_a_browser_the_figure_step_builds_the_page_and_says_what_it_left
 def test_book_check_without_a_browser_stops_with_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(_fake_bin(tmp_path)))
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "no-browsers"))
+
+    def lock_taken():  # it says so before waiting on another build's lock (`make test` builds beside it)
+        raise AssertionError("took the build lock before saying that no browser is installed")
+
+    monkeypatch.setattr(cli, "build_lock", lock_taken)
     assert cli.main(["--profile", "quick", "--browser-check"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "make book-check" in err[0] and "apt-get install -y chromium" in err[0]

@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(common.ROOT))
+    # Before the lock: a build without the browser it needs says so at once, not after waiting
+    # for another build of this checkout to finish.
+    if args.browser_check and book_browser.any_browser() is None:
+        print("build_book: error: `make book-check` opens every page in a browser and none is installed: "
+              "`apt-get install -y chromium` (which `make setup` does on Debian as root)", file=sys.stderr)
+        return 1
     with build_lock():
         return _build(args)
 
@@ -157,9 +163,6 @@ def _build(args: argparse.Namespace) -> int:
     steps = StepTimes()
     times: dict[str, float] = {}
     try:
-        if args.browser_check and book_browser.any_browser() is None:
-            raise BuildError("`make book-check` opens every page in a browser and none is installed: "
-                             "`apt-get install -y chromium` (which `make setup` does on Debian as root)")
         browser, no_static_why = static_figure_browser(args.no_static_figures)
         if browser is None:
             log(f"static images of the figures: {no_static_why}; the live figures are there")
