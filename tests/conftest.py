@@ -55,8 +55,21 @@ def _no_deployed_va_model(request, monkeypatch):
 # other files. The Try-it tests train the deployed model from the feature stores that the book
 # build leaves in the project's cache: their file goes last, so that it starts after the build
 # rather than computing the same stores beside it.
-FIRST_FILES = ("test_book.py",)
+FIRST_FILES = ("test_book_build.py",)
 LAST_FILES = ("test_tryit_browser.py",)
+
+
+# The other files' tests give way to the book build when both want the CPU (nice 5 on their worker,
+# about a quarter of a core against the build's processes): the build is the longest unit, and the
+# suite ends sooner when it is not slowed. Not more than that: some of those tests have time limits.
+OTHER_FILES_NICE = 5
+
+
+def pytest_runtest_setup(item):
+    if os.environ.get("PYTEST_XDIST_WORKER") and item.path.name not in FIRST_FILES:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if current < OTHER_FILES_NICE:
+            os.setpriority(os.PRIO_PROCESS, 0, OTHER_FILES_NICE)  # its subprocesses inherit it
 
 
 def _unit_order(item) -> int:

@@ -29,3 +29,15 @@ def test_ci_calls_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make book" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_test_orders_files_that_exist():
+    """`make test` starts the book build first and the Try-it file last (tests/conftest.py): a
+    renamed file would silently lose its place, so the names must be real test files."""
+    import conftest
+
+    here = Path(__file__).resolve().parent
+    for name in conftest.FIRST_FILES + conftest.LAST_FILES:
+        assert (here / name).is_file(), name
+    makefile = (here.parent / "Makefile").read_text()
+    assert "--dist loadfile --no-loadscope-reorder" in makefile  # units are files, in collection order
