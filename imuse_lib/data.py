@@ -370,15 +370,22 @@ def quadrant_of(valence, arousal) -> np.ndarray:
     return np.where(a, np.where(v, "Q1", "Q2"), np.where(v, "Q4", "Q3"))
 
 
-def tag_va(tags: str, lexicon: pd.DataFrame) -> tuple[float, float, int]:
-    """Mean Warriner valence and arousal (1-9) of ``;``-separated mood tags, and how many matched."""
-    table = lexicon.set_index("word")
+def lexicon_table(lexicon: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """The lexicon as ``word -> (valence, arousal)``: what :func:`tag_va` looks words up in."""
+    return dict(zip(lexicon.word, zip(lexicon.valence.astype(float), lexicon.arousal.astype(float))))
+
+
+def tag_va(tags: str, lexicon: pd.DataFrame | dict) -> tuple[float, float, int]:
+    """Mean Warriner valence and arousal (1-9) of ``;``-separated mood tags, and how many matched.
+    ``lexicon``: the frame of :func:`load_lexicon`, or its :func:`lexicon_table` (build that once
+    when scoring many songs: the catalog's 500 are then read in a tenth of a second, not two)."""
+    table = lexicon if isinstance(lexicon, dict) else lexicon_table(lexicon)
     words = [t.strip().lower() for t in str(tags).split(";") if t.strip()]
-    found = [w for w in words if w in table.index]
+    found = [table[w] for w in words if w in table]
     if not found:
         return float("nan"), float("nan"), 0
-    sub = table.loc[found]
-    return float(sub.valence.mean()), float(sub.arousal.mean()), len(found)
+    va = np.array(found, dtype=np.float64)
+    return float(va[:, 0].sum() / len(va)), float(va[:, 1].sum() / len(va)), len(found)
 
 
 def lexicon_va(tags, lexicon: pd.DataFrame | None = None) -> tuple[float, float]:
@@ -420,17 +427,18 @@ def load_catalog(scale: str = "fixed") -> pd.DataFrame:
     unknown = sorted(set(catalog.Song) - set(meta.index))
     if unknown:
         raise DataError(f"{catalog_path}: song(s) not in {meta_path.name}: {unknown[:3]}")
-    lexicon = load_lexicon()
+    lexicon = lexicon_table(load_lexicon())
+    songs = meta.to_dict("index")  # one conversion, not a row lookup per song
     rows = []
     for song, quadrant in zip(catalog.Song, catalog.Quadrant):
-        m = meta.loc[song]
-        v, a, n = tag_va(m.MoodsFoundStr, lexicon)
+        m = songs[song]
+        v, a, n = tag_va(m["MoodsFoundStr"], lexicon)
         if n == 0:
             raise DataError(f"{meta_path}: song {song} has no mood tag in the Warriner lexicon")
         rows.append({
-            "song_id": song, "artist": m.Artist, "title": m.Title, "quadrant": quadrant,
-            "genres": m.GenresStr, "valence_raw": v, "arousal_raw": a, "n_tags": n,
-            "tags": m.MoodsFoundStr, "path": locate(f"4q/audio/{quadrant}/{song}.mp3", verify=False),
+            "song_id": song, "artist": m["Artist"], "title": m["Title"], "quadrant": quadrant,
+            "genres": m["GenresStr"], "valence_raw": v, "arousal_raw": a, "n_tags": n,
+            "tags": m["MoodsFoundStr"], "path": locate(f"4q/audio/{quadrant}/{song}.mp3", verify=False),
         })
     out = pd.DataFrame(rows)
     out["valence"] = normalise(out.valence_raw, *WARRINER_RANGE, scale)
