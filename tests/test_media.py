@@ -134,6 +134,29 @@ def test_audio_mono_mean_and_resampled(tmp_path):
     assert 0.2 < np.abs(wave).max() < 0.25
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_mono_mix_is_the_channel_mean_bit_for_bit(channels):
+    # the fast mono mix must give exactly what block.mean(axis=1) gives (the stored features
+    # were computed with it), on odd values too: tiny, huge, negative zero, opposite signs
+    rng = np.random.default_rng(channels)
+    block = (rng.standard_normal((5000, channels)) * rng.choice([1e-7, 0.3, 1e3], (5000, channels)))
+    block = block.astype(np.float32)
+    block[0] = -0.0
+    block[1, 0], block[1, -1] = 3.4e38, 3.4e38  # overflows to inf in float32 either way
+    assert np.array_equal(media._mono(block), block.mean(axis=1), equal_nan=True)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("channel", [0, 1])
+def test_non_finite_sample_in_any_channel_refused(tmp_path, bad, channel):
+    path = tmp_path / "bad.wav"
+    tone = _tone(6.0, 16000)  # two blocks of 65,536 frames: the bad sample is in the second
+    tone[70_000, channel] = bad
+    sf.write(path, tone, 16000, subtype="FLOAT")
+    with pytest.raises(MediaError, match="bad.wav: audio holds non-finite samples at 0:04.1"):
+        media.load_audio(path, 16000)
+
+
 def test_audio_same_rate_unchanged(tmp_path):
     path = tmp_path / "mono.wav"
     sf.write(path, _tone(1.0, 16000, channels=1), 16000)
