@@ -261,3 +261,48 @@ def test_sequential_ask_and_tell_is_optunas_own_sequential_search():
     assert ours["val_loss"] == study.best_value
     with pytest.raises(ImuseError, match="at least 1"):
         va_model.tune_arm(x, y, xv, yv, ("a", "b"), n_trials=2, batch=0)
+
+
+def _stratified_world(seed):
+    images, songs, roles, blocks = _fake_world(np.random.default_rng(seed))
+    images["category"] = np.resize(["Animal", "Object", "Person"], len(images))  # 3: not in step with the roles
+    songs["quadrant"] = np.resize(["Q1", "Q2", "Q3", "Q4"], len(songs))[np.random.default_rng(seed).permutation(len(songs))]
+    return images, songs, roles, blocks
+
+
+def test_cross_validation_folds_partition_the_non_test_items_by_stratum():
+    images, songs, roles, _ = _stratified_world(5)
+    folds = [va_model.fold_roles(roles, images, songs, f, 5, seed=3) for f in range(5)]
+    for arm, strata in (("images", images.set_index("image_id").category), ("songs", songs.set_index("song_id").quadrant)):
+        base = getattr(roles, arm)
+        held = [getattr(fr, arm) for fr in folds]
+        for fr in held:  # test items keep their role; the others are train or val, nothing else
+            assert (fr[base == "test"] == "test").all() and set(fr[base != "test"]) <= {"train", "val"}
+        times_val = sum((fr == "val").astype(int) for fr in held)
+        assert (times_val[base != "test"] == 1).all() and (times_val[base == "test"] == 0).all()
+        for fr in held:  # each fold holds its share of every stratum (dealt in turn: within one)
+            per = strata[fr == "val"].value_counts().reindex(strata.unique(), fill_value=0)
+            whole = strata[base != "test"].value_counts().reindex(strata.unique())
+            assert ((per - whole / 5).abs() <= 1).all()
+    again = va_model.fold_roles(roles, images, songs, 2, 5, seed=3)
+    assert again.songs.equals(folds[2].songs)  # seeded
+    assert not va_model.fold_roles(roles, images, songs, 2, 5, seed=4).songs.equals(folds[2].songs)
+
+
+def test_cross_validation_never_reads_the_test_labels(monkeypatch):
+    images, songs, roles, blocks = _stratified_world(6)
+    monkeypatch.setattr(va_model.fitting, "load_blocks", lambda sources, arm, **kw: blocks[arm])
+    idea = [("kernel", ("mobilenet_v2",), ("musicnn",), va_model.KERNELS, True, True)]
+    first = va_model.cross_validate(idea, folds=3, n_trials=4, images=images, songs=songs, roles=roles)
+    assert list(first.fold) == [0, 1, 2] and (first.part == "cv").all()
+    assert first.n_songs.sum() == (roles.songs != "test").sum()  # every non-test song scored once
+    noisy = songs.copy()
+    test = noisy.song_id.map(roles.songs) == "test"
+    noisy.loc[test, ["valence", "arousal"]] = np.random.default_rng(1).random((test.sum(), 2))
+    second = va_model.cross_validate(idea, folds=3, n_trials=4, images=images, songs=noisy, roles=roles)
+    cols = ["nsg@10", "rev_nsg@10", "song_r_v", "image_r_a"]
+    pd.testing.assert_frame_equal(first[cols], second[cols])
+    moved = songs.copy()  # and the non-test labels are what it scores on (the check above is not vacuous)
+    moved.loc[~test, ["valence", "arousal"]] = np.random.default_rng(2).random(((~test).sum(), 2))
+    third = va_model.cross_validate(idea, folds=3, n_trials=4, images=images, songs=moved, roles=roles)
+    assert not np.allclose(first["nsg@10"], third["nsg@10"])
