@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imuse_lib import config, va_model  # noqa: E402
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     out = args.out or config.results_dir() / ("va_ablation.csv" if args.test else "va_ablation_val.csv")
     with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
+        keep_others(table, out, args.only).to_csv(tmp, index=False)
     print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
     if args.save_params:
         val = table[(table.part == "val") & table.idea.isin(list(models))]
@@ -65,10 +67,19 @@ def main(argv=None) -> int:
     return 0
 
 
+def keep_others(table: pd.DataFrame, out: Path, only) -> pd.DataFrame:
+    """A run of some ideas (``--only``) keeps the other ideas' rows already in ``out``."""
+    if not only or not out.is_file():
+        return table
+    kept = pd.read_csv(out)
+    return pd.concat([kept[~kept.idea.isin(table.idea)], table], ignore_index=True)
+
+
 def cross_validated(configs, args, t0) -> int:
     """Each fitted idea's mean and spread over the folds (one row per fold in the file)."""
     table = va_model.cross_validate(configs, seed=args.seed, n_trials=args.trials, progress=True)
     out = args.out or config.results_dir() / "va_ablation_cv.csv"
+    table = keep_others(table, out, args.only)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     cols = ["nsg@10", "rev_nsg@10", "image_r_v", "image_r_a", "song_r_v", "song_r_a", "song_4q_acc"]

@@ -372,7 +372,7 @@ def list_store() -> list[dict]:
 # the cost), under their own key.
 
 TAG_SUFFIX = "_tags"
-IMAGE_SOURCES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v2_mid", "image_stats")
+IMAGE_SOURCES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v2_mid", "efficientnet_lite0_mid", "image_stats")
 # The taggers trained on mood-bearing tag sets (MSD last.fm, MTG-Jamendo; models.TAGGERS) are
 # evaluation-only sources: their embedding and, as "<name>_tags", their 50 tag probabilities.
 TAGGER_SOURCES = tuple(name + suffix for name in TAGGERS for suffix in ("", TAG_SUFFIX))
@@ -386,6 +386,8 @@ def _descriptor_backbone(name: str, seed: int) -> Backbone:
         return descriptors.build_image_stats()
     if name == "mobilenet_v2_mid":
         return descriptors.build_mobilenet_v2_mid(seed)
+    if name == "efficientnet_lite0_mid":
+        return descriptors.build_efficientnet_lite0_mid(seed)
     if name == "audio_descriptors":
         return descriptors.build_audio_descriptors()
     raise ImuseError(f"unknown descriptor source {name!r}")
@@ -395,7 +397,7 @@ def source_backbone(name: str, seed: int = config.SEED) -> Backbone:
     """The (frozen) module behind a source: what turns an image or clip into its features."""
     from . import models
 
-    if name in ("image_stats", "mobilenet_v2_mid", "audio_descriptors"):
+    if name in ("image_stats", "mobilenet_v2_mid", "efficientnet_lite0_mid", "audio_descriptors"):
         return _descriptor_backbone(name, seed)
     if name.endswith(TAG_SUFFIX):
         return models.build_audio_backbone(name[: -len(TAG_SUFFIX)], seed=seed)

@@ -76,3 +76,24 @@ def test_image_stats_go_through_the_store_with_resume(tmp_path, monkeypatch):
     assert other.path != first.path  # another item list: another key
     with pytest.raises(Exception, match="not in the store"):
         features.source_features("mobilenet_v2_mid", frame=frame, compute=False)
+
+
+def test_lite0_mid_is_the_mean_of_the_sixth_stage_and_shares_the_trunk():
+    """``efficientnet_lite0_mid`` is EfficientNet-Lite0's block-14 output (end of its sixth
+    stage, 192 channels) averaged over space; the taps give it and the last layer in one pass,
+    the last layer as the ``efficientnet_lite0`` backbone gives it."""
+    torch = pytest.importorskip("torch")
+    lite = features.source_backbone("efficientnet_lite0").module
+    mid_bb = features.source_backbone("efficientnet_lite0_mid")
+    assert mid_bb.dim == descriptors.LITE0_MID_CHANNELS == 192
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        h = lite.act(lite._bn0(lite._conv_stem(x)))
+        for block in lite._blocks[: descriptors.LITE0_MID_BLOCK + 1]:
+            h = block(h)
+        want_mid, want_last = h.mean(dim=(2, 3)), lite(x)
+        last, mid = descriptors.Lite0Taps(lite, want_last=True, want_mid=True)(x)
+        assert torch.allclose(mid_bb.module(x), want_mid, atol=1e-6)
+        assert torch.allclose(mid, want_mid, atol=1e-6) and torch.allclose(last, want_last, atol=1e-6)
+    short = descriptors.Lite0Taps(lite, want_last=False, want_mid=True)
+    assert short.head is None and len(short.blocks) == descriptors.LITE0_MID_BLOCK + 1  # the cut trunk

@@ -148,18 +148,21 @@ def test_image_pipeline_module_matches_the_arm(tmp_path):
     from imuse_lib.models import descriptors
 
     frame = data.load_images().head(12)
-    sources = ("mobilenet_v2", "mobilenet_v2_mid", "image_stats", "efficientnet_lite0")
-    bbs = [features.source_backbone(s) for s in sources]
+    every = ("mobilenet_v2", "mobilenet_v2_mid", "image_stats", "efficientnet_lite0", "efficientnet_lite0_mid")
     raw_t = descriptors.build_image_stats().eval_transform  # RGB in [0, 1]
     rgb = torch.stack([raw_t(media.load_image(p)) for p in frame.path])
-    blocks = [features.embed_images(bb, list(frame.path)).astype(np.float64) for bb in bbs]
+    features_of = {s: features.embed_images(features.source_backbone(s), list(frame.path)).astype(np.float64)
+                   for s in every}
     y = frame[["valence", "arousal"]].to_numpy(float)
-    for kernel in ("rbf", "linear"):
-        arm = va_model.fit_arm(blocks, y, sources, [1.0, 0.7, 1.3, 0.9], kernel, 0.8)
-        model = va_model.VAModel(arm, arm, {})
-        with torch.inference_mode():
-            got = model.image_pipeline_module()(rgb).numpy()
-        np.testing.assert_allclose(got, arm.predict(blocks), atol=2e-3)
+    # every source; and a network's intermediate layer without its last one (a trunk cut short)
+    for sources in (every, ("efficientnet_lite0_mid", "image_stats"), ("image_stats", "mobilenet_v2_mid")):
+        blocks = [features_of[s] for s in sources]
+        for kernel in ("rbf", "linear"):
+            arm = va_model.fit_arm(blocks, y, sources, [1.0, 0.7, 1.3, 0.9, 1.1][: len(sources)], kernel, 0.8)
+            model = va_model.VAModel(arm, arm, {})
+            with torch.inference_mode():
+                got = model.image_pipeline_module()(rgb).numpy()
+            np.testing.assert_allclose(got, arm.predict(blocks), atol=2e-3, err_msg=f"{sources} {kernel}")
 
 
 # --------------------------------------------------------------------------- behind `imuse recommend`

@@ -10,6 +10,9 @@ intermediate layers. Each is wrapped as a :class:`~.base.Backbone` so the featur
 * ``mobilenet_v2_mid``: mean- and sd-pooled outputs of MobileNetV2's intermediate blocks
   (texture and colour live in the early layers; the last layer keeps object identity). Same
   forward pass as ``mobilenet_v2``, so it costs nothing extra at query time.
+* ``efficientnet_lite0_mid``: the mean-pooled output of EfficientNet-Lite0's sixth
+  stage (192 channels, before its last stage and 1x1 head): a second network's mid-level view
+  at no extra cost when ``efficientnet_lite0`` is a source too (the same forward pass).
 * ``audio_descriptors``: librosa's tempo, mode (Krumhansl key profiles), loudness and
   dynamics, spectral shape, MFCC and chroma statistics of a clip (the cue families of
   Panda et al. 2020, the paper's reference [19]). Computed once per catalog clip; never used
@@ -26,11 +29,13 @@ import torch.nn.functional as F
 from .. import config, media
 from .base import Backbone, freeze
 
-DESCRIPTOR_SOURCES = ("image_stats", "mobilenet_v2_mid", "audio_descriptors")
+DESCRIPTOR_SOURCES = ("image_stats", "mobilenet_v2_mid", "efficientnet_lite0_mid", "audio_descriptors")
 # Bumped whenever a descriptor's definition changes: part of the store key (no stale entries).
 IMAGE_STATS_VERSION = 1
 AUDIO_DESCRIPTORS_VERSION = 1
 MID_BLOCKS = (3, 6, 10, 13, 16, 17)  # MobileNetV2 ``features`` indices pooled (24..320 channels)
+LITE0_MID_BLOCK = 14  # EfficientNet-Lite0 ``_blocks`` index pooled: the end of its sixth stage
+LITE0_MID_CHANNELS = 192
 HUE_BINS = 8
 GRID = 3
 
@@ -202,6 +207,50 @@ def build_mobilenet_v2_mid(seed: int = config.SEED) -> Backbone:
     pre = dict(full.preprocessing, pooled_blocks=list(MID_BLOCKS), pooling="mean and sd over space")
     return Backbone(name="mobilenet_v2_mid", kind="image", dim=mid_dim(), weights=full.weights, module=module,
                     preprocessing=pre, train_transform=full.train_transform, eval_transform=full.eval_transform)
+
+
+class Lite0Taps(nn.Module):
+    """EfficientNet-Lite0 (input already normalised) run once: its pooled last layer (the
+    ``efficientnet_lite0`` features) and/or the mean over space of its sixth stage's output
+    (``efficientnet_lite0_mid``; the sd too was measured and left out: it lowered the
+    leave-one-out r). Only the layers a wanted output needs are kept."""
+
+    def __init__(self, net: nn.Module, want_last: bool, want_mid: bool):
+        super().__init__()
+        self.stem, self.bn0, self.act = net._conv_stem, net._bn0, net.act
+        self.blocks = net._blocks if want_last else net._blocks[: LITE0_MID_BLOCK + 1]
+        self.head = nn.Sequential(net._conv_head, net._bn1) if want_last else None
+        self.want_mid = want_mid
+
+    def forward(self, x):
+        x = self.act(self.bn0(self.stem(x)))
+        mid = None
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if self.want_mid and i == LITE0_MID_BLOCK:
+                mid = x.mean(dim=(2, 3))
+        last = self.act(self.head(x)).mean(dim=(2, 3)) if self.head is not None else None
+        return last, mid
+
+
+class _Lite0Mid(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.taps = Lite0Taps(net, want_last=False, want_mid=True)
+
+    def forward(self, x):
+        return self.taps(x)[1]
+
+
+def build_efficientnet_lite0_mid(seed: int = config.SEED) -> Backbone:
+    from .image import build_image_backbone
+
+    full = build_image_backbone("efficientnet_lite0", seed=seed)
+    module = freeze(_Lite0Mid(full.module))
+    pre = dict(full.preprocessing, pooled_blocks=[LITE0_MID_BLOCK], pooling="mean over space")
+    return Backbone(name="efficientnet_lite0_mid", kind="image", dim=LITE0_MID_CHANNELS, weights=full.weights,
+                    module=module, preprocessing=pre, train_transform=full.train_transform,
+                    eval_transform=full.eval_transform)
 
 
 # --------------------------------------------------------------------------- audio descriptors

@@ -76,6 +76,14 @@ ABLATION = [
         ("MSD FCN + Jamendo Musicnn + Jamendo FCN", TAGGER_COMBINATION),
         ("MSD FCN + Jamendo Musicnn + Jamendo FCN + MTAT Musicnn", TAGGER_COMBINATION + ("musicnn",)),
         ("all five MSD and Jamendo taggers", TAGGER_COMBINATION + ("msd_crnn", "jamendo_crnn")))
+] + [  # issue 21: the image arm with the second ImageNet backbone, beside the songs' chosen taggers
+    (f"images: {label}", isrc, sum(((t, f"{t}_tags") for t in TAGGER_COMBINATION), ()), KERNELS, True, True)
+    for label, isrc in (
+        ("+ EfficientNet-Lite0", DEPLOYED_IMAGE + ("efficientnet_lite0",)),
+        ("EfficientNet-Lite0 + image statistics", ("efficientnet_lite0", "image_stats")),
+        ("EfficientNet-Lite0 + its sixth stage + image statistics",
+         ("efficientnet_lite0", "image_stats", "efficientnet_lite0_mid")),
+        ("+ EfficientNet-Lite0's sixth stage", DEPLOYED_IMAGE + ("efficientnet_lite0_mid",)))
 ]
 
 

@@ -3,7 +3,7 @@
 Input: RGB [N, 3, 224, 224] in [0, 1], the evaluation crop of :mod:`imuse_lib.image_view`
 (``image_path.load_crop``), i.e. ``torchvision ToTensor`` without normalisation. Each
 feature source normalises its own input inside the module (ImageNet mean/sd for MobileNetV2,
-(x*255 - 127)/128 for EfficientNet-Lite0, none for the image statistics); MobileNetV2's trunk
+(x*255 - 127)/128 for EfficientNet-Lite0, none for the image statistics); each network's trunk
 runs once when both its last layer and its pooled intermediate blocks are sources. Then the
 stored standardisation, block weights, kernel regression and calibration give VA [N, 2].
 """
@@ -45,16 +45,19 @@ class _MobileNetTaps(nn.Module):
         return last, (torch.cat(mid, dim=1) if mid else None)
 
 
-class _Lite0(nn.Module):
-    def __init__(self):
+class _Lite0Taps(nn.Module):
+    """EfficientNet-Lite0's trunk once: its pooled last layer and/or its pooled sixth stage."""
+
+    def __init__(self, want_last: bool, want_mid: bool):
         super().__init__()
         from ..features import source_backbone
+        from ..models.descriptors import Lite0Taps
 
         self.norm = Normalise(LITE_MEAN, LITE_STD)
-        self.net = source_backbone("efficientnet_lite0").module
+        self.taps = Lite0Taps(source_backbone("efficientnet_lite0").module, want_last, want_mid)
 
     def forward(self, x):
-        return self.net(self.norm(x))
+        return self.taps(self.norm(x))
 
 
 class ImageVAPipeline(nn.Module):
@@ -65,13 +68,15 @@ class ImageVAPipeline(nn.Module):
         from ..models.descriptors import ImageStats
 
         sources = tuple(arm.sources)
-        unknown = set(sources) - {"mobilenet_v2", "mobilenet_v2_mid", "efficientnet_lite0", "image_stats"}
+        unknown = set(sources) - {"mobilenet_v2", "mobilenet_v2_mid", "efficientnet_lite0", "efficientnet_lite0_mid",
+                                  "image_stats"}
         if unknown:
             raise ImuseError(f"image pipeline: no torch path for source(s) {sorted(unknown)}")
         self.sources = sources
         use_last, use_mid = "mobilenet_v2" in sources, "mobilenet_v2_mid" in sources
         self.mobilenet = _MobileNetTaps(use_last, use_mid) if (use_last or use_mid) else None
-        self.lite0 = _Lite0() if "efficientnet_lite0" in sources else None
+        lite_last, lite_mid = "efficientnet_lite0" in sources, "efficientnet_lite0_mid" in sources
+        self.lite0 = _Lite0Taps(lite_last, lite_mid) if (lite_last or lite_mid) else None
         self.stats = ImageStats() if "image_stats" in sources else None
         f32 = lambda a: torch.tensor(np.asarray(a, np.float64), dtype=torch.float32)  # noqa: E731
         shift, mult = arm.folded_affine()  # standardisation and block weights as one affine map
@@ -93,19 +98,12 @@ class ImageVAPipeline(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The raw (unstandardised) source features, concatenated in the arm's order."""
-        last = mid = None
+        taps = {}
         if self.mobilenet is not None:
-            last, mid = self.mobilenet(x)
-        parts = []
-        for s in self.sources:
-            if s == "mobilenet_v2":
-                parts.append(last)
-            elif s == "mobilenet_v2_mid":
-                parts.append(mid)
-            elif s == "efficientnet_lite0":
-                parts.append(self.lite0(x))
-            else:
-                parts.append(self.stats(x))
+            taps["mobilenet_v2"], taps["mobilenet_v2_mid"] = self.mobilenet(x)
+        if self.lite0 is not None:
+            taps["efficientnet_lite0"], taps["efficientnet_lite0_mid"] = self.lite0(x)
+        parts = [self.stats(x) if s == "image_stats" else taps[s] for s in self.sources]
         return torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
