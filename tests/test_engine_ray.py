@@ -124,7 +124,7 @@ def test_bad_file_skipped_and_interrupted_job_resumes(cluster, cache, mirror, mo
     def dies_after_one(path, **arrays):
         if calls:
             raise KeyboardInterrupt
-        calls.append(path)
+        calls.append(len(arrays["ids"]))  # Ray hands batches back in any order: which chunk came first
         real_save(path, **arrays)
 
     monkeypatch.setattr(features, "save_npz", dies_after_one)
@@ -132,7 +132,7 @@ def test_bad_file_skipped_and_interrupted_job_resumes(cluster, cache, mirror, mo
         engine.feature_store(bb, "image", 0, 7, frame=frame, workers=2)
     monkeypatch.setattr(features, "save_npz", real_save)
     rep = engine.feature_store(bb, "image", 0, 7, frame=frame, workers=2)
-    assert rep.reused == 2 and rep.computed == 3 and not rep.skipped
+    assert calls and rep.reused == calls[0] and rep.computed == 5 - calls[0] and not rep.skipped
     local = features.image_features(bb, 0, 7, images=frame, progress=False)  # now served from the store
     assert local.from_cache and local.ids == rep.result.ids
 
