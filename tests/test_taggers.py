@@ -169,12 +169,12 @@ def test_every_tagger_and_its_tags_is_an_audio_source():
     for name in NEW:
         assert name in features.AUDIO_SOURCES and f"{name}_tags" in features.AUDIO_SOURCES
         assert name not in features.IMAGE_SOURCES
-    # the ablation's tagger rows name only real sources, beside the deployed image arm
+    # the ablation's tagger rows name only real sources, beside the MobileNetV2 image arm
     from imuse_lib import va_model
 
     rows = [r for r in va_model.ABLATION if r[0].startswith("songs: ")]
     assert len(rows) >= 5 and all(set(r[2]) <= set(features.AUDIO_SOURCES) for r in rows)
-    assert {r[1] for r in rows} == {va_model.ablation.DEPLOYED_IMAGE}
+    assert {r[1] for r in rows} == {va_model.ablation.MOBILENET_IMAGE_ARM}
 
 
 @needs_new

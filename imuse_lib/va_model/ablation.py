@@ -51,7 +51,7 @@ def part_metrics(image_va_pred: np.ndarray, song_va_pred: np.ndarray, images, so
 # Each idea of issue 10, cumulative where it says "+": (name, image sources, audio sources,
 # kernels searched (None: baselines.ridge), calibrated, tuned).
 _IMG = ("mobilenet_v2", "mobilenet_v2_mid", "image_stats")
-DEPLOYED_IMAGE = ("mobilenet_v2", "image_stats")  # the image sources of today's deployed model
+MOBILENET_IMAGE_ARM = ("mobilenet_v2", "image_stats")  # deployed before the "images:" rows; the song rows sit beside it
 TAGGER_COMBINATION = ("msd_fcn", "jamendo_musicnn", "jamendo_fcn")  # issue 21's best ridge combination
 ABLATION = [
     ("ridge (baselines.ridge)", ("mobilenet_v2",), ("musicnn",), None, False, False),
@@ -69,7 +69,7 @@ ABLATION = [
 ] + [  # issue 21: the songs' arm on the taggers trained on mood-bearing tags (MSD, MTG-Jamendo),
     # each with its tag probabilities (features.TAG_SUFFIX; the literal keeps this module free of
     # torch at import), beside the deployed image arm ("+ image statistics")
-    (f"songs: {label}", DEPLOYED_IMAGE, sum(((t, f"{t}_tags") for t in taggers), ()), KERNELS, True, True)
+    (f"songs: {label}", MOBILENET_IMAGE_ARM, sum(((t, f"{t}_tags") for t in taggers), ()), KERNELS, True, True)
     for label, taggers in (
         ("MSD FCN", ("msd_fcn",)), ("MSD CRNN", ("msd_crnn",)), ("Jamendo Musicnn", ("jamendo_musicnn",)),
         ("Jamendo FCN", ("jamendo_fcn",)), ("Jamendo CRNN", ("jamendo_crnn",)),
@@ -79,11 +79,11 @@ ABLATION = [
 ] + [  # issue 21: the image arm with the second ImageNet backbone, beside the songs' chosen taggers
     (f"images: {label}", isrc, sum(((t, f"{t}_tags") for t in TAGGER_COMBINATION), ()), KERNELS, True, True)
     for label, isrc in (
-        ("+ EfficientNet-Lite0", DEPLOYED_IMAGE + ("efficientnet_lite0",)),
+        ("+ EfficientNet-Lite0", MOBILENET_IMAGE_ARM + ("efficientnet_lite0",)),
         ("EfficientNet-Lite0 + image statistics", ("efficientnet_lite0", "image_stats")),
         ("EfficientNet-Lite0 + its sixth stage + image statistics",
          ("efficientnet_lite0", "image_stats", "efficientnet_lite0_mid")),
-        ("+ EfficientNet-Lite0's sixth stage", DEPLOYED_IMAGE + ("efficientnet_lite0_mid",)))
+        ("+ EfficientNet-Lite0's sixth stage", MOBILENET_IMAGE_ARM + ("efficientnet_lite0_mid",)))
 ]
 
 
