@@ -46,6 +46,7 @@ from .errors import DataError, ImuseError
 from .io import atomic_path, open_npz, read_json, write_json
 from .models.audio import TAGGERS
 from .models.base import Backbone
+from .models.descriptors import DESCRIPTOR_SOURCES
 
 FORMAT_VERSION = 1
 # K random training views per image and M random training crops per clip: what training's
@@ -397,7 +398,7 @@ def source_backbone(name: str, seed: int = config.SEED) -> Backbone:
     """The (frozen) module behind a source: what turns an image or clip into its features."""
     from . import models
 
-    if name in ("image_stats", "mobilenet_v2_mid", "efficientnet_lite0_mid", "audio_descriptors"):
+    if name in DESCRIPTOR_SOURCES:
         return _descriptor_backbone(name, seed)
     if name.endswith(TAG_SUFFIX):
         return models.build_audio_backbone(name[: -len(TAG_SUFFIX)], seed=seed)

@@ -65,11 +65,11 @@ class ImageVAPipeline(nn.Module):
 
     def __init__(self, arm):
         super().__init__()
+        from ..features import IMAGE_SOURCES
         from ..models.descriptors import ImageStats
 
         sources = tuple(arm.sources)
-        unknown = set(sources) - {"mobilenet_v2", "mobilenet_v2_mid", "efficientnet_lite0", "efficientnet_lite0_mid",
-                                  "image_stats"}
+        unknown = set(sources) - set(IMAGE_SOURCES)  # every image source has its tap below
         if unknown:
             raise ImuseError(f"image pipeline: no torch path for source(s) {sorted(unknown)}")
         self.sources = sources
