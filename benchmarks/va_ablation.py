@@ -5,7 +5,7 @@ its validation items.
     .venv/bin/python benchmarks/va_ablation.py              # validation only (exploration)
     .venv/bin/python benchmarks/va_ablation.py --test       # also the test split (final scoring)
     .venv/bin/python benchmarks/va_ablation.py --save-params  # the best idea on validation -> default build
-    .venv/bin/python benchmarks/va_ablation.py --cv           # 5-fold cross-validation over train + val
+    .venv/bin/python benchmarks/va_ablation.py --cv           # nested 5-fold cross-validation over train + val
 
 Writes ``results/va_ablation.csv`` (``--out`` to change). Ideas whose feature sources are not
 in the store are listed as missing (``--compute`` computes them: minutes each).
@@ -38,8 +38,9 @@ def main(argv=None) -> int:
                    help="record the idea with the best validation NSG@10 as the default build's sources and "
                         "hyperparameters (imuse_lib/va_model_params.json)")
     p.add_argument("--cv", action="store_true",
-                   help="score each fitted idea by 5-fold cross-validation over train + val instead (a steadier "
-                        "comparison than the one validation part; never reads test); writes va_ablation_cv.csv")
+                   help="score each fitted idea by nested 5-fold cross-validation over train + val instead (each fold "
+                        "scored with hyperparameters searched while it was hidden; a steadier comparison than "
+                        "the one validation part; never reads test); writes va_ablation_cv.csv")
     p.add_argument("--why", default=None,
                    help="with --save-params: why these candidates (recorded in the file's chosen_on)")
     args = p.parse_args(argv)

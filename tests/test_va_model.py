@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imuse_lib import baselines, deployed, recommend, va_model
+from imuse_lib import baselines, config, deployed, recommend, va_model
 from imuse_lib.errors import ImuseError, ModelMismatchError
 from imuse_lib.pairs import ItemRoles
 from imuse_lib.index import building as index_building
@@ -290,6 +290,34 @@ def test_cross_validation_folds_partition_the_non_test_items_by_stratum():
     again = va_model.fold_roles(roles, images, songs, 2, 5, seed=3)
     assert again.songs.equals(folds[2].songs)  # seeded
     assert not va_model.fold_roles(roles, images, songs, 2, 5, seed=4).songs.equals(folds[2].songs)
+
+
+def test_each_fold_is_tuned_with_its_own_items_hidden():
+    images, songs, roles, _ = _stratified_world(7)
+    for fold in range(3):
+        scored = va_model.fold_roles(roles, images, songs, fold, 3, seed=3)
+        inner = va_model.tuning_roles(roles, images, songs, fold, 3, seed=3)
+        nxt = va_model.fold_roles(roles, images, songs, (fold + 1) % 3, 3, seed=3)
+        for arm in ("images", "songs"):
+            s, i, n, base = (getattr(r, arm) for r in (scored, inner, nxt, roles))
+            assert (i[s == "val"] == "test").all()  # the scored fold is hidden from the search
+            assert (i[n == "val"] == "val").all() and (i[base == "test"] == "test").all()
+            assert set(i[(s != "val") & (n != "val") & (base != "test")]) == {"train"}
+
+
+def test_cross_validation_search_never_reads_the_fold_it_scores(monkeypatch):
+    images, songs, roles, blocks = _stratified_world(8)
+    monkeypatch.setattr(va_model.fitting, "load_blocks", lambda sources, arm, **kw: blocks[arm])
+    idea = [("kernel", ("mobilenet_v2",), ("musicnn",), va_model.KERNELS, True, True)]
+    first = va_model.cross_validate(idea, folds=3, n_trials=4, images=images, songs=songs, roles=roles)
+    scored = va_model.fold_roles(roles, images, songs, 0, 3, seed=config.SEED)
+    moved = songs.copy()  # new labels for the songs fold 0 is scored on
+    held = moved.song_id.map(scored.songs) == "val"
+    moved.loc[held, ["valence", "arousal"]] = np.random.default_rng(3).random((held.sum(), 2))
+    second = va_model.cross_validate(idea, folds=3, n_trials=4, images=images, songs=moved, roles=roles)
+    assert first.params[0] == second.params[0]  # fold 0's search did not see them...
+    assert first["nsg@10"][0] != second["nsg@10"][0]  # ...its score did
+    assert list(first.params[1:]) != list(second.params[1:])  # the other folds' searches do train on them
 
 
 def test_cross_validation_never_reads_the_test_labels(monkeypatch):

@@ -157,28 +157,56 @@ def fold_roles(roles, images, songs, fold: int, folds: int = CV_FOLDS, seed: int
                      deal(roles.songs, songs.set_index("song_id").quadrant, 1))
 
 
+def tuning_roles(roles, images, songs, fold: int, folds: int = CV_FOLDS, seed: int = config.SEED):
+    """The roles fold ``fold``'s hyperparameters are searched with: that fold's items hidden (role
+    ``test``, so their labels are never read), the next fold as ``val`` and the remaining
+    folds as ``train``. Tuning on the fold that is then scored would report the search's luck
+    on it as skill (the nested form of cross-validation)."""
+    from ..pairs import ItemRoles
+
+    scored = fold_roles(roles, images, songs, fold, folds, seed)
+    inner = fold_roles(roles, images, songs, (fold + 1) % folds, folds, seed)
+    return ItemRoles(roles.protocol, inner.images.mask(scored.images == "val", "test"),
+                     inner.songs.mask(scored.songs == "val", "test"))
+
+
+def _chosen(model) -> dict:
+    return {name: {"kernel": arm.kernel, "weights": [float(w) for w in arm.weights], "g": float(arm.g)}
+            for name, arm in (("image", model.image), ("audio", model.audio))}
+
+
 def cross_validate(configs=ABLATION, *, folds: int = CV_FOLDS, seed: int = config.SEED,
                    n_trials: int = DEFAULT_TRIALS, progress: bool = False, images=None, songs=None,
                    roles=None) -> pd.DataFrame:
     """Each idea scored by ``folds``-fold cross-validation over the cold split's train + val
-    items: per fold, fitted and tuned as :func:`run_ablation` does with that fold as ``val``,
-    and scored on it. One row per (idea, fold), ``part`` "cv". Five times the validation items
-    of one split: a choice between ideas whose single-split scores differ by noise is steadier.
-    Test items are never read. ``images`` / ``songs`` / ``roles``: as for :func:`fit` (tests)."""
+    items, nested: per fold, the idea's hyperparameters are searched as :func:`run_ablation`
+    does but on :func:`tuning_roles` (the scored fold hidden, the next fold as validation),
+    then the idea is fitted with them on every other fold and scored on the held-out one. One
+    row per (idea, fold), ``part`` "cv", with the chosen hyperparameters (``params``, JSON).
+    Five times the validation items of one split: a choice between ideas whose single-split
+    scores differ by noise is steadier. Test items are never read. ``images`` / ``songs`` /
+    ``roles``: as for :func:`fit` (tests)."""
     if images is None or songs is None:
         images, songs = item_labels()
     roles = item_roles_of(roles, images, songs, seed)
     rows = []
     for fold in range(folds):
         fr = fold_roles(roles, images, songs, fold, folds, seed)
+        inner = tuning_roles(roles, images, songs, fold, folds, seed)
         for name, isrc, asrc, kernels, calibrate, tune in configs:
             if kernels is None:
                 raise ImuseError(f"{name!r}: cross-validation covers the fitted ideas, not the ridge baseline")
             t0 = time.perf_counter()
+            params = None
+            if tune:
+                _, searched = fit(isrc, asrc, inner, seed=seed, n_trials=n_trials, kernels=kernels, tune=True,
+                                  calibrate=calibrate, images=images, songs=songs, return_train_only=True)
+                params = _chosen(searched)
             _, model = fit(isrc, asrc, fr, seed=seed, n_trials=n_trials, kernels=kernels, tune=tune,
-                           calibrate=calibrate, images=images, songs=songs, return_train_only=True)
+                           calibrate=calibrate, images=images, songs=songs, return_train_only=True, params=params)
             row = part_metrics(model.predict_images(), model.predict_songs(), images, songs, fr, "val")
-            rows.append({"idea": name, "fold": fold, **row, "part": "cv", "seconds": round(time.perf_counter() - t0, 1)})
+            rows.append({"idea": name, "fold": fold, **row, "part": "cv", "params": json.dumps(_chosen(model)),
+                         "seconds": round(time.perf_counter() - t0, 1)})
             if progress:
                 print(f"fold {fold}: {name}: NSG@10 {row['nsg@10']:.3f}", flush=True)
     return pd.DataFrame(rows)
