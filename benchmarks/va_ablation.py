@@ -83,7 +83,9 @@ def cross_validated(configs, args, t0) -> int:
     table = keep_others(table, out, args.only)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
-    cols = ["nsg@10", "rev_nsg@10", "image_r_v", "image_r_a", "song_r_v", "song_r_a", "song_4q_acc"]
+    cols = ["nsg@10", "rated_nsg@10", "nsg@10_songs_uncalibrated", "rev_nsg@10", "image_r_v", "image_r_a",
+            "song_r_v", "song_r_a", "song_4q_acc"]
+    cols = [c for c in cols if c in table.columns]  # rows of an older run lack the newer columns
     by_idea = table.groupby("idea", sort=False)
     summary = by_idea[cols].mean().join(by_idea["nsg@10"].std().rename("nsg@10 sd over folds"))
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))

@@ -11,7 +11,8 @@ Run once, after the model was chosen on validation (benchmarks/va_ablation.py --
 before a new search: ``git show REV:imuse_lib/va_model_params.json``); ``--candidates`` also
 scores the ablation's ideas whose name contains one of the given strings, each tuned on
 validation and refitted on train + val as the default build would be, with the paired
-difference (candidate - va_model) on the same bootstrap draws.
+difference (candidate - va_model) on the same bootstrap draws. ``--songs-uncalibrated`` also
+scores the same model with the songs ranked at their uncalibrated predicted VA.
 
 Writes ``results/va_final.json``.
 """
@@ -37,6 +38,9 @@ SHOW = ("nsg@10", "ndcg@10", "quadrant@10", "rev_nsg@10", "image_item_valence_r"
         "song_item_valence_sd_ratio", "song_item_arousal_sd_ratio", "song_item_quadrant_4q_acc")
 
 
+UNCALIBRATED = "va_model, songs ranked uncalibrated"
+
+
 class _WithItems(baselines.ItemVAPredictor):
     """ItemVAPredictor plus the item-level VA the metrics read (one VA per item)."""
 
@@ -59,6 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", nargs="*", default=[],
                    help="also score these ablation ideas (a whole name, or a part: every idea containing it), tuned on val")
     p.add_argument("--trials", type=int, default=va_model.DEFAULT_TRIALS)
+    p.add_argument("--songs-uncalibrated", action="store_true",
+                   help="also score the model ranking the songs at their uncalibrated predicted VA (not deployed: "
+                        "their spread is then about 0.65 of the true one), paired with va_model")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     images, songs = experiments.labels()
@@ -78,6 +85,8 @@ def main(argv=None) -> int:
         r = frame[col].map(role).to_numpy()
         fit_rows[who] = {"train": np.flatnonzero(r == "train"), "train+val": np.flatnonzero(np.isin(r, ["train", "val"]))}
     predictors = {"va_model": _WithItems("va_model", model.predict_images(), model.predict_songs())}
+    if args.songs_uncalibrated:  # the same model, songs ranked at their uncalibrated (shrunk) predicted VA
+        predictors[UNCALIBRATED] = _WithItems(UNCALIBRATED, model.predict_images(), model.predict_songs(calibrated=False))
     candidates = [c for c in va_model.ABLATION if c[3] is not None and any(_matches(n, c[0]) for n in args.candidates)]
     for name, isrc, asrc, kernels, calibrate, tune in candidates:
         fitted = va_model.fit(isrc, asrc, roles, n_trials=args.trials, kernels=kernels, tune=tune, calibrate=calibrate)
@@ -96,7 +105,7 @@ def main(argv=None) -> int:
         for m in ("nsg@10", "rev_nsg@10", "ndcg@10"):
             summary[name][f"{m} 95%"] = metrics.interval(reps[name][m])
     for name, base in [("va_model", "ridge (train)"), ("va_model", "ridge (train+val)")] + \
-            [(c[0], "va_model") for c in candidates]:
+            [(c[0], "va_model") for c in candidates] + [(n, "va_model") for n in predictors if n == UNCALIBRATED]:
         for m in ("nsg@10", "rev_nsg@10"):
             d = metrics.paired_difference(reps[name], reps[base], m)
             d["point"] = summary[name][m] - summary[base][m]

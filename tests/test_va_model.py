@@ -292,6 +292,16 @@ def test_cross_validation_folds_partition_the_non_test_items_by_stratum():
     assert not va_model.fold_roles(roles, images, songs, 2, 5, seed=4).songs.equals(folds[2].songs)
 
 
+def test_ranking_nsg_is_one_for_the_true_va_and_falls_with_the_songs_misplaced():
+    images, songs, roles, _ = _stratified_world(9)
+    iva, sva = images[["valence", "arousal"]].to_numpy(float), songs[["valence", "arousal"]].to_numpy(float)
+    assert va_model.ranking_nsg(iva, sva, images, songs, roles, "test") == pytest.approx(1.0)
+    mirrored = 1.0 - sva  # every song placed at the opposite corner: the worst songs ranked first
+    assert va_model.ranking_nsg(iva, mirrored, images, songs, roles, "test") < 0
+    shrunk = sva.mean(0) + 0.5 * (sva - sva.mean(0))  # a shrink around the centre keeps most of the order
+    assert 0.5 < va_model.ranking_nsg(iva, shrunk, images, songs, roles, "test") < 1.0
+
+
 def test_each_fold_is_tuned_with_its_own_items_hidden():
     images, songs, roles, _ = _stratified_world(7)
     for fold in range(3):
@@ -326,6 +336,7 @@ def test_cross_validation_never_reads_the_test_labels(monkeypatch):
     idea = [("kernel", ("mobilenet_v2",), ("musicnn",), va_model.KERNELS, True, True)]
     first = va_model.cross_validate(idea, folds=3, n_trials=4, images=images, songs=songs, roles=roles)
     assert list(first.fold) == [0, 1, 2] and (first.part == "cv").all()
+    assert first["rated_nsg@10"].between(-1, 1).all() and first["nsg@10_songs_uncalibrated"].between(-1, 1).all()
     assert first.n_songs.sum() == (roles.songs != "test").sum()  # every non-test song scored once
     noisy = songs.copy()
     test = noisy.song_id.map(roles.songs) == "test"

@@ -35,14 +35,16 @@ search, the refit, the deployed default build), :mod:`.ablation` (issue 10's ide
 :mod:`.torch_path` (the image arm in torch, for queries and the book's page).
 """
 
-from .ablation import ABLATION, CV_FOLDS, cross_validate, fold_roles, part_metrics, run_ablation, tuning_roles
+from .ablation import (ABLATION, CV_FOLDS, cross_validate, fold_roles, part_metrics, ranking_nsg, run_ablation,
+                       tuning_roles)
 from .arm import DIMS, KERNELS, LAMBDAS, ArmModel, fit_arm
 from .blocks import Blocks, load_blocks
 from .fitting import (DEFAULT_TRIALS, PARAMS_FILE, RAY_SEARCH_BATCH, default_model_path, fit, fit_arm_tuned,
                       save_tuned_params, train_default, tune_arm, tuned_params)
 from .model import FORMAT, FORMAT_VERSION, VAModel, is_va_model_file, load
 
-__all__ = ["ABLATION", "CV_FOLDS", "DEFAULT_TRIALS", "DIMS", "FORMAT", "FORMAT_VERSION", "KERNELS", "LAMBDAS", "PARAMS_FILE",
-           "RAY_SEARCH_BATCH", "ArmModel", "Blocks", "VAModel", "cross_validate", "default_model_path", "fit", "fit_arm",
-           "fit_arm_tuned", "fold_roles", "is_va_model_file", "load", "load_blocks", "part_metrics", "run_ablation",
-           "save_tuned_params", "train_default", "tune_arm", "tuned_params", "tuning_roles"]
+__all__ = ["ABLATION", "CV_FOLDS", "DEFAULT_TRIALS", "DIMS", "FORMAT", "FORMAT_VERSION", "KERNELS",
+           "LAMBDAS", "PARAMS_FILE", "RAY_SEARCH_BATCH", "ArmModel", "Blocks", "VAModel", "cross_validate",
+           "default_model_path", "fit", "fit_arm", "fit_arm_tuned", "fold_roles", "is_va_model_file", "load",
+           "load_blocks", "part_metrics", "ranking_nsg", "run_ablation", "save_tuned_params",
+           "train_default", "tune_arm", "tuned_params", "tuning_roles"]

@@ -23,15 +23,11 @@ def part_metrics(image_va_pred: np.ndarray, song_va_pred: np.ndarray, images, so
     :func:`imuse_lib.metrics.item_va_metrics` the per-dimension r and sd ratio and the songs'
     official 4Q quadrant recovered from the predicted VA."""
     from ..metrics import EvalSet, item_va_metrics, nsg_at_k
-    from ..pairs import similarity
 
-    irows = np.flatnonzero(images.image_id.map(roles.images).to_numpy() == part)
-    srows = np.flatnonzero(songs.song_id.map(roles.songs).to_numpy() == part)
+    irows, srows = _part_rows(images, songs, roles, part)
     image_va, song_va = images[["valence", "arousal"]].to_numpy(float), songs[["valence", "arousal"]].to_numpy(float)
-    ti, ts = image_va[irows], song_va[srows]
     pi, ps = np.asarray(image_va_pred, float)[irows], np.asarray(song_va_pred, float)[srows]
-    true_m = similarity(ti[:, None, 0], ti[:, None, 1], ts[None, :, 0], ts[None, :, 1])
-    pred_m = similarity(pi[:, None, 0], pi[:, None, 1], ps[None, :, 0], ps[None, :, 1])
+    pred_m, true_m = _similarities(pi, ps, image_va[irows], song_va[srows])
     out = {"part": part, "n_images": len(irows), "n_songs": len(srows),
            "nsg@10": float(np.nanmean(nsg_at_k(pred_m, true_m, k))),
            "rev_nsg@10": float(np.nanmean(nsg_at_k(pred_m.T, true_m.T, k)))}
@@ -46,6 +42,33 @@ def part_metrics(image_va_pred: np.ndarray, song_va_pred: np.ndarray, images, so
         out[f"song_sd_ratio_{dim}"] = item[f"song_item_{name}_sd_ratio"]
     out["song_4q_acc"] = item["song_item_quadrant_4q_acc"]
     return out
+
+
+def _part_rows(images, songs, roles, part: str) -> tuple[np.ndarray, np.ndarray]:
+    return (np.flatnonzero(images.image_id.map(roles.images).to_numpy() == part),
+            np.flatnonzero(songs.song_id.map(roles.songs).to_numpy() == part))
+
+
+def _similarities(pi, ps, ti, ts) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 1 between every (image, song): from the VA they are ranked with, and from the true VA."""
+    from ..pairs import similarity
+
+    return (similarity(pi[:, None, 0], pi[:, None, 1], ps[None, :, 0], ps[None, :, 1]),
+            similarity(ti[:, None, 0], ti[:, None, 1], ts[None, :, 0], ts[None, :, 1]))
+
+
+def ranking_nsg(image_va_pred: np.ndarray, song_va_ranked: np.ndarray, images, songs, roles, part: str,
+                k: int = 10) -> float:
+    """Mean NSG@k of the part's images ranking the part's songs, the images placed at their
+    predicted VA and the songs at ``song_va_ranked`` (rows = ``songs``): the songs' rated VA,
+    or a prediction (calibrated or not). Scored against the true VA of both."""
+    from ..metrics import nsg_at_k
+
+    irows, srows = _part_rows(images, songs, roles, part)
+    image_va, song_va = images[["valence", "arousal"]].to_numpy(float), songs[["valence", "arousal"]].to_numpy(float)
+    pred_m, true_m = _similarities(np.asarray(image_va_pred, float)[irows], np.asarray(song_va_ranked, float)[srows],
+                                   image_va[irows], song_va[srows])
+    return float(np.nanmean(nsg_at_k(pred_m, true_m, k)))
 
 
 # Each idea of issue 10, cumulative where it says "+": (name, image sources, audio sources,
@@ -204,8 +227,13 @@ def cross_validate(configs=ABLATION, *, folds: int = CV_FOLDS, seed: int = confi
                 params = _chosen(searched)
             _, model = fit(isrc, asrc, fr, seed=seed, n_trials=n_trials, kernels=kernels, tune=tune,
                            calibrate=calibrate, images=images, songs=songs, return_train_only=True, params=params)
-            row = part_metrics(model.predict_images(), model.predict_songs(), images, songs, fr, "val")
-            rows.append({"idea": name, "fold": fold, **row, "part": "cv", "params": json.dumps(_chosen(model)),
+            image_va = model.predict_images()
+            row = part_metrics(image_va, model.predict_songs(), images, songs, fr, "val")
+            # the same images ranking the songs by their rated VA, and by uncalibrated song predictions
+            rated = ranking_nsg(image_va, songs[["valence", "arousal"]].to_numpy(float), images, songs, fr, "val")
+            raw = ranking_nsg(image_va, model.predict_songs(calibrated=False), images, songs, fr, "val")
+            rows.append({"idea": name, "fold": fold, **row, "part": "cv", "rated_nsg@10": rated,
+                         "nsg@10_songs_uncalibrated": raw, "params": json.dumps(_chosen(model)),
                          "seconds": round(time.perf_counter() - t0, 1)})
             if progress:
                 print(f"fold {fold}: {name}: NSG@10 {row['nsg@10']:.3f}", flush=True)
