@@ -205,8 +205,10 @@ def cross_validate(configs=ABLATION, *, folds: int = CV_FOLDS, seed: int = confi
     items, nested: per fold, the idea's hyperparameters are searched as :func:`run_ablation`
     does but on :func:`tuning_roles` (the scored fold hidden, the next fold as validation),
     then the idea is fitted with them on every other fold and scored on the held-out one. One
-    row per (idea, fold), ``part`` "cv", with the chosen hyperparameters (``params``, JSON).
-    Five times the validation items of one split: a choice between ideas whose single-split
+    row per (idea, fold), ``part`` "cv", with the chosen hyperparameters (``params``, JSON) and,
+    beside ``nsg@10`` (songs at their predicted VA, as new songs are ranked), the same images
+    ranking the fold's songs by their rated VA (``rated_nsg@10``) and by their uncalibrated
+    predictions (``nsg@10_songs_uncalibrated``). Five times the validation items of one split: a choice between ideas whose single-split
     scores differ by noise is steadier. Test items are never read. ``images`` / ``songs`` /
     ``roles``: as for :func:`fit` (tests)."""
     if images is None or songs is None:
