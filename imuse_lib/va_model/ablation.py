@@ -224,11 +224,11 @@ def cross_validate(configs=ABLATION, *, folds: int = CV_FOLDS, seed: int = confi
             t0 = time.perf_counter()
             params = None
             if tune:
-                _, searched = fit(isrc, asrc, inner, seed=seed, n_trials=n_trials, kernels=kernels, tune=True,
-                                  calibrate=calibrate, images=images, songs=songs, return_train_only=True)
+                searched = fit(isrc, asrc, inner, seed=seed, n_trials=n_trials, kernels=kernels, tune=True,
+                               refit=False, calibrate=calibrate, images=images, songs=songs)
                 params = _chosen(searched)
-            _, model = fit(isrc, asrc, fr, seed=seed, n_trials=n_trials, kernels=kernels, tune=tune,
-                           calibrate=calibrate, images=images, songs=songs, return_train_only=True, params=params)
+            model = fit(isrc, asrc, fr, seed=seed, n_trials=n_trials, kernels=kernels, tune=tune, refit=False,
+                        calibrate=calibrate, images=images, songs=songs, params=params)  # scored as fitted on train
             image_va = model.predict_images()
             row = part_metrics(image_va, model.predict_songs(), images, songs, fr, "val")
             # the same images ranking the songs by their rated VA, and by uncalibrated song predictions
